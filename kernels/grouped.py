@@ -1,0 +1,66 @@
+"""The grouped-learner kernel and the per-request cap, written so `torch.onnx.export` emits them.
+
+Both functions run inside the exported graph (DESIGN §4): the server runs the whole model once per
+batch, and every op here has a CPU and a CUDA implementation in onnxruntime (TopK, Gather, Slice,
+MatMul, Concat, CumSum, ScatterElements).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def cap_counts(desired: torch.Tensor, budget: torch.Tensor, n: int, min_choice: int) -> torch.Tensor:
+    """Cap one ACM's learner counts per request so the request stays within its budget.
+
+    desired: [B, T] int64 counts the gate asked for, in [min_choice, n].
+    budget:  [B] float64, in (0, 1].
+    Returns [B, T] int64 with sum_t k <= max(floor(budget * n * T), min_choice * T) for every row.
+
+    Water-filling: the largest level L with sum_t min(desired, L) within the cap is applied to all
+    tokens, then the learners left over go one each to the tokens that asked for more than L,
+    those that asked for the most first (ties: lower token index). Tokens that asked for little are
+    never raised, and the order of the gate's preferences is kept. Each row depends on its own
+    request only, which is what makes answers batch invariant.
+    """
+    t = desired.shape[1]
+    cap = torch.floor(budget * float(n * t)).to(torch.int64)
+    cap = torch.clamp(cap, min=min_choice * t)
+    levels = torch.arange(n + 1, dtype=torch.int64)
+    totals = torch.minimum(desired.unsqueeze(-1), levels).sum(1)  # [B, n+1], non-decreasing in L
+    level = (totals <= cap.unsqueeze(-1)).to(torch.int64).sum(-1, keepdim=True) - 1  # [B, 1]
+    base = torch.minimum(desired, level)
+    remainder = cap - base.sum(1)  # [B]; smaller than the candidate count whenever level < n
+    wants_more = desired > level
+    position = torch.arange(t, dtype=torch.int64)
+    priority = torch.where(wants_more, desired * (t + 1) + (t - position), torch.zeros_like(desired))
+    order = torch.argsort(priority, dim=1, descending=True)
+    rank = torch.argsort(order, dim=1)
+    extra = wants_more & (rank < remainder.unsqueeze(-1))
+    return base + extra.to(torch.int64)
+
+
+def grouped_learners(x: torch.Tensor, k: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
+                     w2: torch.Tensor, n: int, width: int, gelu: bool) -> torch.Tensor:
+    """h(x_i, k_i) for every row i, with one GEMM pair per distinct k.
+
+    x: [M, d]; k: [M] int64 in [0, n]; w1: [d, n*width]; b1: [n*width]; w2: [n*width, d].
+    The sum of the first k learners equals one FFN over the first k*width hidden units (DESIGN §2),
+    so rows sorted by k are processed group by group with weight slices of width j*width; rows
+    with k = 0 get zeros. Every output row is written exactly once.
+    """
+    order = torch.argsort(k)
+    xs = x.index_select(0, order)
+    ks = k.index_select(0, order)
+    # Group boundaries from the sorted counts; tensors, so the slices stay dynamic in the graph.
+    ends = torch.stack([(ks <= j).sum() for j in range(n + 1)])
+    pieces = [torch.zeros_like(xs[:ends[0]])]
+    for j in range(1, n + 1):
+        rows = xs[ends[j - 1]:ends[j]]
+        h = rows @ w1[:, :j * width] + b1[:j * width]
+        if gelu:
+            h = F.gelu(h)
+        pieces.append(h @ w2[:j * width])
+    ys = torch.cat(pieces, 0)
+    inverse = torch.zeros_like(order).scatter(0, order, torch.ones_like(order).cumsum(0) - 1)
+    return ys.index_select(0, inverse)

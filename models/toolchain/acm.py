@@ -1,0 +1,223 @@
+"""Adaptive Computation Modules (DESIGN §2) and the ACM form of a torchvision VisionTransformer."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.vision_transformer import VisionTransformer
+
+from kernels.grouped import cap_counts, grouped_learners
+from .vit import ViTConfig
+
+PROJECTIONS = ("q", "k", "v", "o")
+KINDS = PROJECTIONS + ("ffn",)
+
+
+class ACM(nn.Module):
+    """N learners whose outputs add up, and a gate choosing per token how many run.
+
+    The learners are stored side by side as one FFN of width n*width: learner i owns hidden units
+    [i*width, (i+1)*width). h(z, k) is then the FFN restricted to its first k*width units.
+    """
+
+    def __init__(self, dim: int, n: int, width: int, kind: str, gate_hidden: int = 16):
+        super().__init__()
+        assert kind in KINDS, kind
+        self.dim, self.n, self.width, self.kind = dim, n, width, kind
+        self.gelu = kind == "ffn"
+        # FFN ACMs sit under a residual and may skip all learners; projections must produce something.
+        self.min_choice = 0 if kind == "ffn" else 1
+        self.w1 = nn.Parameter(torch.randn(dim, n * width) / math.sqrt(dim))
+        self.b1 = nn.Parameter(torch.zeros(n * width))
+        self.w2 = nn.Parameter(torch.randn(n * width, dim) * 0.02)
+        # The gate sees the token and the request's budget, so one model serves every budget.
+        self.gate = nn.Sequential(
+            nn.Linear(dim + 1, gate_hidden), nn.GELU(),
+            nn.Linear(gate_hidden, gate_hidden), nn.GELU(),
+            nn.Linear(gate_hidden, self.choices),
+        )
+
+    @property
+    def choices(self) -> int:
+        return self.n - self.min_choice + 1
+
+    @property
+    def learner_macs(self) -> int:
+        return 2 * self.dim * self.width
+
+    @property
+    def gate_macs(self) -> int:
+        g = self.gate
+        return sum(m.in_features * m.out_features for m in g if isinstance(m, nn.Linear))
+
+    def prefix_outputs(self, z: torch.Tensor) -> torch.Tensor:
+        """h(z, k) for every k = 0..n: [..., n+1, dim]. Runs every learner (training only)."""
+        h = z @ self.w1 + self.b1
+        if self.gelu:
+            h = F.gelu(h)
+        h = h.view(*z.shape[:-1], self.n, self.width)
+        out = torch.einsum("...nw,nwd->...nd", h, self.w2.view(self.n, self.width, self.dim))
+        cum = out.cumsum(-2)
+        return torch.cat([torch.zeros_like(cum[..., :1, :]), cum], -2)
+
+    def gate_logits(self, z: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
+        """z: [B, T, dim]; budget: [B]. Logits over k = min_choice..n: [B, T, choices]."""
+        b = budget.to(z.dtype).view(-1, 1, 1).expand(z.shape[0], z.shape[1], 1)
+        return self.gate(torch.cat([z, b], -1))
+
+    def forward(self, z: torch.Tensor, budget: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference: argmax gate, per-request cap, grouped kernel. Returns (output, counts [B, T])."""
+        desired = self.gate_logits(z, budget).argmax(-1) + self.min_choice
+        k = cap_counts(desired, budget.to(torch.float64), self.n, self.min_choice)
+        y = grouped_learners(z.reshape(-1, self.dim), k.reshape(-1), self.w1, self.b1, self.w2,
+                             self.n, self.width, self.gelu)
+        return y.view_as(z), k
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    b, t, d = q.shape
+    split = lambda x: x.view(b, t, heads, d // heads).transpose(1, 2)  # noqa: E731
+    scores = split(q) @ split(k).transpose(-1, -2) / math.sqrt(d // heads)
+    return (scores.softmax(-1) @ split(v)).transpose(1, 2).reshape(b, t, d)
+
+
+def projection_width(dim: int, n: int) -> int:
+    return round((dim * dim + dim) / (2 * dim + 1) / n)
+
+
+class ACMEncoderLayer(nn.Module):
+    def __init__(self, cfg: ViTConfig, n: int):
+        super().__init__()
+        d = cfg.hidden_dim
+        self.heads = cfg.num_heads
+        self.ln_1 = nn.LayerNorm(d, eps=1e-6)
+        self.ln_2 = nn.LayerNorm(d, eps=1e-6)
+        pw = projection_width(d, n)
+        self.q, self.k, self.v, self.o = (ACM(d, n, pw, kind) for kind in PROJECTIONS)
+        self.mlp = ACM(d, n, cfg.mlp_dim // n, "ffn")
+
+    def acms(self) -> list[ACM]:
+        return [self.q, self.k, self.v, self.o, self.mlp]
+
+    def forward(self, x: torch.Tensor, budget: torch.Tensor, counts: list[torch.Tensor]) -> torch.Tensor:
+        h = self.ln_1(x)
+        (q, kq), (k, kk), (v, kv) = self.q(h, budget), self.k(h, budget), self.v(h, budget)
+        o, ko = self.o(attention(q, k, v, self.heads), budget)
+        x = x + o
+        m, km = self.mlp(self.ln_2(x), budget)
+        counts.extend([kq, kk, kv, ko, km])
+        return x + m
+
+
+class ACMViT(nn.Module):
+    """A VisionTransformer whose FFNs and q/k/v/o projections are ACMs.
+
+    forward(pixels [B, C, H, W], budget [B] float64) -> (logits [B, classes], counts [B, A, T]).
+    """
+
+    def __init__(self, cfg: ViTConfig, n: int = 4):
+        super().__init__()
+        self.cfg, self.n = cfg, n
+        d = cfg.hidden_dim
+        self.conv_proj = nn.Conv2d(cfg.channels, d, cfg.patch_size, cfg.patch_size)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.pos_embedding = nn.Parameter(torch.zeros(1, cfg.tokens, d))
+        self.layers = nn.ModuleList(ACMEncoderLayer(cfg, n) for _ in range(cfg.num_layers))
+        self.ln = nn.LayerNorm(d, eps=1e-6)
+        self.head = nn.Linear(d, cfg.num_classes)
+
+    def acms(self) -> list[tuple[str, int, ACM]]:
+        names = []
+        for i, layer in enumerate(self.layers):
+            for kind, acm in zip(KINDS, layer.acms()):
+                names.append((f"encoder.layers.{i}.{'mlp' if kind == 'ffn' else 'attn.' + kind}", i, acm))
+        return names
+
+    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.conv_proj(pixels).flatten(2).transpose(1, 2)
+        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], 1)
+        return x + self.pos_embedding
+
+    def forward(self, pixels: torch.Tensor, budget: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.embed(pixels)
+        counts: list[torch.Tensor] = []
+        for layer in self.layers:
+            x = layer(x, budget, counts)
+        return self.head(self.ln(x)[:, 0]), torch.stack(counts, 1)
+
+    def fixed_macs(self) -> int:
+        """Per image: patch embedding, attention matmuls and head (norms and gates not included)."""
+        c, t, d = self.cfg, self.cfg.tokens, self.cfg.hidden_dim
+        patch = (t - 1) * c.channels * c.patch_size ** 2 * d
+        return patch + c.num_layers * 2 * t * t * d + d * c.num_classes
+
+
+# --- conversion from a dense torchvision model -------------------------------------------------
+
+def dense_trace(vit: VisionTransformer, pixels: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
+    """Run the dense model step by step, returning logits and every ACM's (input, output) pair.
+
+    torchvision's MultiheadAttention applies its projections inside one fused call, so the inputs
+    and outputs of q/k/v/o are computed here from its weights; `logits` equals vit(pixels).
+    """
+    x = vit._process_input(pixels)
+    x = torch.cat([vit.class_token.expand(x.shape[0], -1, -1), x], 1)
+    x = x + vit.encoder.pos_embedding
+    pairs = []
+    for block in vit.encoder.layers:
+        attn = block.self_attention
+        h = block.ln_1(x)
+        wq, wk, wv = attn.in_proj_weight.chunk(3)
+        bq, bk, bv = attn.in_proj_bias.chunk(3)
+        q, k, v = F.linear(h, wq, bq), F.linear(h, wk, bk), F.linear(h, wv, bv)
+        a = attention(q, k, v, attn.num_heads)
+        o = attn.out_proj(a)
+        x = x + o
+        h2 = block.ln_2(x)
+        m = block.mlp(h2)
+        x = x + m
+        pairs.append({"q": (h, q), "k": (h, k), "v": (h, v), "o": (a, o), "ffn": (h2, m)})
+    return vit.heads(vit.encoder.ln(x)[:, 0]), pairs
+
+
+@torch.no_grad()
+def _init_ffn(acm: ACM, mlp: nn.Module) -> None:
+    """Learner i starts as the i-th most important quarter of the dense FFN's hidden units."""
+    fc1, fc2 = mlp[0], mlp[3]
+    importance = fc1.weight.norm(dim=1) * fc2.weight.norm(dim=0)
+    perm = importance.argsort(descending=True)
+    acm.w1.copy_(fc1.weight[perm].t())
+    acm.b1.copy_(fc1.bias[perm])
+    acm.w2.copy_(fc2.weight[:, perm].t())
+
+
+@torch.no_grad()
+def _init_projection(acm: ACM, weight: torch.Tensor, bias: torch.Tensor) -> None:
+    """Learner i starts as the i-th block of singular directions: h(z, k) is the best rank-k*w map."""
+    r = acm.n * acm.width
+    u, s, vh = torch.linalg.svd(weight)
+    root = s[:r].sqrt()
+    acm.w1.copy_(vh[:r].t() * root)
+    acm.w2.copy_(root[:, None] * u[:, :r].t())
+    acm.b1.copy_(bias @ torch.linalg.pinv(acm.w2))
+
+
+@torch.no_grad()
+def from_dense(vit: VisionTransformer, cfg: ViTConfig, n: int = 4) -> ACMViT:
+    model = ACMViT(cfg, n)
+    model.conv_proj.load_state_dict(vit.conv_proj.state_dict())
+    model.class_token.copy_(vit.class_token)
+    model.pos_embedding.copy_(vit.encoder.pos_embedding)
+    model.ln.load_state_dict(vit.encoder.ln.state_dict())
+    model.head.load_state_dict(vit.heads.head.state_dict())
+    for layer, block in zip(model.layers, vit.encoder.layers):
+        layer.ln_1.load_state_dict(block.ln_1.state_dict())
+        layer.ln_2.load_state_dict(block.ln_2.state_dict())
+        attn = block.self_attention
+        for acm, w, b in zip((layer.q, layer.k, layer.v), attn.in_proj_weight.chunk(3), attn.in_proj_bias.chunk(3)):
+            _init_projection(acm, w, b)
+        _init_projection(layer.o, attn.out_proj.weight, attn.out_proj.bias)
+        _init_ffn(layer.mlp, block.mlp)
+    return model

@@ -1,0 +1,101 @@
+"""Export an ACMViT (and its dense base) to ONNX with the bundle manifest of models/BUNDLE.md."""
+from __future__ import annotations
+
+import json
+import os
+
+import onnx
+import torch
+from torch import nn
+
+from .acm import ACMViT, dense_trace
+from .vit import ViTConfig, dense_macs
+
+OPSET = 17
+FORMAT = "acm-bundle/1"
+
+
+def budget_floor(model: ACMViT) -> float:
+    acms = [a for _, _, a in model.acms()]
+    full = sum(a.n * a.learner_macs for a in acms)
+    return sum(a.min_choice * a.learner_macs for a in acms) / full
+
+
+def manifest(model: ACMViT, name: str, labels: list[str], mean: list[float], std: list[float],
+             quality: list[dict] | None = None, training: dict | None = None,
+             dense_graph: str | None = None) -> dict:
+    cfg: ViTConfig = model.cfg
+    side = cfg.image_size // cfg.patch_size
+    return {
+        "format": FORMAT,
+        "name": name,
+        "task": "image-classification",
+        "graph": "model.onnx",
+        **({"dense_graph": dense_graph} if dense_graph else {}),
+        "inputs": {"pixels": "pixel_values", "budget": "budget"},
+        "outputs": {"logits": "logits", "learner_counts": "learner_counts"},
+        "image": {"height": cfg.image_size, "width": cfg.image_size, "channels": cfg.channels,
+                  "mean": mean, "std": std, "resize": "contain", "background": [0, 0, 0]},
+        "labels": labels,
+        "tokens": {"count": cfg.tokens, "grid": [side, side], "grid_offset": 1},
+        "acms": [
+            {"name": acm_name, "layer": layer, "kind": a.kind, "n": a.n, "width": a.width,
+             "min_choice": a.min_choice, "learner_macs": a.learner_macs, "gate_macs": a.gate_macs}
+            for acm_name, layer, a in model.acms()
+        ],
+        "macs": {"fixed": model.fixed_macs(), "dense": dense_macs(cfg)},
+        "budget_floor": round(budget_floor(model), 6),
+        "default_budget": 1.0,
+        "quality": quality or [],
+        "architecture": {"family": "vit", **cfg.to_dict()},
+        "training": training or {},
+    }
+
+
+def _write_metadata(path: str, meta: dict) -> None:
+    graph = onnx.load(path)
+    del graph.metadata_props[:]
+    entry = graph.metadata_props.add()
+    entry.key, entry.value = "acm_manifest", json.dumps(meta, sort_keys=True)
+    onnx.checker.check_model(graph)
+    onnx.save(graph, path)
+
+
+def export_bundle(model: ACMViT, out_dir: str, meta: dict, dense: nn.Module | None = None) -> None:
+    """Write model.onnx (+ dense.onnx) and acm.json; the manifest also goes into the ONNX metadata."""
+    os.makedirs(out_dir, exist_ok=True)
+    model = model.eval()
+    cfg = model.cfg
+    pixels = torch.randn(2, cfg.channels, cfg.image_size, cfg.image_size)
+    budget = torch.tensor([1.0, 0.4], dtype=torch.float64)
+    batch = {0: "batch"}
+    path = os.path.join(out_dir, meta["graph"])
+    with torch.no_grad():
+        torch.onnx.export(
+            model, (pixels, budget), path, opset_version=OPSET,
+            input_names=["pixel_values", "budget"], output_names=["logits", "learner_counts"],
+            dynamic_axes={"pixel_values": batch, "budget": batch, "logits": batch, "learner_counts": batch},
+        )
+    _write_metadata(path, meta)
+    if dense is not None and meta.get("dense_graph"):
+        dense_path = os.path.join(out_dir, meta["dense_graph"])
+        with torch.no_grad():
+            torch.onnx.export(
+                DenseLogits(dense.eval()), (pixels,), dense_path, opset_version=OPSET,
+                input_names=["pixel_values"], output_names=["logits"],
+                dynamic_axes={"pixel_values": batch, "logits": batch},
+            )
+    with open(os.path.join(out_dir, "acm.json"), "w") as f:
+        json.dump(meta, f, indent=2)
+        f.write("\n")
+
+
+class DenseLogits(nn.Module):
+    """The dense base through the same attention code as the ACM model, for a like-for-like graph."""
+
+    def __init__(self, vit: nn.Module):
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return dense_trace(self.vit, pixels)[0]

@@ -1,0 +1,64 @@
+"""A tiny random ACM image bundle for tests: no data, no training, built in seconds.
+
+    python3 -m models.toolchain.make_tiny_bundle --out /tmp/tiny [--reference]
+
+With --reference, reference.json holds inputs and PyTorch outputs (logits, learner counts) for a
+single request and for a mixed batch with different budgets, for the ONNX parity test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import torch
+
+from .acm import from_dense
+from .export import export_bundle, manifest
+from .vit import CONFIGS, build_vit, set_threads
+
+
+def build(seed: int = 0):
+    cfg = CONFIGS["tiny"]
+    torch.manual_seed(seed)
+    vit = build_vit(cfg)
+    # torchvision zero-initialises the head; random logits make the parity test meaningful.
+    torch.nn.init.normal_(vit.heads.head.weight, std=0.5)
+    model = from_dense(vit, cfg).eval()
+    with torch.no_grad():
+        for _, _, acm in model.acms():
+            # Spread the random gates' choices so every group of the kernel is exercised.
+            for p in acm.gate.parameters():
+                p.mul_(4.0)
+    return cfg, vit.eval(), model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--reference", action="store_true")
+    ap.add_argument("--name", default="tiny-vit-acm")
+    args = ap.parse_args()
+    set_threads()
+    cfg, vit, model = build()
+    labels = [f"class-{i}" for i in range(cfg.num_classes)]
+    meta = manifest(model, args.name, labels, mean=[0.5], std=[0.25], dense_graph="dense.onnx",
+                    training={"note": "random weights, for tests"})
+    export_bundle(model, args.out, meta, dense=vit)
+    if args.reference:
+        gen = torch.Generator().manual_seed(1)
+        cases = []
+        for budgets in ([0.5], [1.0, 0.25, 0.6, 0.1, 0.75]):
+            pixels = torch.randn(len(budgets), cfg.channels, cfg.image_size, cfg.image_size, generator=gen)
+            budget = torch.tensor(budgets, dtype=torch.float64)
+            with torch.no_grad():
+                logits, counts = model(pixels, budget)
+            cases.append({"budget": budgets, "pixels": pixels.flatten().tolist(),
+                          "shape": list(pixels.shape), "logits": logits.flatten().tolist(),
+                          "learner_counts": counts.flatten().tolist(), "counts_shape": list(counts.shape)})
+        with open(os.path.join(args.out, "reference.json"), "w") as f:
+            json.dump({"cases": cases}, f)
+
+
+if __name__ == "__main__":
+    main()
