@@ -1,0 +1,227 @@
+// The server's one configuration. Every knob is declared once in FIELDS with its default, unit,
+// bounds, environment variable and CLI flag; loadConfig() resolves flags over environment over
+// defaults, validates every field and the combinations that cannot work together, and returns a
+// frozen object. Nothing else in the server reads process.env.
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+
+export type ExecutionProvider = 'cpu' | 'cuda';
+export type GraphOptimization = 'disabled' | 'basic' | 'extended' | 'all';
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface Config {
+  /** TCP port the HTTP server listens on; 0 picks a free port. */
+  readonly port: number;
+  /** Interface to bind; 0.0.0.0 serves every interface. */
+  readonly host: string;
+  /** Folder whose sub-folders holding acm.json are loaded as model bundles. */
+  readonly modelsDir: string;
+  /** Most requests one batch may hold. */
+  readonly maxBatchSize: number;
+  /** Most tokens one batch may hold (requests x tokens per request); caps a batch before maxBatchSize. */
+  readonly maxBatchTokens: number;
+  /** How long the oldest queued request may wait for a batch to fill, in milliseconds. */
+  readonly maxWaitMs: number;
+  /** Most requests queued per model; beyond it requests are refused with queue_full. */
+  readonly queueCapacity: number;
+  /** Deadline of one request from arrival to answer, in milliseconds. */
+  readonly requestTimeoutMs: number;
+  /** Largest accepted image body, in bytes. */
+  readonly maxImageBytes: number;
+  /** Largest accepted image, in decoded pixels (width x height): the decompression-bomb guard. */
+  readonly maxImagePixels: number;
+  /** Budget applied when a request names none, in (0, 1]; undefined uses each model's default_budget. */
+  readonly defaultBudget: number | undefined;
+  /** onnxruntime execution provider. */
+  readonly executionProvider: ExecutionProvider;
+  /** Threads per onnxruntime session; 0 shares the machine's cores among the workers. */
+  readonly intraOpThreads: number;
+  /** Worker threads (each with its own session) per model. */
+  readonly workers: number;
+  /** onnxruntime graph optimisation level. */
+  readonly graphOptimization: GraphOptimization;
+  /** How long shutdown waits for in-flight requests, in milliseconds. */
+  readonly shutdownGraceMs: number;
+  /** pino log level. */
+  readonly logLevel: LogLevel;
+}
+
+type Kind =
+  | { type: 'int'; min: number; max: number }
+  | { type: 'number'; min: number; max: number; minExclusive?: boolean }
+  | { type: 'string' }
+  | { type: 'enum'; values: readonly string[] };
+
+interface Field {
+  key: keyof Config;
+  env: string;
+  flag: string;
+  unit: string;
+  kind: Kind;
+  /** undefined: the field stays unset and its consumer applies its own rule (documented in doc). */
+  default: () => string | number | undefined;
+  doc: string;
+}
+
+const MIB = 1024 * 1024;
+const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+/** Declaration order is the order of the README table and of --help. */
+export const FIELDS: readonly Field[] = [
+  { key: 'port', env: 'PORT', flag: '--port', unit: 'port', kind: { type: 'int', min: 0, max: 65535 },
+    default: () => 8080, doc: 'HTTP port (0 = any free port)' },
+  { key: 'host', env: 'HOST', flag: '--host', unit: 'address', kind: { type: 'string' },
+    default: () => '0.0.0.0', doc: 'interface to bind' },
+  { key: 'modelsDir', env: 'ACM_MODELS_DIR', flag: '--models-dir', unit: 'path', kind: { type: 'string' },
+    default: () => `${REPO_ROOT}models`, doc: 'folder of model bundles' },
+  { key: 'maxBatchSize', env: 'ACM_MAX_BATCH_SIZE', flag: '--max-batch-size', unit: 'requests',
+    kind: { type: 'int', min: 1, max: 1024 }, default: () => 32, doc: 'most requests per batch' },
+  { key: 'maxBatchTokens', env: 'ACM_MAX_BATCH_TOKENS', flag: '--max-batch-tokens', unit: 'tokens',
+    kind: { type: 'int', min: 1, max: 1_048_576 }, default: () => 8192,
+    doc: 'most tokens per batch (requests x tokens per request)' },
+  { key: 'maxWaitMs', env: 'ACM_MAX_WAIT_MS', flag: '--max-wait-ms', unit: 'ms',
+    kind: { type: 'int', min: 0, max: 10_000 }, default: () => 5, doc: 'longest wait for a batch to fill' },
+  { key: 'queueCapacity', env: 'ACM_QUEUE_CAPACITY', flag: '--queue-capacity', unit: 'requests',
+    kind: { type: 'int', min: 1, max: 1_000_000 }, default: () => 256, doc: 'most queued requests per model' },
+  { key: 'requestTimeoutMs', env: 'ACM_REQUEST_TIMEOUT_MS', flag: '--request-timeout-ms', unit: 'ms',
+    kind: { type: 'int', min: 10, max: 3_600_000 }, default: () => 30_000, doc: 'deadline per request' },
+  { key: 'maxImageBytes', env: 'ACM_MAX_IMAGE_BYTES', flag: '--max-image-bytes', unit: 'bytes',
+    kind: { type: 'int', min: 1, max: 1024 * MIB }, default: () => 10 * MIB, doc: 'largest image body' },
+  { key: 'maxImagePixels', env: 'ACM_MAX_IMAGE_PIXELS', flag: '--max-image-pixels', unit: 'pixels',
+    kind: { type: 'int', min: 1, max: 0x3fff * 0x3fff }, default: () => 40_000_000,
+    doc: 'largest decoded image (width x height)' },
+  { key: 'defaultBudget', env: 'ACM_DEFAULT_BUDGET', flag: '--default-budget', unit: 'fraction',
+    kind: { type: 'number', min: 0, max: 1, minExclusive: true }, default: () => undefined,
+    doc: "budget when a request names none (unset = the model's default_budget)" },
+  { key: 'executionProvider', env: 'ACM_EXECUTION_PROVIDER', flag: '--execution-provider', unit: '',
+    kind: { type: 'enum', values: ['cpu', 'cuda'] }, default: () => 'cpu', doc: 'onnxruntime provider' },
+  { key: 'intraOpThreads', env: 'ACM_INTRA_OP_THREADS', flag: '--intra-op-threads', unit: 'threads',
+    kind: { type: 'int', min: 0, max: 256 }, default: () => 0, doc: 'threads per session (0 = cores / workers)' },
+  { key: 'workers', env: 'ACM_WORKERS', flag: '--workers', unit: 'threads',
+    kind: { type: 'int', min: 1, max: 64 }, default: () => 1, doc: 'inference worker threads per model' },
+  { key: 'graphOptimization', env: 'ACM_GRAPH_OPTIMIZATION', flag: '--graph-optimization', unit: '',
+    kind: { type: 'enum', values: ['disabled', 'basic', 'extended', 'all'] }, default: () => 'all',
+    doc: 'onnxruntime graph optimisation level' },
+  { key: 'shutdownGraceMs', env: 'ACM_SHUTDOWN_GRACE_MS', flag: '--shutdown-grace-ms', unit: 'ms',
+    kind: { type: 'int', min: 0, max: 600_000 }, default: () => 10_000,
+    doc: 'wait for in-flight requests on SIGTERM' },
+  { key: 'logLevel', env: 'LOG_LEVEL', flag: '--log-level', unit: '',
+    kind: { type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
+    default: () => 'info', doc: 'log level' },
+];
+
+/** Every problem found, one per line, each with its remedy, so an operator fixes all in one go. */
+export class ConfigError extends Error {
+  constructor(readonly problems: readonly string[]) {
+    super(`invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+function parseValue(field: Field, raw: string, source: string): { value?: string | number; problem?: string } {
+  const { kind } = field;
+  const named = `${source} must be`;
+  switch (kind.type) {
+    case 'string':
+      return raw.trim() === '' ? { problem: `${named} a non-empty string; got ""` } : { value: raw };
+    case 'enum':
+      return kind.values.includes(raw)
+        ? { value: raw }
+        : { problem: `${named} one of ${kind.values.join('|')}; got ${JSON.stringify(raw)}` };
+    case 'int': {
+      const n = /^-?\d+$/.test(raw.trim()) ? Number(raw) : NaN;
+      if (!Number.isSafeInteger(n) || n < kind.min || n > kind.max) {
+        return { problem: `${named} an integer in [${kind.min}, ${kind.max}] (${field.unit}); got ${JSON.stringify(raw)}` };
+      }
+      return { value: n };
+    }
+    case 'number': {
+      const n = raw.trim() === '' ? NaN : Number(raw);
+      const lowOk = kind.minExclusive ? n > kind.min : n >= kind.min;
+      if (!Number.isFinite(n) || !lowOk || n > kind.max) {
+        const open = kind.minExclusive ? '(' : '[';
+        return { problem: `${named} a number in ${open}${kind.min}, ${kind.max}]; got ${JSON.stringify(raw)}` };
+      }
+      return { value: n };
+    }
+  }
+}
+
+/** `--flag value` and `--flag=value`; unknown flags are problems, not silently ignored. */
+function parseArgv(argv: readonly string[], problems: string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  const known = new Set(FIELDS.map((f) => f.flag));
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] ?? '';
+    const eq = arg.indexOf('=');
+    const flag = eq >= 0 ? arg.slice(0, eq) : arg;
+    if (!known.has(flag)) {
+      problems.push(`unknown argument ${JSON.stringify(arg)}; known flags: ${[...known].join(', ')}`);
+      continue;
+    }
+    if (eq >= 0) {
+      out.set(flag, arg.slice(eq + 1));
+    } else if (i + 1 < argv.length) {
+      out.set(flag, argv[++i] ?? '');
+    } else {
+      problems.push(`${flag} needs a value`);
+    }
+  }
+  return out;
+}
+
+/** Combinations that pass field by field yet cannot work; each message says how to fix it. */
+function crossCheck(c: Config, problems: string[]): void {
+  if (c.queueCapacity < c.maxBatchSize) {
+    problems.push(`ACM_QUEUE_CAPACITY (${c.queueCapacity}) is below ACM_MAX_BATCH_SIZE (${c.maxBatchSize}), ` +
+      `so a full batch could never form; raise ACM_QUEUE_CAPACITY to at least ${c.maxBatchSize} or lower ACM_MAX_BATCH_SIZE`);
+  }
+  if (c.maxWaitMs >= c.requestTimeoutMs) {
+    problems.push(`ACM_MAX_WAIT_MS (${c.maxWaitMs}) is not below ACM_REQUEST_TIMEOUT_MS (${c.requestTimeoutMs}), ` +
+      `so requests could expire while waiting for a batch; lower ACM_MAX_WAIT_MS or raise ACM_REQUEST_TIMEOUT_MS`);
+  }
+  const cores = availableParallelism();
+  if (c.executionProvider === 'cpu' && c.intraOpThreads * c.workers > cores * 4) {
+    problems.push(`ACM_WORKERS x ACM_INTRA_OP_THREADS (${c.workers} x ${c.intraOpThreads}) oversubscribes ` +
+      `${cores} cores more than 4 times over; lower either, or set ACM_INTRA_OP_THREADS=0 to share the cores`);
+  }
+}
+
+/**
+ * Builds the configuration from an environment and CLI arguments (flags win over environment).
+ * Throws ConfigError listing every problem.
+ */
+export function loadConfig(env: Record<string, string | undefined> = process.env,
+  argv: readonly string[] = process.argv.slice(2)): Config {
+  const problems: string[] = [];
+  const flags = parseArgv(argv, problems);
+  const values: Record<string, string | number | undefined> = {};
+  for (const field of FIELDS) {
+    const fromFlag = flags.get(field.flag);
+    const fromEnv = env[field.env];
+    if (fromFlag !== undefined || (fromEnv !== undefined && fromEnv !== '')) {
+      const source = fromFlag !== undefined ? field.flag : field.env;
+      const parsed = parseValue(field, fromFlag ?? fromEnv ?? '', source);
+      if (parsed.problem !== undefined) problems.push(parsed.problem);
+      values[field.key] = parsed.value ?? field.default();
+    } else {
+      values[field.key] = field.default();
+    }
+  }
+  const config = values as unknown as Config;
+  if (problems.length === 0) crossCheck(config, problems);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze(config);
+}
+
+/** Threads each session gets: the configured number, or an even share of the cores. */
+export function sessionThreads(c: Config): number {
+  if (c.intraOpThreads > 0) return c.intraOpThreads;
+  return Math.max(1, Math.floor(availableParallelism() / c.workers));
+}
+
+/** Usage text for --help, generated from FIELDS so it cannot drift. */
+export function usage(): string {
+  const rows = FIELDS.map((f) => `  ${f.flag.padEnd(22)} ${f.env.padEnd(24)} ${String(f.default() ?? '(model)').padEnd(10)} ${f.doc}`);
+  return `usage: node dist/server/main.js [flags]\n  flag                   env                      default    meaning\n${rows.join('\n')}`;
+}
