@@ -1,0 +1,61 @@
+// Checks a loaded ONNX graph's inputs and outputs against the bundle manifest (BUNDLE.md table).
+// Mismatched names or fixed dimensions would otherwise fail on the first request, or worse,
+// silently mis-read a tensor; here they stop the server at start-up.
+import type { ImageManifest } from './manifest.js';
+import type { ValueInfo } from './ort-protocol.js';
+
+interface Expected {
+  role: string;
+  name: string;
+  types: readonly string[];
+  /** Fixed sizes per dimension; undefined leaves a dimension (the batch) free. */
+  dims: ReadonlyArray<number | undefined>;
+}
+
+function checkOne(found: ValueInfo | undefined, want: Expected, problems: string[]): void {
+  if (found === undefined) {
+    problems.push(`${want.role} ${JSON.stringify(want.name)} is not in the graph`);
+    return;
+  }
+  if (!want.types.includes(found.type)) {
+    problems.push(`${want.role} ${JSON.stringify(want.name)} has type ${found.type}; the manifest contract needs ${want.types.join(' or ')}`);
+  }
+  // An empty shape means onnxruntime knows no shape; the run-time size checks cover that case.
+  if (found.shape.length === 0) return;
+  if (found.shape.length !== want.dims.length) {
+    problems.push(`${want.role} ${JSON.stringify(want.name)} has rank ${found.shape.length}; expected ${want.dims.length}`);
+    return;
+  }
+  want.dims.forEach((size, i) => {
+    const got = found.shape[i];
+    if (size !== undefined && typeof got === 'number' && got > 0 && got !== size) {
+      problems.push(`${want.role} ${JSON.stringify(want.name)} dimension ${i} is ${got}; the manifest implies ${size}`);
+    }
+  });
+  const batch = found.shape[0];
+  if (typeof batch === 'number' && batch > 0) {
+    problems.push(`${want.role} ${JSON.stringify(want.name)} has a fixed batch dimension ${batch}; re-export with a dynamic batch axis`);
+  }
+}
+
+/** Returns every mismatch between graph and manifest; empty when they agree. */
+export function checkGraph(m: ImageManifest, inputs: readonly ValueInfo[], outputs: readonly ValueInfo[]): string[] {
+  const problems: string[] = [];
+  const byName = (list: readonly ValueInfo[], name: string): ValueInfo | undefined => list.find((v) => v.name === name);
+  const { channels, height, width } = m.image;
+  checkOne(byName(inputs, m.inputs.pixels), { role: 'input', name: m.inputs.pixels, types: ['float32'],
+    dims: [undefined, channels, height, width] }, problems);
+  // BUNDLE.md specifies float32; float64 is accepted too because the exporter traces the budget in
+  // double precision, and the worker feeds whichever type the graph declares.
+  checkOne(byName(inputs, m.inputs.budget), { role: 'input', name: m.inputs.budget, types: ['float32', 'float64'],
+    dims: [undefined] }, problems);
+  checkOne(byName(outputs, m.outputs.logits), { role: 'output', name: m.outputs.logits, types: ['float32'],
+    dims: [undefined, m.labels.length] }, problems);
+  checkOne(byName(outputs, m.outputs.learner_counts), { role: 'output', name: m.outputs.learner_counts,
+    types: ['int64', 'int32'], dims: [undefined, m.acms.length, m.tokens.count] }, problems);
+  const known = new Set([m.inputs.pixels, m.inputs.budget]);
+  for (const input of inputs) {
+    if (!known.has(input.name)) problems.push(`graph input ${JSON.stringify(input.name)} is not named by the manifest, so the server cannot feed it`);
+  }
+  return problems;
+}
