@@ -1,0 +1,239 @@
+// Backend over onnxruntime sessions in worker threads. Each worker holds one session of the
+// model and runs one batch at a time. A batch is packed into one Float32Array and transferred to
+// the worker. A worker that crashes or hangs fails only the batch it held, and is replaced.
+import { Worker } from 'node:worker_threads';
+import type { Logger } from 'pino';
+import type { Backend, BackendInfo, BatchItem, ItemResult, ModelShape } from './backend.js';
+import type { Bundle } from './bundle.js';
+import { AcmError } from './errors.js';
+import { checkGraph } from './graph-check.js';
+import type { FromWorker, ToWorker, WorkerInit } from './ort-protocol.js';
+
+export interface OrtBackendOptions {
+  readonly bundle: Bundle;
+  readonly provider: 'cpu' | 'cuda';
+  readonly threads: number;
+  readonly graphOptimization: WorkerInit['graphOptimization'];
+  readonly workers: number;
+  /** A batch running longer than this is treated as a hung worker. */
+  readonly runTimeoutMs: number;
+  readonly log: Logger;
+  readonly onWorkerRestart?: () => void;
+  /** Worker script; tests substitute one that misbehaves on purpose. */
+  readonly workerUrl?: URL;
+}
+
+interface Run {
+  readonly id: number;
+  readonly batch: number;
+  readonly pixels: Float32Array;
+  readonly budgets: Float64Array;
+  readonly resolve: (r: ItemResult[]) => void;
+  readonly reject: (e: Error) => void;
+  timer?: NodeJS.Timeout;
+  settled: boolean;
+}
+
+interface Slot {
+  readonly index: number;
+  worker?: Worker;
+  ready: boolean;
+  current?: Run;
+  /** Failed starts in a row, for restart back-off. */
+  failures: number;
+}
+
+const MAX_RESTART_DELAY_MS = 5000;
+
+export function modelShape(b: Bundle): ModelShape {
+  const m = b.manifest;
+  return { channels: m.image.channels, height: m.image.height, width: m.image.width,
+    classes: m.labels.length, acms: m.acms.length, tokens: m.tokens.count };
+}
+
+export class OrtBackend implements Backend {
+  readonly concurrency: number;
+  private readonly slots: Slot[] = [];
+  private readonly waiting: Run[] = [];
+  private readonly shape: ModelShape;
+  private readonly name: string;
+  private nextId = 1;
+  private closing = false;
+  private started?: { resolve: (i: BackendInfo) => void; reject: (e: Error) => void; pending: number };
+
+  constructor(private readonly opts: OrtBackendOptions) {
+    this.concurrency = opts.workers;
+    this.shape = modelShape(opts.bundle);
+    this.name = opts.bundle.manifest.name;
+  }
+
+  start(): Promise<BackendInfo> {
+    return new Promise((resolve, reject) => {
+      this.started = { resolve, reject, pending: this.opts.workers };
+      for (let i = 0; i < this.opts.workers; i++) {
+        const slot: Slot = { index: i, ready: false, failures: 0 };
+        this.slots.push(slot);
+        this.spawn(slot);
+      }
+    });
+  }
+
+  run(items: readonly BatchItem[]): Promise<ItemResult[]> {
+    if (this.closing) return Promise.reject(new AcmError('not_ready', 'the server is shutting down'));
+    const { channels, height, width } = this.shape;
+    const per = channels * height * width;
+    const wrong = items.find((item) => item.pixels.length !== per);
+    if (wrong) return Promise.reject(new AcmError('internal', `image tensor has ${wrong.pixels.length} values; expected ${per}`));
+    const pixels = new Float32Array(items.length * per);
+    const budgets = new Float64Array(items.length);
+    items.forEach((item, i) => {
+      pixels.set(item.pixels, i * per);
+      budgets[i] = item.budget;
+    });
+    return new Promise((resolve, reject) => {
+      const run: Run = { id: this.nextId++, batch: items.length, pixels, budgets, resolve, reject, settled: false };
+      run.timer = setTimeout(() => this.timeOut(run), this.opts.runTimeoutMs);
+      this.waiting.push(run);
+      this.dispatch();
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    for (const run of this.waiting.splice(0)) this.settle(run, new AcmError('not_ready', 'the server is shutting down'));
+    await Promise.all(this.slots.map(async (slot) => {
+      const w = slot.worker;
+      slot.worker = undefined;
+      if (slot.current) this.settle(slot.current, new AcmError('not_ready', 'the server is shutting down'));
+      if (w) await w.terminate();
+    }));
+  }
+
+  private spawn(slot: Slot): void {
+    const b = this.opts.bundle;
+    const m = b.manifest;
+    const init: WorkerInit = {
+      graphPath: b.graphPath, provider: this.opts.provider, threads: this.opts.threads,
+      graphOptimization: this.opts.graphOptimization, shape: this.shape,
+      names: { pixels: m.inputs.pixels, budget: m.inputs.budget, logits: m.outputs.logits, counts: m.outputs.learner_counts },
+    };
+    const worker = new Worker(this.opts.workerUrl ?? new URL('./ort-worker.js', import.meta.url), { workerData: init });
+    slot.worker = worker;
+    slot.ready = false;
+    worker.on('message', (msg: FromWorker) => this.onMessage(slot, worker, msg));
+    worker.on('error', (err) => this.opts.log.error({ model: this.name, worker: slot.index, err }, 'inference worker crashed'));
+    worker.on('exit', (code) => this.onExit(slot, worker, code));
+  }
+
+  private onMessage(slot: Slot, worker: Worker, msg: FromWorker): void {
+    if (slot.worker !== worker) return;
+    switch (msg.type) {
+      case 'ready': {
+        const problems = checkGraph(this.opts.bundle.manifest, msg.inputs, msg.outputs);
+        if (problems.length > 0) {
+          this.startFailed(new Error(`bundle ${JSON.stringify(this.name)}: graph does not match acm.json: ${problems.join('; ')}`));
+          return;
+        }
+        slot.ready = true;
+        slot.failures = 0;
+        if (this.started && --this.started.pending === 0) {
+          this.started.resolve({ provider: this.opts.provider, workers: this.opts.workers });
+          this.started = undefined;
+        }
+        this.dispatch();
+        return;
+      }
+      case 'fatal':
+        if (this.started) this.startFailed(new Error(`bundle ${JSON.stringify(this.name)}: ${msg.message}`));
+        else this.opts.log.error({ model: this.name, worker: slot.index }, msg.message);
+        void worker.terminate();
+        return;
+      case 'result':
+      case 'failed': {
+        const run = slot.current;
+        slot.current = undefined;
+        if (run && run.id === msg.id) {
+          if (msg.type === 'failed') this.settle(run, new AcmError('internal', `inference failed: ${msg.message}`));
+          else this.finish(run, msg.logits, msg.counts);
+        }
+        this.dispatch();
+        return;
+      }
+    }
+  }
+
+  private onExit(slot: Slot, worker: Worker, code: number): void {
+    if (slot.worker !== worker) return;
+    slot.worker = undefined;
+    slot.ready = false;
+    if (slot.current) {
+      this.settle(slot.current, new AcmError('internal', `inference worker exited (code ${code}) while running this batch`));
+      slot.current = undefined;
+    }
+    if (this.closing) return;
+    if (this.started) {
+      this.startFailed(new Error(`bundle ${JSON.stringify(this.name)}: inference worker exited during start-up (code ${code})`));
+      return;
+    }
+    slot.failures++;
+    const delay = Math.min(MAX_RESTART_DELAY_MS, 50 * 2 ** slot.failures);
+    this.opts.log.warn({ model: this.name, worker: slot.index, code, delayMs: delay }, 'restarting inference worker');
+    this.opts.onWorkerRestart?.();
+    setTimeout(() => {
+      if (!this.closing && slot.worker === undefined) this.spawn(slot);
+    }, delay).unref();
+  }
+
+  private startFailed(err: Error): void {
+    const started = this.started;
+    this.started = undefined;
+    void this.close().finally(() => started?.reject(err));
+  }
+
+  private dispatch(): void {
+    for (const slot of this.slots) {
+      if (this.waiting.length === 0) return;
+      if (!slot.ready || slot.current !== undefined || slot.worker === undefined) continue;
+      const run = this.waiting.shift() as Run;
+      slot.current = run;
+      const msg: ToWorker = { type: 'run', id: run.id, batch: run.batch, pixels: run.pixels, budgets: run.budgets };
+      slot.worker.postMessage(msg, [run.pixels.buffer as ArrayBuffer, run.budgets.buffer as ArrayBuffer]);
+    }
+  }
+
+  private finish(run: Run, logits: Float32Array, counts: Int32Array): void {
+    const { classes, acms, tokens } = this.shape;
+    const perCounts = acms * tokens;
+    if (logits.length !== run.batch * classes || counts.length !== run.batch * perCounts) {
+      this.settle(run, new AcmError('internal', `graph returned ${logits.length} logits and ${counts.length} learner counts ` +
+        `for a batch of ${run.batch}; the manifest implies ${run.batch * classes} and ${run.batch * perCounts}`));
+      return;
+    }
+    const results: ItemResult[] = [];
+    for (let i = 0; i < run.batch; i++) {
+      results.push({ logits: logits.subarray(i * classes, (i + 1) * classes),
+        learnerCounts: counts.subarray(i * perCounts, (i + 1) * perCounts) });
+    }
+    this.settle(run, results);
+  }
+
+  private settle(run: Run, outcome: ItemResult[] | Error): void {
+    if (run.settled) return;
+    run.settled = true;
+    clearTimeout(run.timer);
+    if (outcome instanceof Error) run.reject(outcome);
+    else run.resolve(outcome);
+  }
+
+  /** A run past its time: if a worker holds it, that worker is hung and is replaced. */
+  private timeOut(run: Run): void {
+    const queued = this.waiting.indexOf(run);
+    if (queued >= 0) this.waiting.splice(queued, 1);
+    const slot = this.slots.find((s) => s.current === run);
+    this.settle(run, new AcmError('deadline_exceeded', `inference did not finish within ${this.opts.runTimeoutMs} ms`));
+    if (slot?.worker) {
+      this.opts.log.error({ model: this.name, worker: slot.index }, 'inference worker hung; replacing it');
+      void slot.worker.terminate();
+    }
+  }
+}

@@ -1,0 +1,31 @@
+// Messages between OrtBackend (main thread) and ort-worker (worker thread). Kept in one place so
+// both sides agree on every field.
+import type { ModelShape } from './backend.js';
+
+export interface WorkerInit {
+  readonly graphPath: string;
+  readonly provider: 'cpu' | 'cuda';
+  readonly threads: number;
+  readonly graphOptimization: 'disabled' | 'basic' | 'extended' | 'all';
+  /** Graph input and output names from the manifest. */
+  readonly names: { readonly pixels: string; readonly budget: string; readonly logits: string; readonly counts: string };
+  readonly shape: ModelShape;
+}
+
+export interface ValueInfo {
+  readonly name: string;
+  readonly type: string;
+  /** Numbers for fixed dimensions, strings for symbolic ones. */
+  readonly shape: ReadonlyArray<number | string>;
+}
+
+export type ToWorker =
+  /** Budgets travel as float64 (the request's exact value); the worker narrows them if the graph wants float32. */
+  | { type: 'run'; id: number; batch: number; pixels: Float32Array; budgets: Float64Array }
+  | { type: 'close' };
+
+export type FromWorker =
+  | { type: 'ready'; inputs: ValueInfo[]; outputs: ValueInfo[] }
+  | { type: 'fatal'; message: string }
+  | { type: 'result'; id: number; logits: Float32Array; counts: Int32Array }
+  | { type: 'failed'; id: number; message: string };
