@@ -1,0 +1,90 @@
+// The HTTP transport: routes, per-request log line and metrics, and the one error handler that
+// turns anything thrown (ours, express's, a body parser's) into the JSON error shape. No HTML
+// error page is ever sent.
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { AcmError, toAcmError } from '../errors.js';
+import type { InferenceService } from '../inference.js';
+import type { Logger } from '../logger.js';
+import type { Metrics } from '../metrics.js';
+import { classifyHandler } from './classify.js';
+
+export interface AppServices {
+  readonly inference: InferenceService;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly maxImageBytes: number;
+}
+
+const ROUTES = ['POST /classify', 'GET /v1/models', 'GET /healthz', 'GET /readyz', 'GET /metrics'];
+
+/** Route label for metrics: the matched pattern, never the raw URL, so label cardinality stays bounded. */
+function routeOf(req: Request): string {
+  const path = (req.route as { path?: unknown } | undefined)?.path;
+  return typeof path === 'string' ? path : 'unmatched';
+}
+
+export function createApp(s: AppServices): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.disable('etag');
+
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    const start = performance.now();
+    res.on('close', () => {
+      const seconds = (performance.now() - start) / 1000;
+      const status = res.writableFinished ? res.statusCode : 499;
+      const route = routeOf(req);
+      s.metrics.observeHttp(route, req.method, status, seconds);
+      const code = res.locals.errorCode as string | undefined;
+      const line = { method: req.method, path: req.path, route, status, ms: Math.round(seconds * 1e4) / 10,
+        model: res.locals.model as string | undefined, code };
+      if (status >= 500) s.log.error(line, 'request failed');
+      else s.log.info(line, 'request');
+    });
+    next();
+  });
+
+  app.post('/classify', classifyHandler(s.inference, { maxImageBytes: s.maxImageBytes }));
+
+  app.get('/v1/models', (_req, res) => {
+    res.json({ models: s.inference.listModels() });
+  });
+
+  // Liveness: answering at all is the signal.
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+
+  // Readiness: only once every model runs, so a load balancer sends no traffic to a loading server.
+  app.get('/readyz', (_req, res) => {
+    if (!s.inference.ready) throw new AcmError('not_ready', 'models are still loading');
+    res.json({ status: 'ready' });
+  });
+
+  app.get('/metrics', async (_req, res) => {
+    res.setHeader('Content-Type', s.metrics.registry.contentType);
+    res.send(await s.metrics.registry.metrics());
+  });
+
+  app.use((req: Request) => {
+    throw new AcmError('not_found', `no route ${req.method} ${req.path}; routes: ${ROUTES.join(', ')}`);
+  });
+
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const e = toAcmError(err);
+    res.locals.errorCode = e.code;
+    s.metrics.observeError(e.code);
+    if (e.code === 'internal') s.log.error({ err, path: req.path }, 'internal error');
+    if (res.headersSent) {
+      // The answer has started; the only honest signal left is to cut the connection.
+      res.destroy();
+      return;
+    }
+    // An unread request body must not be drained on a kept-alive connection: it is unbounded.
+    if (!req.complete) res.setHeader('Connection', 'close');
+    if (e.retryAfterS !== undefined) res.setHeader('Retry-After', String(e.retryAfterS));
+    res.status(e.status).json(e.toBody());
+  });
+
+  return app;
+}

@@ -1,0 +1,126 @@
+// Reading an image out of a request without ever holding more than the byte limit: a raw body
+// is streamed with a running count, a multipart body goes through busboy with the same limit on
+// its one file. A body that breaks a limit ends the connection (Connection: close) so Node does
+// not keep draining an unbounded upload after the answer.
+import type { Request, Response } from 'express';
+import busboy from 'busboy';
+import { AcmError } from '../errors.js';
+
+export interface MultipartImage {
+  readonly image: Buffer;
+  /** Small text fields sent beside the image (budget, top_k, model). */
+  readonly fields: ReadonlyMap<string, string>;
+}
+
+const FORM_FIELDS = new Set(['budget', 'top_k', 'model']);
+
+function tooLarge(res: Response, limit: number, got: string): AcmError {
+  res.setHeader('Connection', 'close');
+  return new AcmError('image_too_large', `image body must be at most ${limit} bytes; got ${got}`);
+}
+
+function clientClosed(): AcmError {
+  return new AcmError('client_closed', 'the client closed the connection while sending the body');
+}
+
+/** Reads a raw body of at most `limit` bytes. */
+export function readRawBody(req: Request, res: Response, limit: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > limit) {
+    // Refused from the header alone; the body is never read.
+    return Promise.reject(tooLarge(res, limit, `Content-Length ${declared}`));
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const cleanup = (): void => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('close', onClose);
+    };
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > limit) {
+        cleanup();
+        req.pause();
+        reject(tooLarge(res, limit, `more than ${limit}`));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = (): void => {
+      cleanup();
+      resolve(Buffer.concat(chunks, size));
+    };
+    const onError = (): void => {
+      cleanup();
+      reject(clientClosed());
+    };
+    const onClose = (): void => {
+      if (!req.complete) {
+        cleanup();
+        reject(clientClosed());
+      }
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+    req.on('close', onClose);
+  });
+}
+
+/** Reads multipart/form-data: the file field `image` (at most `limit` bytes) and small text fields. */
+export function readMultipartImage(req: Request, res: Response, limit: number): Promise<MultipartImage> {
+  return new Promise((resolve, reject) => {
+    let bb: busboy.Busboy;
+    try {
+      bb = busboy({ headers: req.headers, limits: { files: 1, fileSize: limit, fields: 8, fieldSize: 1024, parts: 16, headerPairs: 64 } });
+    } catch (err) {
+      reject(new AcmError('bad_request', `multipart body cannot be read: ${(err as Error).message}`));
+      return;
+    }
+    let image: Buffer | undefined;
+    let failed: AcmError | undefined;
+    const fields = new Map<string, string>();
+    const fail = (err: AcmError): void => {
+      if (failed) return;
+      failed = err;
+      req.unpipe(bb);
+      req.pause();
+      reject(err);
+    };
+    bb.on('file', (name, stream) => {
+      if (name !== 'image') {
+        stream.resume();
+        return;
+      }
+      const chunks: Buffer[] = [];
+      let size = 0;
+      stream.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        chunks.push(chunk);
+      });
+      stream.on('limit', () => fail(tooLarge(res, limit, `more than ${limit}`)));
+      stream.on('end', () => {
+        if (!failed) image = Buffer.concat(chunks, size);
+      });
+    });
+    bb.on('field', (name, value) => {
+      if (FORM_FIELDS.has(name)) fields.set(name, value);
+    });
+    bb.on('error', (err: Error) => fail(new AcmError('bad_request', `multipart body cannot be read: ${err.message}`)));
+    bb.on('close', () => {
+      if (failed) return;
+      if (image === undefined) {
+        fail(new AcmError('empty_body', 'multipart body has no file field "image"; send the image as field image'));
+        return;
+      }
+      resolve({ image, fields });
+    });
+    req.on('close', () => {
+      if (!req.complete) fail(clientClosed());
+    });
+    req.pipe(bb);
+  });
+}

@@ -1,0 +1,82 @@
+// POST /classify: parse parameters, refuse early, read the image, call the inference service,
+// encode the answer with its timing headers. Everything else lives in the service.
+import type { Request, Response } from 'express';
+import { AcmError, shown } from '../errors.js';
+import { IMAGE_MEDIA_TYPES } from '../image.js';
+import type { ClassifyResult, InferenceService } from '../inference.js';
+import { parseBudget, parseTopK, single } from '../params.js';
+import { readMultipartImage, readRawBody } from './body.js';
+
+export interface ClassifyRouteOptions {
+  readonly maxImageBytes: number;
+}
+
+const ACCEPTED = [...IMAGE_MEDIA_TYPES, 'multipart/form-data'].join(', ');
+
+function mediaType(req: Request): string {
+  return (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
+}
+
+function ms(v: number): string {
+  return v.toFixed(3);
+}
+
+function setTimingHeaders(res: Response, r: ClassifyResult): void {
+  const { queueMs, inferenceMs, totalMs } = r.timings;
+  res.setHeader('X-Budget-Used', String(r.compute.used));
+  res.setHeader('X-Queue-Time-Ms', ms(queueMs));
+  res.setHeader('X-Inference-Time-Ms', ms(inferenceMs));
+  res.setHeader('X-Total-Time-Ms', ms(totalMs));
+  res.setHeader('Server-Timing', `queue;dur=${ms(queueMs)}, inference;dur=${ms(inferenceMs)}, total;dur=${ms(totalMs)}`);
+}
+
+export function classifyHandler(inference: InferenceService, opts: ClassifyRouteOptions) {
+  return async (req: Request, res: Response): Promise<void> => {
+    const arrivedAt = performance.now();
+    // Aborting on a closed connection removes the request from the queue: nobody waits for it.
+    const abort = new AbortController();
+    res.on('close', () => {
+      if (!res.writableFinished) abort.abort();
+    });
+
+    const type = mediaType(req);
+    const multipart = type === 'multipart/form-data';
+    if (!multipart && !IMAGE_MEDIA_TYPES.has(type)) {
+      res.setHeader('Connection', 'close');
+      throw new AcmError('unsupported_media_type', `Content-Type must be one of ${ACCEPTED}; got ${shown(type || 'none')}`);
+    }
+    const query = req.query as Record<string, unknown>;
+    const header = req.headers['x-budget'];
+    let budgetRaw = typeof header === 'string' ? header : single(query.budget, 'budget');
+    let budgetField = typeof header === 'string' ? 'X-Budget' : 'budget';
+    let topKRaw = single(query.top_k, 'top_k');
+    let modelName = single(query.model, 'model');
+    // Refuse before reading the body: bad parameters, unknown model, not ready, full queue.
+    parseBudget(budgetRaw, budgetField);
+    parseTopK(topKRaw);
+    modelName = inference.admit(modelName);
+
+    let image: Buffer;
+    if (multipart) {
+      const form = await readMultipartImage(req, res, opts.maxImageBytes);
+      image = form.image;
+      if (budgetRaw === undefined && form.fields.has('budget')) {
+        budgetRaw = form.fields.get('budget');
+        budgetField = 'budget';
+      }
+      topKRaw ??= form.fields.get('top_k');
+      if (query.model === undefined && form.fields.has('model')) modelName = inference.admit(form.fields.get('model'));
+    } else {
+      image = await readRawBody(req, res, opts.maxImageBytes);
+    }
+    res.locals.model = modelName;
+    const result = await inference.classify(modelName, image, {
+      budget: parseBudget(budgetRaw, budgetField),
+      topK: parseTopK(topKRaw),
+      signal: abort.signal,
+      arrivedAt,
+    });
+    setTimingHeaders(res, result);
+    res.json({ model: result.model, predictions: result.predictions, compute: result.compute });
+  };
+}

@@ -1,0 +1,202 @@
+// The one inference service every transport calls. It owns the models (queue, batcher and
+// backend each), admits or refuses requests, decodes images, and turns a batch result into the
+// answer: top-k labels, compute report and timings. Transports only parse and encode.
+import type { Backend, BackendInfo, BatchItem } from './backend.js';
+import { Batcher, type ItemOutcome } from './batcher.js';
+import type { Bundle } from './bundle.js';
+import { ComputeAccountant, type ComputeReport } from './compute.js';
+import type { Config } from './config.js';
+import { AcmError, shown } from './errors.js';
+import { decodeImage } from './image.js';
+import type { Logger } from './logger.js';
+import type { ImageManifest, QualityPoint } from './manifest.js';
+import type { BatchStats, Metrics } from './metrics.js';
+import { checkBudget, checkTopK } from './params.js';
+import { RequestQueue } from './queue.js';
+
+export interface ClassifyOptions {
+  readonly budget?: number;
+  readonly topK?: number;
+  readonly signal?: AbortSignal;
+  /** performance.now() when the request arrived; the deadline and total time count from it. */
+  readonly arrivedAt?: number;
+}
+
+export interface Prediction { label: string; score: number }
+
+export interface ClassifyResult {
+  model: string;
+  predictions: Prediction[];
+  compute: ComputeReport;
+  timings: { queueMs: number; inferenceMs: number; totalMs: number };
+  /** Requests in the batch that served this one. */
+  batchSize: number;
+}
+
+export interface ModelInfo {
+  name: string;
+  task: 'image-classification';
+  labels: readonly string[];
+  input: ImageManifest['image'];
+  budget_floor: number;
+  default_budget: number;
+  quality: readonly QualityPoint[];
+}
+
+interface Model {
+  readonly bundle: Bundle;
+  readonly manifest: ImageManifest;
+  readonly queue: RequestQueue<BatchItem, ItemOutcome>;
+  readonly batcher: Batcher;
+  readonly backend: Backend;
+  readonly accountant: ComputeAccountant;
+  info?: BackendInfo;
+}
+
+export type BackendFactory = (bundle: Bundle) => Backend;
+
+const DEFAULT_TOP_K = 5;
+const RETRY_AFTER_S = 1;
+
+export class InferenceService {
+  private readonly models = new Map<string, Model>();
+  private readonly batchListeners: ((s: BatchStats) => void)[] = [];
+  private isReady = false;
+
+  constructor(private readonly config: Config, private readonly metrics: Metrics, private readonly log: Logger) {}
+
+  /** Starts every model's runtime; the service is ready once all run. Throws on the first failure. */
+  async load(bundles: readonly Bundle[], backendFor: BackendFactory): Promise<void> {
+    for (const bundle of bundles) {
+      const m = bundle.manifest;
+      if (m.tokens.count > this.config.maxBatchTokens) {
+        throw new Error(`bundle ${JSON.stringify(m.name)} needs ${m.tokens.count} tokens per request but ` +
+          `ACM_MAX_BATCH_TOKENS is ${this.config.maxBatchTokens}; raise ACM_MAX_BATCH_TOKENS to at least ${m.tokens.count}`);
+      }
+    }
+    for (const bundle of bundles) {
+      const m = bundle.manifest;
+      const queue = new RequestQueue<BatchItem, ItemOutcome>({ maxBatchSize: this.config.maxBatchSize,
+        maxBatchTokens: this.config.maxBatchTokens, maxWaitMs: this.config.maxWaitMs,
+        capacity: this.config.queueCapacity, retryAfterS: RETRY_AFTER_S });
+      const accountant = new ComputeAccountant(m);
+      const backend = backendFor(bundle);
+      const batcher = new Batcher(queue, backend, { model: m.name, tokensPerItem: m.tokens.count,
+        gflopsOf: (r) => accountant.gflops(r.learnerCounts),
+        onBatch: (s) => {
+          this.metrics.observeBatch(s);
+          for (const l of this.batchListeners) l(s);
+        },
+        onError: (err) => this.log.error({ err, model: m.name }, 'batch failed unexpectedly') });
+      this.models.set(m.name, { bundle, manifest: m, queue, batcher, backend, accountant });
+      this.metrics.trackQueue(m.name, () => queue.depth);
+    }
+    try {
+      await Promise.all([...this.models.values()].map(async (model) => {
+        model.info = await model.backend.start();
+        model.batcher.start();
+        this.log.info({ model: model.manifest.name, provider: model.info.provider, workers: model.info.workers,
+          graph: model.bundle.graphPath, embeddedManifest: model.bundle.embeddedManifest }, 'model loaded');
+      }));
+    } catch (err) {
+      // Runtimes that did start hold threads; release them so a failed load leaves nothing behind.
+      await this.shutdown(0);
+      throw err;
+    }
+    this.isReady = this.models.size > 0;
+  }
+
+  get ready(): boolean {
+    return this.isReady;
+  }
+
+  /** Observes every executed batch of every model. */
+  onBatch(listener: (s: BatchStats) => void): void {
+    this.batchListeners.push(listener);
+  }
+
+  listModels(): ModelInfo[] {
+    return [...this.models.values()].map(({ manifest: m }) => ({
+      name: m.name, task: m.task, labels: m.labels, input: m.image, budget_floor: m.budget_floor,
+      default_budget: this.defaultBudget(m), quality: m.quality,
+    }));
+  }
+
+  /** Refuses what can be refused before the body is read: not ready, unknown model, full queue. */
+  admit(modelName: string | undefined): string {
+    if (!this.isReady) throw new AcmError('not_ready', 'models are still loading; retry shortly', RETRY_AFTER_S);
+    const model = this.resolve(modelName);
+    if (model.queue.full) {
+      throw new AcmError('queue_full', `queue of model ${JSON.stringify(model.manifest.name)} is full ` +
+        `(${this.config.queueCapacity} requests waiting); retry after ${RETRY_AFTER_S} s`, RETRY_AFTER_S);
+    }
+    return model.manifest.name;
+  }
+
+  async classify(modelName: string | undefined, image: Buffer, opts: ClassifyOptions = {}): Promise<ClassifyResult> {
+    const arrivedAt = opts.arrivedAt ?? performance.now();
+    const model = this.resolve(this.admit(modelName));
+    const m = model.manifest;
+    const budget = opts.budget === undefined ? this.defaultBudget(m) : checkBudget(opts.budget);
+    const topK = checkTopK(opts.topK ?? Math.min(DEFAULT_TOP_K, m.labels.length), m.labels.length);
+
+    const pixels = await decodeImage(image, m, this.config.maxImagePixels);
+    if (opts.signal?.aborted) throw new AcmError('client_closed', 'the client closed the request');
+    const remaining = this.config.requestTimeoutMs - (performance.now() - arrivedAt);
+    if (remaining <= 0) throw new AcmError('deadline_exceeded', `request did not finish within ${this.config.requestTimeoutMs} ms`);
+
+    const outcome = await model.queue.submit({ pixels, budget }, { tokens: m.tokens.count, timeoutMs: remaining, signal: opts.signal });
+    const compute = model.accountant.report(outcome.result.learnerCounts, budget);
+    this.metrics.observeRequest(m.name, compute.used, outcome.queueMs);
+    return {
+      model: m.name,
+      predictions: topPredictions(outcome.result.logits, m.labels, topK),
+      compute,
+      timings: { queueMs: outcome.queueMs, inferenceMs: outcome.inferenceMs, totalMs: performance.now() - arrivedAt },
+      batchSize: outcome.batchSize,
+    };
+  }
+
+  /** Stops admitting, lets queued and running requests finish within graceMs, then stops runtimes. */
+  async shutdown(graceMs: number): Promise<void> {
+    this.isReady = false;
+    const models = [...this.models.values()];
+    let timer: NodeJS.Timeout | undefined;
+    const grace = new Promise<void>((resolve) => { timer = setTimeout(resolve, graceMs); });
+    await Promise.race([Promise.all(models.map((m) => m.queue.idle())), grace]);
+    clearTimeout(timer);
+    for (const m of models) m.queue.close();
+    await Promise.all(models.map((m) => m.backend.close()));
+    await Promise.all(models.map((m) => m.batcher.stopped()));
+  }
+
+  private defaultBudget(m: ImageManifest): number {
+    return this.config.defaultBudget ?? m.default_budget;
+  }
+
+  private resolve(name: string | undefined): Model {
+    if (name === undefined || name === '') {
+      const first = this.models.values().next();
+      if (first.done) throw new AcmError('not_ready', 'no model is loaded');
+      return first.value;
+    }
+    const model = this.models.get(name);
+    if (!model) {
+      throw new AcmError('unknown_model', `model must be one of ${[...this.models.keys()].join(', ')}; got ${shown(name)}`);
+    }
+    return model;
+  }
+}
+
+/** Softmax in float64 (max-shifted for stability), then the topK classes by score. */
+export function topPredictions(logits: Float32Array, labels: readonly string[], topK: number): Prediction[] {
+  let max = -Infinity;
+  for (const v of logits) if (v > max) max = v;
+  const exps = Array.from(logits, (v) => Math.exp(v - max));
+  const sum = exps.reduce((s, v) => s + v, 0);
+  return exps
+    .map((e, i) => ({ i, score: e / sum }))
+    .sort((a, b) => b.score - a.score || a.i - b.i)
+    .slice(0, topK)
+    .map(({ i, score }) => ({ label: labels[i] ?? String(i), score }));
+}

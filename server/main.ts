@@ -1,0 +1,109 @@
+// Process entry: configuration, logging, HTTP listener, model loading, graceful shutdown.
+// The listener opens before the models load so /healthz answers at once and /readyz reports
+// loading; a model that cannot load stops the process with the reason.
+import { createServer } from 'node:http';
+import { listSupportedBackends } from 'onnxruntime-node';
+import { scanBundles } from './bundle.js';
+import { ConfigError, loadConfig, sessionThreads, usage, type Config } from './config.js';
+import { createApp } from './http/app.js';
+import { InferenceService } from './inference.js';
+import { createLogger, type Logger } from './logger.js';
+import { Metrics } from './metrics.js';
+import { OrtBackend } from './ort-backend.js';
+
+function configOrExit(): Config {
+  if (process.argv.includes('--help') || process.argv.includes('-h')) {
+    console.log(usage());
+    process.exit(0);
+  }
+  try {
+    return loadConfig(process.env, process.argv.slice(2));
+  } catch (err) {
+    console.error(err instanceof ConfigError ? err.message : String(err));
+    process.exit(2);
+  }
+}
+
+/** CUDA needs the CUDA build of onnxruntime-node; say so before any worker tries and fails. */
+function checkProvider(config: Config): void {
+  if (config.executionProvider !== 'cuda') return;
+  const cuda = listSupportedBackends().find((b) => b.name === 'cuda');
+  if (!cuda?.bundled) {
+    throw new Error('ACM_EXECUTION_PROVIDER=cuda but this onnxruntime-node install has no CUDA provider; reinstall it ' +
+      'with `npm install onnxruntime-node --onnxruntime-node-install=cuda` (see README "GPU (CUDA)") or set ACM_EXECUTION_PROVIDER=cpu');
+  }
+}
+
+async function loadModels(config: Config, inference: InferenceService, metrics: Metrics, log: Logger): Promise<void> {
+  checkProvider(config);
+  const scan = await scanBundles(config.modelsDir);
+  for (const s of scan.skipped) log.warn({ dir: s.dir }, `bundle skipped: ${s.reason}`);
+  if (scan.bundles.length === 0) {
+    throw new Error(`no image-classification bundle (a folder with acm.json) under ${config.modelsDir}; set ACM_MODELS_DIR`);
+  }
+  const threads = sessionThreads(config);
+  log.info({ provider: config.executionProvider, workers: config.workers, intraOpThreads: threads },
+    `inference runs on the ${config.executionProvider.toUpperCase()} execution provider`);
+  await inference.load(scan.bundles, (bundle) => new OrtBackend({
+    bundle, provider: config.executionProvider, threads, graphOptimization: config.graphOptimization,
+    workers: config.workers, runTimeoutMs: config.requestTimeoutMs, log,
+    onWorkerRestart: () => metrics.workerRestarted(bundle.manifest.name),
+  }));
+}
+
+function main(): void {
+  const config = configOrExit();
+  const log = createLogger(config.logLevel);
+  const metrics = new Metrics();
+  const inference = new InferenceService(config, metrics, log);
+  const app = createApp({ inference, metrics, log, maxImageBytes: config.maxImageBytes });
+  const server = createServer(app);
+  // Bounded socket lifetimes: a slow or stalled client cannot hold a connection forever.
+  server.requestTimeout = config.requestTimeoutMs + 5000;
+  server.headersTimeout = Math.min(60_000, server.requestTimeout);
+  server.keepAliveTimeout = 5000;
+
+  server.listen(config.port, config.host, () => {
+    log.info({ host: config.host, port: config.port, modelsDir: config.modelsDir }, 'listening');
+  });
+  server.on('error', (err) => {
+    log.fatal({ err }, 'HTTP server failed');
+    process.exit(1);
+  });
+
+  loadModels(config, inference, metrics, log).then(
+    () => log.info({ models: inference.listModels().map((m) => m.name) }, 'ready'),
+    (err: unknown) => {
+      log.fatal({ err }, `start-up failed: ${(err as Error).message}`);
+      process.exit(1);
+    },
+  );
+
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) {
+      log.warn({ signal }, 'second signal; exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    log.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down: draining in-flight requests');
+    // Stop accepting connections first; requests already admitted finish within the grace period.
+    server.close();
+    inference.shutdown(config.shutdownGraceMs).then(
+      () => {
+        server.closeAllConnections();
+        log.info('stopped');
+        process.exit(0);
+      },
+      (err: unknown) => {
+        log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
+}
+
+main();
