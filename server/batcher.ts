@@ -20,7 +20,6 @@ export interface ItemOutcome {
 
 export interface BatcherOptions {
   readonly model: string;
-  readonly tokensPerItem: number;
   /** GFLOPs of one result, for batch cost accounting. */
   readonly gflopsOf: (r: ItemResult) => number;
   readonly onBatch?: (stats: BatchStats) => void;
@@ -91,7 +90,7 @@ export class Batcher {
         gflops += this.opts.gflopsOf(result);
         job.succeed({ result, queueMs: started - job.enqueuedAt, inferenceMs, batchSize: live.length });
       });
-      const stats: BatchStats = { model: this.opts.model, size: live.length, tokens: live.length * this.opts.tokensPerItem,
+      const stats: BatchStats = { model: this.opts.model, size: live.length, tokens: live.reduce((s, j) => s + j.tokens, 0),
         gflops, durationMs: inferenceMs };
       for (const listener of this.listeners) listener(stats);
     } finally {

@@ -81,7 +81,7 @@ export class InferenceService {
         capacity: this.config.queueCapacity, retryAfterS: RETRY_AFTER_S });
       const accountant = new ComputeAccountant(m);
       const backend = backendFor(bundle);
-      const batcher = new Batcher(queue, backend, { model: m.name, tokensPerItem: m.tokens.count,
+      const batcher = new Batcher(queue, backend, { model: m.name,
         gflopsOf: (r) => accountant.gflops(r.learnerCounts),
         onBatch: (s) => {
           this.metrics.observeBatch(s);

@@ -89,7 +89,6 @@ export class RequestQueue<I, R> {
       const job = new Job<I, R>(item, opts.tokens, performance.now(), resolve, reject, opts.signal);
       job.timer = setTimeout(() => this.drop(job, new AcmError('deadline_exceeded',
         `request did not finish within its deadline of ${opts.timeoutMs} ms`)), opts.timeoutMs);
-      job.timer.unref();
       if (opts.signal) {
         job.onAbort = () => this.drop(job, new AcmError('client_closed', 'the client closed the request'));
         opts.signal.addEventListener('abort', job.onAbort, { once: true });
@@ -105,6 +104,8 @@ export class RequestQueue<I, R> {
    */
   next(): Promise<Job<I, R>[] | undefined> {
     if (this.waiter) return Promise.reject(new Error('RequestQueue.next() already has a caller'));
+    // Closed between the batcher's batches: there is no waiter for close() to wake, so answer here.
+    if (this.closed) return Promise.resolve(undefined);
     return new Promise((resolve) => {
       this.waiter = resolve;
       this.poll();
