@@ -72,7 +72,7 @@ def export_bundle(model: ACMViT, out_dir: str, meta: dict, dense: nn.Module | No
     path = os.path.join(out_dir, meta["graph"])
     with torch.no_grad():
         torch.onnx.export(
-            model, (pixels, budget), path, opset_version=OPSET,
+            model, (pixels, budget), path, opset_version=OPSET, do_constant_folding=False,
             input_names=["pixel_values", "budget"], output_names=["logits", "learner_counts"],
             dynamic_axes={"pixel_values": batch, "budget": batch, "logits": batch, "learner_counts": batch},
         )
@@ -81,7 +81,7 @@ def export_bundle(model: ACMViT, out_dir: str, meta: dict, dense: nn.Module | No
         dense_path = os.path.join(out_dir, meta["dense_graph"])
         with torch.no_grad():
             torch.onnx.export(
-                DenseLogits(dense.eval()), (pixels,), dense_path, opset_version=OPSET,
+                DenseLogits(dense.eval()), (pixels,), dense_path, opset_version=OPSET, do_constant_folding=False,
                 input_names=["pixel_values"], output_names=["logits"],
                 dynamic_axes={"pixel_values": batch, "logits": batch},
             )

@@ -1,0 +1,133 @@
+// Grouped-learner kernel microbenchmark: the capped, grouped ACM FFN against a dense FFN of the
+// same shape, timed side by side (interleaved) in one process, as medians over repeats.
+//
+//   npm run bench -- [--tokens 64,256,1024,4096,8192] [--repeats 7] [--threads 2] [--json out.json]
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import * as ort from 'onnxruntime-node';
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const BUDGETS = [1.0, 0.75, 0.5, 0.25];
+
+const { values: opts } = parseArgs({
+  options: {
+    dir: { type: 'string', default: join(REPO, '.cache', 'bench') },
+    tokens: { type: 'string', default: '64,256,1024,4096,8192' },
+    repeats: { type: 'string', default: '7' },
+    threads: { type: 'string', default: '2' },
+    dim: { type: 'string', default: '768' },
+    mlp: { type: 'string', default: '3072' },
+    json: { type: 'string', default: join(REPO, '.cache', 'bench', 'kernel.json') },
+  },
+});
+
+interface Shape { dim: number; mlp: number; n: number; tokens_per_request: number }
+
+function emitGraphs(): Shape {
+  const shapeFile = join(opts.dir, 'shape.json');
+  const current = existsSync(shapeFile) ? (JSON.parse(readFileSync(shapeFile, 'utf8')) as Shape) : undefined;
+  if (!current || current.dim !== Number(opts.dim) || current.mlp !== Number(opts.mlp)) {
+    mkdirSync(opts.dir, { recursive: true });
+    execFileSync(process.env.ACM_PYTHON ?? '/usr/bin/python3',
+      ['-m', 'kernels.emit_bench', '--out', opts.dir, '--dim', opts.dim, '--mlp', opts.mlp], { cwd: REPO, stdio: ['ignore', 'ignore', 'inherit'] });
+  }
+  return JSON.parse(readFileSync(shapeFile, 'utf8')) as Shape;
+}
+
+/** Small seeded PRNG so every run times the same inputs and choices. */
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(s ^ (s >>> 15), 1 | s);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function gaussian(next: () => number): number {
+  return Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+async function timeRun(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>): Promise<[number, ort.InferenceSession.OnnxValueMapType]> {
+  const t0 = process.hrtime.bigint();
+  const out = await session.run(feeds);
+  return [Number(process.hrtime.bigint() - t0) / 1e6, out];
+}
+
+async function main(): Promise<void> {
+  const shape = emitGraphs();
+  const threads = Number(opts.threads);
+  const options: ort.InferenceSession.SessionOptions = {
+    intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential',
+  };
+  const acm = await ort.InferenceSession.create(join(opts.dir, 'acm_ffn.onnx'), options);
+  const dense = await ort.InferenceSession.create(join(opts.dir, 'dense_ffn.onnx'), options);
+  const t = shape.tokens_per_request;
+  const repeats = Number(opts.repeats);
+  const rows = [];
+  console.log(`FFN ${shape.dim} -> ${shape.mlp} -> ${shape.dim}, N = ${shape.n}, ${t} tokens per request, ${threads} threads, median of ${repeats}`);
+  console.log('tokens | dense ms | ' + BUDGETS.map((b) => `b=${b}: ms  used  speedup/ideal  eff`).join(' | '));
+  for (const tokens of opts.tokens.split(',').map(Number)) {
+    const requests = Math.max(1, Math.round(tokens / t));
+    const m = requests * t;
+    const next = rng(tokens);
+    const x = new ort.Tensor('float32', Float32Array.from({ length: m * shape.dim }, () => gaussian(next)), [requests, t, shape.dim]);
+    const variants = BUDGETS.map((budget) => {
+      // At budget 1 every token asks for every learner (the kernel's overhead against dense); below
+      // it, the gate's wishes scatter around the budget so every group occurs, and the cap trims.
+      const desired = BigInt64Array.from({ length: m }, () => budget === 1 ? BigInt(shape.n) :
+        BigInt(Math.min(shape.n, Math.max(0, Math.round(budget * shape.n + 1.5 * gaussian(next))))));
+      return {
+        budget,
+        feeds: {
+          x,
+          desired: new ort.Tensor('int64', desired, [requests, t]),
+          budget: new ort.Tensor('float64', new Float64Array(requests).fill(budget), [requests]),
+        },
+        times: [] as number[],
+        used: 0,
+      };
+    });
+    const denseTimes: number[] = [];
+    for (let rep = -2; rep < repeats; rep++) {
+      const [dt] = await timeRun(dense, { x });
+      if (rep >= 0) denseTimes.push(dt);
+      for (const v of variants) {
+        const [ms, out] = await timeRun(acm, v.feeds);
+        if (rep >= 0) v.times.push(ms);
+        const k = out.k!.data as BigInt64Array;
+        let sum = 0;
+        for (const c of k) sum += Number(c);
+        v.used = sum / (m * shape.n);
+      }
+    }
+    const denseMs = median(denseTimes);
+    const cells = variants.map((v) => {
+      const ms = median(v.times);
+      const speedup = denseMs / ms;
+      const ideal = 1 / v.used;
+      return { budget: v.budget, ms, used: v.used, speedup, ideal, efficiency: speedup / ideal,
+        spread: [Math.min(...v.times), Math.max(...v.times)] };
+    });
+    rows.push({ tokens: m, dense_ms: denseMs, dense_spread: [Math.min(...denseTimes), Math.max(...denseTimes)], acm: cells });
+    console.log(`${String(m).padStart(6)} | ${denseMs.toFixed(3).padStart(8)} | ` + cells.map((c) =>
+      `${c.ms.toFixed(3).padStart(8)} ${c.used.toFixed(3)} ${c.speedup.toFixed(2)}x/${c.ideal.toFixed(2)}x ${(c.efficiency * 100).toFixed(0).padStart(3)}%`).join(' | '));
+  }
+  mkdirSync(dirname(opts.json), { recursive: true });
+  writeFileSync(opts.json, JSON.stringify({ shape, threads, repeats, rows }, null, 2));
+  console.log(`wrote ${opts.json}`);
+  await acm.release();
+  await dense.release();
+}
+
+await main();

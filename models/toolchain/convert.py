@@ -1,0 +1,139 @@
+"""Convert the trained dense ViT into an ACM model: the phases of DESIGN §2, each resumable.
+
+    python3 -m models.toolchain.convert --run .cache/runs/fashion --phase1-steps 600 --phase2-steps 300
+
+Every phase checkpoints to <run>/phaseN.ckpt at least every few minutes and at its end; a rerun
+skips finished phases and resumes an interrupted one at its last step.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+
+import numpy as np
+import torch
+
+from . import data
+from .acm import from_dense
+from .checkpoint import load_state, save_state
+from .phases import acm_pairs, distil_loss, gate_loss, phase3_loss, teacher_pairs
+from .train_base import augment
+from .vit import ViTConfig, build_vit, set_threads
+
+
+def load_base(run: str):
+    saved = torch.load(os.path.join(run, "base-best.pt"))
+    cfg = ViTConfig(**saved["config"])
+    vit = build_vit(cfg)
+    vit.load_state_dict(saved["model"])
+    return cfg, vit.eval(), saved
+
+
+class Batches:
+    """Deterministic shuffled training batches, addressable by step so a resumed phase sees the same data."""
+
+    def __init__(self, split: data.Split, batch: int, seed: int):
+        self.split, self.batch, self.seed = split, batch, seed
+        self.per_epoch = len(split.y) // batch
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, i = divmod(step, self.per_epoch)
+        perm = np.random.default_rng(self.seed + epoch).permutation(len(self.split.y))
+        idx = perm[i * self.batch:(i + 1) * self.batch]
+        x = augment(data.to_tensor(self.split.x[idx]), torch.Generator().manual_seed(self.seed * 100003 + step))
+        return x, torch.from_numpy(self.split.y[idx])
+
+
+def run_phase(name: str, run: str, steps: int, model, params, lr: float, step_fn, every_minutes: float) -> None:
+    path = os.path.join(run, f"{name}.ckpt")
+    opt = torch.optim.Adam(params, lr=lr)
+    state = load_state(path)
+    step = 0
+    if state:
+        model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); step = state["step"]
+        if step >= steps:
+            print(f"{name}: already done ({step} steps)", flush=True)
+            return
+        print(f"{name}: resumed at step {step}/{steps}", flush=True)
+    t0, last_save, running = time.time(), time.time(), None
+    first_loss = None
+    while step < steps:
+        for g in opt.param_groups:  # cosine decay to 10%
+            g["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / steps)))
+        loss, info = step_fn(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        first_loss = first_loss if first_loss is not None else loss.item()
+        if step % 25 == 0 or step == steps:
+            extra = " ".join(f"{k} {v:.4f}" for k, v in info.items())
+            print(f"{name} step {step}/{steps} loss {running:.5f} (first {first_loss:.5f}) {extra} "
+                  f"{(time.time() - t0) / step if not state else 0:.2f}s/step", flush=True)
+        if time.time() - last_save > every_minutes * 60 or step == steps:
+            save_state(path, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step})
+            last_save = time.time()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", default=".cache/runs/fashion")
+    ap.add_argument("--n", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--phase1-steps", type=int, default=600)
+    ap.add_argument("--phase2-steps", type=int, default=300)
+    ap.add_argument("--phase3-steps", type=int, default=0)
+    ap.add_argument("--checkpoint-minutes", type=float, default=3.0)
+    args = ap.parse_args()
+    set_threads()
+    torch.manual_seed(0)
+    cfg, vit, _ = load_base(args.run)
+    for p in vit.parameters():
+        p.requires_grad_(False)
+    model = from_dense(vit, cfg, args.n)
+    batches = Batches(data.load("train"), args.batch, seed=1000)
+
+    # Phase 1: learners distilled on their own block's inputs; gates unused.
+    learner_params = [p for _, _, a in model.acms() for p in (a.w1, a.b1, a.w2)]
+
+    def phase1(step: int):
+        x, _ = batches(step)
+        pairs = acm_pairs(model, teacher_pairs(vit, x))
+        return sum(distil_loss(acm, z, o) for acm, z, o in pairs), {}
+
+    run_phase("phase1", args.run, args.phase1_steps, model, learner_params, 1e-3, phase1, args.checkpoint_minutes)
+
+    # Phase 2: learners frozen, gates trained on error-ratio labels. The budget input is random
+    # here (labels do not depend on it); phase 3 teaches the gates to use it.
+    model.load_state_dict(load_state(os.path.join(args.run, "phase1.ckpt"))["model"])
+    gate_params = [p for _, _, a in model.acms() for p in a.gate.parameters()]
+    rng = random.Random(7)
+
+    def phase2(step: int):
+        x, _ = batches(args.phase1_steps + step)
+        budget = torch.tensor([rng.uniform(0.05, 1.0) for _ in range(x.shape[0])])
+        losses = [gate_loss(acm, z, o, budget)[0] for acm, z, o in acm_pairs(model, teacher_pairs(vit, x))]
+        return sum(losses) / len(losses), {}
+
+    run_phase("phase2", args.run, args.phase2_steps, model, gate_params, 3e-3, phase2, args.checkpoint_minutes)
+    model.load_state_dict(load_state(os.path.join(args.run, "phase2.ckpt"))["model"])
+
+    if args.phase3_steps:
+        targets = [0.25, 0.4, 0.5, 0.6, 0.75, 1.0]
+
+        def phase3(step: int):
+            x, y = batches(args.phase1_steps + args.phase2_steps + step)
+            # One budget target per batch, chosen by step so a resumed run sees the same sequence.
+            return phase3_loss(model, x, y, random.Random(step).choice(targets))
+
+        model.train()
+        run_phase("phase3", args.run, args.phase3_steps, model, list(model.parameters()), 1e-4, phase3,
+                  args.checkpoint_minutes)
+    print("conversion done", flush=True)
+
+
+if __name__ == "__main__":
+    main()

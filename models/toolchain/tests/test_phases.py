@@ -1,0 +1,87 @@
+"""Recipe pieces on hand-computed inputs and tiny models: labels, losses, and each phase learning."""
+import unittest
+
+import torch
+
+from models.toolchain import phases
+from models.toolchain.acm import ACM, from_dense
+from models.toolchain.vit import CONFIGS, build_vit
+
+torch.set_num_threads(2)
+
+
+class LabelTest(unittest.TestCase):
+    def test_error_ratio_labels(self):
+        errors = torch.tensor([
+            [10.0, 5.0, 2.0, 1.9, 1.8],   # e1/e2 = 2.5, e2/e3 = 1.05 < 1.2 -> n = 3
+            [10.0, 5.0, 4.5, 1.0, 0.5],   # e1/e2 = 1.11 < 1.2 -> n = 2
+            [10.0, 8.0, 4.0, 2.0, 1.0],   # every ratio is 2 -> none: N = 4
+            [10.0, 9.0, 6.0, 3.0, 2.6],   # 1.5, 2.0, then e3/e4 = 1.15 -> n = 4
+        ])
+        self.assertEqual(phases.gate_labels(errors, 4).tolist(), [3, 2, 4, 4])
+
+
+class LossTest(unittest.TestCase):
+    def test_budget_loss(self):
+        self.assertAlmostEqual(phases.budget_loss(torch.tensor([0.2, 0.4]), 0.5).item(), 0.2, places=6)
+
+    def test_diversity_loss(self):
+        # pairs: |0.2-0.6| = 0.4 twice, diagonal zeros: mean over the 2x2 matrix = 0.2
+        self.assertAlmostEqual(phases.diversity_loss(torch.tensor([0.2, 0.6])).item(), -0.2, places=6)
+
+    def test_entropy_loss(self):
+        acm = ACM(dim=4, n=4, width=2, kind="ffn")
+        uniform = torch.eye(5).unsqueeze(0)           # one sample, five tokens, one of each choice
+        peaked = torch.zeros(1, 5, 5); peaked[..., 2] = 1  # every token chose k = 2
+        self.assertAlmostEqual(phases.entropy_loss([(acm, uniform)]).item(), -1.0, places=5)
+        self.assertAlmostEqual(phases.entropy_loss([(acm, peaked)]).item(), 0.0, places=5)
+
+
+class PhaseLearningTest(unittest.TestCase):
+    """Each phase lowers its own loss on a small fixed batch."""
+
+    def setUp(self):
+        torch.manual_seed(0)
+        self.cfg = CONFIGS["tiny"]
+        self.vit = build_vit(self.cfg).eval()
+        torch.nn.init.normal_(self.vit.heads.head.weight, std=0.5)
+        self.model = from_dense(self.vit, self.cfg)
+        self.x = torch.randn(8, 1, 28, 28)
+        self.y = torch.randint(0, 10, (8,))
+
+    def _train(self, params, loss_fn, steps=30, lr=3e-3):
+        opt = torch.optim.Adam(params, lr=lr)
+        first = None
+        for _ in range(steps):
+            loss = loss_fn()
+            first = loss.item() if first is None else first
+            opt.zero_grad(); loss.backward(); opt.step()
+        return first, loss_fn().item()
+
+    def test_phase1_distillation(self):
+        with torch.no_grad():  # start away from the dense weights so there is something to learn
+            for _, _, a in self.model.acms():
+                a.w1.add_(0.3 * torch.randn_like(a.w1))
+        pairs = phases.acm_pairs(self.model, phases.teacher_pairs(self.vit, self.x))
+        params = [p for _, _, a in self.model.acms() for p in (a.w1, a.b1, a.w2)]
+        first, last = self._train(params, lambda: sum(phases.distil_loss(a, z, o) for a, z, o in pairs))
+        self.assertLess(last, 0.7 * first)
+
+    def test_phase2_gates(self):
+        pairs = phases.acm_pairs(self.model, phases.teacher_pairs(self.vit, self.x))
+        budget = torch.rand(8)
+        params = [p for _, _, a in self.model.acms() for p in a.gate.parameters()]
+        first, last = self._train(params, lambda: sum(phases.gate_loss(a, z, o, budget)[0] for a, z, o in pairs),
+                                  steps=60)
+        self.assertLess(last, 0.7 * first)
+
+    def test_phase3_end_to_end(self):
+        torch.manual_seed(1)
+        self.model.train()
+        first, last = self._train(list(self.model.parameters()),
+                                  lambda: phases.phase3_loss(self.model, self.x, self.y, 0.5)[0], steps=40, lr=1e-3)
+        self.assertLess(last, first)
+
+
+if __name__ == "__main__":
+    unittest.main()
