@@ -6,7 +6,6 @@ RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
 COPY server ./server
 COPY kernels ./kernels
-COPY clients ./clients
 RUN npx tsc -p tsconfig.json && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
