@@ -1,0 +1,82 @@
+// OrtBackend's failure handling, with a protocol-speaking fake worker: a worker that dies or
+// hangs fails only its batch and is replaced; a graph that breaks the manifest, or a session
+// that cannot be created, stops start-up with the reason.
+import assert from 'node:assert/strict';
+import { writeFile, mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import type { BatchItem } from '../server/backend.js';
+import { AcmError } from '../server/errors.js';
+import { createLogger } from '../server/logger.js';
+import { OrtBackend, type OrtBackendOptions } from '../server/ort-backend.js';
+import { fakeBundle, fakeManifest } from './support/fake.js';
+import { CRASH_BUDGET, HANG_BUDGET } from './support/fake-worker.js';
+
+const FAKE_WORKER = new URL('./support/fake-worker.js', import.meta.url);
+const item = (budget: number): BatchItem => ({ budget, pixels: new Float32Array(28 * 28) });
+
+function backend(extra: Partial<OrtBackendOptions> = {}): OrtBackend {
+  return new OrtBackend({ bundle: fakeBundle(), provider: 'cpu', threads: 1, graphOptimization: 'all', workers: 1,
+    runTimeoutMs: 300, log: createLogger('silent'), workerUrl: FAKE_WORKER, ...extra });
+}
+
+async function rejectsWith(p: Promise<unknown>, code: string): Promise<void> {
+  const err = await p.then(() => assert.fail(`expected ${code}`), (e: unknown) => e);
+  assert.ok(err instanceof AcmError, String(err));
+  assert.equal(err.code, code);
+}
+
+describe('OrtBackend failure handling', () => {
+  it('fails the batch of a worker that exits, restarts the worker, and serves the next batch', async () => {
+    let restarts = 0;
+    const b = backend({ onWorkerRestart: () => restarts++ });
+    await b.start();
+    try {
+      assert.equal((await b.run([item(1), item(0.5)])).length, 2);
+      await rejectsWith(b.run([item(0.3), item(CRASH_BUDGET)]), 'internal');
+      assert.equal(restarts, 1);
+      const [r] = await b.run([item(1)]);
+      assert.equal(r?.logits.length, 10);
+      assert.equal(r?.learnerCounts.length, 2 * 17);
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('fails the batch of a worker that hangs with deadline_exceeded and replaces the worker', async () => {
+    let restarts = 0;
+    const b = backend({ onWorkerRestart: () => restarts++ });
+    await b.start();
+    try {
+      await rejectsWith(b.run([item(HANG_BUDGET)]), 'deadline_exceeded');
+      assert.equal((await b.run([item(1)])).length, 1);
+      assert.equal(restarts, 1);
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('rejects runs after close instead of leaving them pending', async () => {
+    const b = backend();
+    await b.start();
+    const pending = rejectsWith(b.run([item(HANG_BUDGET)]), 'not_ready');
+    await b.close();
+    await pending;
+    await rejectsWith(b.run([item(1)]), 'not_ready');
+  });
+
+  it('refuses to start when the graph does not match the manifest', async () => {
+    const rgb = fakeManifest({ image: { ...fakeManifest().image, channels: 3, mean: [0, 0, 0], std: [1, 1, 1] } });
+    const b = backend({ bundle: fakeBundle(rgb) });
+    await assert.rejects(b.start(), /graph does not match acm\.json: input "pixel_values" dimension 1 is 1; the manifest implies 3/);
+  });
+
+  it('refuses to start when onnxruntime cannot load the graph', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'acm-bad-graph-'));
+    const graphPath = join(dir, 'model.onnx');
+    await writeFile(graphPath, 'not an onnx file');
+    const b = backend({ bundle: { ...fakeBundle(), graphPath }, workerUrl: undefined });
+    await assert.rejects(b.start(), /fake-vit-acm.*cannot create a cpu session/);
+  });
+});
