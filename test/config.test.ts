@@ -1,0 +1,77 @@
+// Configuration: defaults, environment and flag twins (flags win), bounds, and the cross-field
+// mistakes that must stop start-up with a remedy.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ConfigError, FIELDS, loadConfig, usage } from '../server/config.js';
+
+function problems(env: Record<string, string>, argv: string[] = []): string {
+  try {
+    loadConfig(env, argv);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError);
+    return err.message;
+  }
+  return assert.fail('expected a ConfigError');
+}
+
+describe('config', () => {
+  it('has the documented defaults and is frozen', () => {
+    const c = loadConfig({}, []);
+    assert.equal(c.port, 8080);
+    assert.equal(c.maxBatchSize, 32);
+    assert.equal(c.maxWaitMs, 5);
+    assert.equal(c.queueCapacity, 256);
+    assert.equal(c.requestTimeoutMs, 30_000);
+    assert.equal(c.maxImageBytes, 10 * 1024 * 1024);
+    assert.equal(c.maxImagePixels, 40_000_000);
+    assert.equal(c.defaultBudget, undefined, "unset: each model's default_budget applies");
+    assert.equal(c.executionProvider, 'cpu');
+    assert.match(c.modelsDir, /\/models$/);
+    assert.ok(Object.isFrozen(c));
+  });
+
+  it('reads environment variables, and flags over them in both spellings', () => {
+    const c = loadConfig({ PORT: '9000', ACM_MAX_BATCH_SIZE: '8', ACM_DEFAULT_BUDGET: '0.5' }, ['--port', '9100', '--max-wait-ms=7']);
+    assert.equal(c.port, 9100);
+    assert.equal(c.maxBatchSize, 8);
+    assert.equal(c.maxWaitMs, 7);
+    assert.equal(c.defaultBudget, 0.5);
+  });
+
+  it('gives every field an environment twin and a flag twin', () => {
+    for (const f of FIELDS) {
+      assert.match(f.env, /^[A-Z_]+$/);
+      assert.match(f.flag, /^--[a-z-]+$/);
+      assert.ok(usage().includes(f.flag) && usage().includes(f.env));
+    }
+  });
+
+  it('refuses out-of-bounds and malformed values, naming the variable, bound and value', () => {
+    assert.match(problems({ PORT: '70000' }), /PORT must be an integer in \[0, 65535\] \(port\); got "70000"/);
+    assert.match(problems({ ACM_MAX_BATCH_SIZE: '4.5' }), /ACM_MAX_BATCH_SIZE must be an integer/);
+    assert.match(problems({ ACM_DEFAULT_BUDGET: '0' }), /ACM_DEFAULT_BUDGET must be a number in \(0, 1\]; got "0"/);
+    assert.match(problems({ ACM_EXECUTION_PROVIDER: 'tpu' }), /one of cpu\|cuda; got "tpu"/);
+    assert.match(problems({}, ['--max-batch-size', 'many']), /--max-batch-size must be an integer/);
+  });
+
+  it('refuses unknown flags and a flag without its value', () => {
+    assert.match(problems({}, ['--prot', '80']), /unknown argument "--prot"/);
+    assert.match(problems({}, ['--port']), /--port needs a value/);
+  });
+
+  it('lists every problem at once', () => {
+    const message = problems({ PORT: 'x', ACM_WORKERS: '0' });
+    assert.match(message, /PORT/);
+    assert.match(message, /ACM_WORKERS/);
+  });
+
+  it('stops a queue smaller than one batch, with the remedy', () => {
+    assert.match(problems({ ACM_QUEUE_CAPACITY: '8', ACM_MAX_BATCH_SIZE: '32' }),
+      /raise ACM_QUEUE_CAPACITY to at least 32 or lower ACM_MAX_BATCH_SIZE/);
+  });
+
+  it('stops a batch wait that is not below the request deadline, with the remedy', () => {
+    assert.match(problems({ ACM_MAX_WAIT_MS: '1000', ACM_REQUEST_TIMEOUT_MS: '1000' }),
+      /lower ACM_MAX_WAIT_MS or raise ACM_REQUEST_TIMEOUT_MS/);
+  });
+});

@@ -1,0 +1,47 @@
+// Image decoding per the manifest's input contract: size, channels, normalisation and padding.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import sharp from 'sharp';
+import { AcmError } from '../server/errors.js';
+import { decodeImage, normalise } from '../server/image.js';
+import { fakeManifest } from './support/fake.js';
+import { bombPng } from './support/images.js';
+
+const grey = fakeManifest();
+const rgb = fakeManifest({ image: { ...grey.image, channels: 3, mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.5] } });
+
+describe('image decoding', () => {
+  it('normalises (byte / 255 - mean) / std into CHW planes', () => {
+    const out = normalise(Uint8Array.from([255, 0, 51, 102, 204, 153]), 3, 2, [0.5, 0.4, 0.3], [0.2, 0.25, 0.5]);
+    const want = [(1 - 0.5) / 0.2, (0.4 - 0.5) / 0.2, (0 - 0.4) / 0.25, (0.8 - 0.4) / 0.25, (0.2 - 0.3) / 0.5, (0.6 - 0.3) / 0.5];
+    out.forEach((v, i) => assert.ok(Math.abs(v - (want[i] ?? NaN)) < 1e-6, `${i}: ${v}`));
+  });
+
+  it('resizes a colour image to the model size and channels, padding with the background', async () => {
+    const white = await sharp({ create: { width: 56, height: 28, channels: 3, background: '#ffffff' } }).png().toBuffer();
+    const g = await decodeImage(white, grey, 1e6);
+    assert.equal(g.length, 28 * 28);
+    const padded = (0 - 0.286) / 0.353;
+    const inside = (1 - 0.286) / 0.353;
+    // 'contain' scales 56x28 to 28x14 and pads 7 rows above and below with black.
+    assert.ok(Math.abs((g[0] ?? 0) - padded) < 1e-5, `corner ${g[0]}`);
+    assert.ok(Math.abs((g[14 * 28 + 14] ?? 0) - inside) < 1e-5, `centre ${g[14 * 28 + 14]}`);
+    const c = await decodeImage(white, rgb, 1e6);
+    assert.equal(c.length, 3 * 28 * 28);
+    assert.ok(Math.abs((c[2 * 784 + 14 * 28 + 14] ?? 0) - (1 - 0.3) / 0.5) < 1e-5, 'blue plane');
+  });
+
+  it('flattens transparency onto the background', async () => {
+    const clear = await sharp({ create: { width: 28, height: 28, channels: 4, background: { r: 255, g: 255, b: 255, alpha: 0 } } })
+      .png().toBuffer();
+    const g = await decodeImage(clear, grey, 1e6);
+    assert.ok(Math.abs((g[400] ?? 0) - (0 - 0.286) / 0.353) < 1e-5);
+  });
+
+  it('checks the pixel limit from the header before decoding', async () => {
+    const err = await decodeImage(bombPng(5000, 5000), grey, 1e6).catch((e: unknown) => e);
+    assert.ok(err instanceof AcmError);
+    assert.equal(err.code, 'image_too_large');
+    assert.match(err.message, /at most 1000000 pixels; got 5000x5000 = 25000000/);
+  });
+});
