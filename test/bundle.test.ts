@@ -61,8 +61,9 @@ describe('acm.json validation', () => {
     for (const [overrides, message] of cases) assert.match(refusal(overrides), message, JSON.stringify(overrides));
   });
 
-  it('accepts free-form provenance under architecture and training', () => {
-    parseImageManifest('fake', { ...fakeManifest(), architecture: { family: 'vit' }, training: { epochs: 3 } });
+  it('accepts free-form provenance under architecture and training, and measured used per quality point', () => {
+    parseImageManifest('fake', { ...fakeManifest(), architecture: { family: 'vit' }, training: { epochs: 3 },
+      quality: [{ budget: 0.5, metric: 'accuracy', value: 0.8, used: 0.45, dataset: 'x', items: 10 }] });
   });
 });
 

@@ -38,6 +38,14 @@ describe('image decoding', () => {
     assert.ok(Math.abs((g[400] ?? 0) - (0 - 0.286) / 0.353) < 1e-5);
   });
 
+  it('passes an image already at the model size through unchanged', async () => {
+    const raw = Uint8Array.from({ length: 28 * 28 }, (_, i) => (i * 37) % 256);
+    const png = await sharp(raw, { raw: { width: 28, height: 28, channels: 1 } }).png().toBuffer();
+    const g = await decodeImage(png, grey, 1e6);
+    const want = normalise(raw, 1, 28 * 28, grey.image.mean, grey.image.std);
+    assert.deepEqual(Array.from(g), Array.from(want));
+  });
+
   it('checks the pixel limit from the header before decoding', async () => {
     const err = await decodeImage(bombPng(5000, 5000), grey, 1e6).catch((e: unknown) => e);
     assert.ok(err instanceof AcmError);
