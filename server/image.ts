@@ -17,6 +17,9 @@ export const IMAGE_MEDIA_TYPES: ReadonlySet<string> = new Set([
 
 const FORMAT_SET: ReadonlySet<string> = new Set(IMAGE_FORMATS);
 
+// Every request brings a new image, so libvips' operation cache would only hold memory.
+sharp.cache(false);
+
 interface Header {
   format: string;
   width: number;

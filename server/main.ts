@@ -2,6 +2,7 @@
 // The listener opens before the models load so /healthz answers at once and /readyz reports
 // loading; a model that cannot load stops the process with the reason.
 import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { listSupportedBackends } from 'onnxruntime-node';
 import { scanBundles } from './bundle.js';
 import { ConfigError, loadConfig, sessionThreads, usage, type Config } from './config.js';
@@ -64,7 +65,9 @@ function main(): void {
   server.keepAliveTimeout = 5000;
 
   server.listen(config.port, config.host, () => {
-    log.info({ host: config.host, port: config.port, modelsDir: config.modelsDir }, 'listening');
+    // The bound port, not the configured one: with PORT=0 only this line says where to connect.
+    const port = (server.address() as AddressInfo).port;
+    log.info({ host: config.host, port, modelsDir: config.modelsDir }, 'listening');
   });
   server.on('error', (err) => {
     log.fatal({ err }, 'HTTP server failed');

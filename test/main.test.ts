@@ -1,0 +1,87 @@
+// The server process as an operator runs it: start-up log names the execution provider, readiness
+// follows model loading, SIGTERM lets an in-flight request finish before a clean exit, and bad
+// configuration or a missing models folder stop start-up with the reason.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { describe, it } from 'node:test';
+import { makeImage } from './support/images.js';
+import { tinyModelsDir } from './support/tiny-bundle.js';
+
+const MAIN = fileURLToPath(new URL('../server/main.js', import.meta.url));
+
+interface Started { child: ChildProcess; lines: Record<string, unknown>[]; stderr: string[] }
+
+function start(env: Record<string, string>, args: string[] = []): Started {
+  const child = spawn(process.execPath, [MAIN, ...args], {
+    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', ACM_INTRA_OP_THREADS: '1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: Record<string, unknown>[] = [];
+  const stderr: string[] = [];
+  let pending = '';
+  child.stdout?.on('data', (chunk: Buffer) => {
+    pending += chunk.toString();
+    const parts = pending.split('\n');
+    pending = parts.pop() ?? '';
+    for (const line of parts) if (line.trim()) lines.push(JSON.parse(line) as Record<string, unknown>);
+  });
+  child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk.toString()));
+  return { child, lines, stderr };
+}
+
+async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, ms = 20_000): Promise<T> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return assert.fail(`timed out waiting for ${what}`);
+}
+
+describe('server process', () => {
+  it('logs its provider, becomes ready, and drains an in-flight request on SIGTERM', async () => {
+    // A long batch wait keeps the request in flight when the signal arrives.
+    const s = start({ ACM_MODELS_DIR: await tinyModelsDir(), ACM_MAX_WAIT_MS: '400' });
+    try {
+      const port = await until('listening', () => s.lines.find((l) => l.msg === 'listening')?.port as number | undefined);
+      assert.ok(s.lines.some((l) => l.msg === 'inference runs on the CPU execution provider'));
+      const base = `http://127.0.0.1:${port}`;
+      await until('ready', async () => ((await fetch(`${base}/readyz`)).status === 200 ? true : undefined));
+
+      const inFlight = fetch(`${base}/classify?budget=0.5`, { method: 'POST', headers: { 'Content-Type': 'image/png' },
+        body: new Uint8Array(await makeImage(3)) });
+      // Decoding and queueing take milliseconds; the batch waits 400 ms, so the signal lands mid-request.
+      await new Promise((r) => setTimeout(r, 100));
+      s.child.kill('SIGTERM');
+      const res = await inFlight;
+      assert.equal(res.status, 200, 'the in-flight request is answered');
+      assert.equal(((await res.json()) as { model: string }).model, 'tiny-vit-acm');
+      const [code] = (await once(s.child, 'exit')) as [number];
+      assert.equal(code, 0);
+      const msgs = s.lines.map((l) => (l.path === '/classify' ? `classify ${String(l.status)}` : l.msg));
+      const draining = msgs.indexOf('shutting down: draining in-flight requests');
+      assert.ok(draining >= 0 && msgs.indexOf('classify 200') > draining, `the request finished after the signal: ${msgs.join(' | ')}`);
+      assert.equal(msgs.at(-1), 'stopped');
+    } finally {
+      s.child.kill('SIGKILL');
+    }
+  });
+
+  it('exits 2 with the problem on bad configuration', async () => {
+    const s = start({}, ['--port', 'abc']);
+    const [code] = (await once(s.child, 'exit')) as [number];
+    assert.equal(code, 2);
+    assert.match(s.stderr.join(''), /--port must be an integer in \[0, 65535\] \(port\); got "abc"/);
+  });
+
+  it('exits 1 naming the folder when the models folder cannot be read', async () => {
+    const s = start({ ACM_MODELS_DIR: '/nonexistent/models' });
+    const [code] = (await once(s.child, 'exit')) as [number];
+    assert.equal(code, 1);
+    const fatal = s.lines.find((l) => l.level === 60);
+    assert.match(String(fatal?.msg), /models folder \/nonexistent\/models cannot be read.*set ACM_MODELS_DIR/);
+  });
+});
