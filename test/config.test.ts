@@ -1,6 +1,7 @@
 // Configuration: defaults, environment and flag twins (flags win), bounds, and the cross-field
 // mistakes that must stop start-up with a remedy.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { ConfigError, FIELDS, loadConfig, usage } from '../server/config.js';
 
@@ -44,6 +45,11 @@ describe('config', () => {
       assert.match(f.flag, /^--[a-z-]+$/);
       assert.ok(usage().includes(f.flag) && usage().includes(f.env));
     }
+  });
+
+  it('is documented field by field in server/README.md', () => {
+    const readme = readFileSync(new URL('../../server/README.md', import.meta.url), 'utf8');
+    for (const f of FIELDS) assert.match(readme, new RegExp(`\\| \`${f.env}\` \\| \`${f.flag}\` \\|`), f.env);
   });
 
   it('refuses out-of-bounds and malformed values, naming the variable, bound and value', () => {
