@@ -20,6 +20,14 @@ export interface ClassifyOptions {
   readonly signal?: AbortSignal;
   /** performance.now() when the request arrived; the deadline and total time count from it. */
   readonly arrivedAt?: number;
+  /** From admit(), when the transport admitted the request before reading its body. */
+  readonly admission?: Admission;
+}
+
+/** A request's place among a model's requests in flight; release() exactly once when answered. */
+export interface Admission {
+  readonly model: string;
+  release(): void;
 }
 
 export interface Prediction { label: string; score: number }
@@ -51,6 +59,8 @@ interface Model {
   readonly backend: Backend;
   readonly accountant: ComputeAccountant;
   info?: BackendInfo;
+  /** Admitted and not yet answered: reading the body, decoding, queued or running. */
+  inFlight: number;
 }
 
 export type BackendFactory = (bundle: Bundle) => Backend;
@@ -88,8 +98,8 @@ export class InferenceService {
           for (const l of this.batchListeners) l(s);
         },
         onError: (err) => this.log.error({ err, model: m.name }, 'batch failed unexpectedly') });
-      this.models.set(m.name, { bundle, manifest: m, queue, batcher, backend, accountant });
-      this.metrics.trackQueue(m.name, () => queue.depth);
+      this.models.set(m.name, { bundle, manifest: m, queue, batcher, backend, accountant, inFlight: 0 });
+      this.metrics.trackModel(m.name, { queueDepth: () => queue.depth, inFlight: () => this.inFlight(m.name) });
     }
     try {
       await Promise.all([...this.models.values()].map(async (model) => {
@@ -122,20 +132,49 @@ export class InferenceService {
     }));
   }
 
-  /** Refuses what can be refused before the body is read: not ready, unknown model, full queue. */
-  admit(modelName: string | undefined): string {
+  /**
+   * Refuses what can be refused before the body is read: not ready, unknown model, no room. Room
+   * counts every admitted request (bodies being read and images being decoded hold memory before
+   * they reach the queue): at most the queue capacity plus the batches that can run at once.
+   */
+  admit(modelName: string | undefined): Admission {
     if (!this.isReady) throw new AcmError('not_ready', 'models are still loading; retry shortly', RETRY_AFTER_S);
     const model = this.resolve(modelName);
-    if (model.queue.full) {
-      throw new AcmError('queue_full', `queue of model ${JSON.stringify(model.manifest.name)} is full ` +
-        `(${this.config.queueCapacity} requests waiting); retry after ${RETRY_AFTER_S} s`, RETRY_AFTER_S);
+    const limit = this.config.queueCapacity + this.config.maxBatchSize * Math.max(1, model.backend.concurrency);
+    if (model.queue.full || model.inFlight >= limit) {
+      throw new AcmError('queue_full', `model ${JSON.stringify(model.manifest.name)} has no room: ${model.queue.depth} ` +
+        `requests queued (capacity ${this.config.queueCapacity}), ${model.inFlight} in flight (limit ${limit}); ` +
+        `retry after ${RETRY_AFTER_S} s`, RETRY_AFTER_S);
     }
-    return model.manifest.name;
+    model.inFlight++;
+    let released = false;
+    return {
+      model: model.manifest.name,
+      release: () => {
+        if (released) return;
+        released = true;
+        model.inFlight--;
+      },
+    };
+  }
+
+  /** Requests admitted and not yet answered, per model; for metrics. */
+  inFlight(model: string): number {
+    return this.models.get(model)?.inFlight ?? 0;
   }
 
   async classify(modelName: string | undefined, image: Buffer, opts: ClassifyOptions = {}): Promise<ClassifyResult> {
+    const admission = opts.admission ?? this.admit(modelName);
+    try {
+      return await this.run(this.resolve(admission.model), image, opts);
+    } finally {
+      // A transport's admission lives until its response closes; ours ends with the answer.
+      if (!opts.admission) admission.release();
+    }
+  }
+
+  private async run(model: Model, image: Buffer, opts: ClassifyOptions): Promise<ClassifyResult> {
     const arrivedAt = opts.arrivedAt ?? performance.now();
-    const model = this.resolve(this.admit(modelName));
     const m = model.manifest;
     const budget = opts.budget === undefined ? this.defaultBudget(m) : checkBudget(opts.budget);
     const topK = checkTopK(opts.topK ?? Math.min(DEFAULT_TOP_K, m.labels.length), m.labels.length);

@@ -17,6 +17,12 @@ export interface BatchStats {
   readonly durationMs: number;
 }
 
+/** Per-model values read at scrape time rather than updated on every change. */
+export interface ModelGauges {
+  readonly queueDepth: () => number;
+  readonly inFlight: () => number;
+}
+
 export class Metrics {
   readonly registry = new Registry();
   private readonly httpRequests: Counter<'route' | 'method' | 'status'>;
@@ -29,7 +35,7 @@ export class Metrics {
   private readonly budgetUsed: Histogram<'model'>;
   private readonly queueWait: Histogram<'model'>;
   private readonly workerRestarts: Counter<'model'>;
-  private readonly depthSources = new Map<string, () => number>();
+  private readonly sources = new Map<string, ModelGauges>();
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -54,16 +60,20 @@ export class Metrics {
       labelNames: ['model'], buckets: LATENCY_BUCKETS, registers });
     this.workerRestarts = new Counter({ name: `${PREFIX}worker_restarts_total`, help: 'Inference workers replaced after a crash or hang',
       labelNames: ['model'], registers });
-    const depthSources = this.depthSources;
+    const sources = this.sources;
     new Gauge({ name: `${PREFIX}queue_depth`, help: 'Requests waiting for a batch', labelNames: ['model'], registers,
       collect() {
-        for (const [model, read] of depthSources) this.set({ model }, read());
+        for (const [model, g] of sources) this.set({ model }, g.queueDepth());
+      } });
+    new Gauge({ name: `${PREFIX}requests_in_flight`, help: 'Requests admitted and not yet answered', labelNames: ['model'],
+      registers, collect() {
+        for (const [model, g] of sources) this.set({ model }, g.inFlight());
       } });
   }
 
-  /** Registers a model's queue so its depth is read at scrape time. */
-  trackQueue(model: string, depth: () => number): void {
-    this.depthSources.set(model, depth);
+  /** Registers a model's gauges, read at scrape time. */
+  trackModel(model: string, gauges: ModelGauges): void {
+    this.sources.set(model, gauges);
   }
 
   observeHttp(route: string, method: string, status: number, seconds: number): void {

@@ -137,7 +137,7 @@ describe('service routes', () => {
     const res = await request(t.app).get('/metrics').expect(200);
     assert.match(String(res.headers['content-type']), /^text\/plain/);
     const text = res.text;
-    for (const name of ['acm_http_requests_total', 'acm_http_request_duration_seconds_bucket', 'acm_queue_depth',
+    for (const name of ['acm_http_requests_total', 'acm_http_request_duration_seconds_bucket', 'acm_queue_depth', 'acm_requests_in_flight',
       'acm_batch_size_bucket', 'acm_batch_tokens_bucket', 'acm_batch_gflops_bucket', 'acm_budget_used_bucket', 'acm_errors_total']) {
       assert.ok(text.includes(name), `${name} is exported`);
     }

@@ -176,4 +176,22 @@ describe('overload and disconnects', () => {
     await request(server).post('/classify?budget=0.7').set('Content-Type', 'image/png').send(png).expect(200);
     assert.deepEqual(t.backend.batches, [[0.9], [0.7]], 'the disconnected request never reached the backend');
   });
+
+  it('counts uploads still being read against the room, and frees it when they hang up', async () => {
+    const { port } = server.address() as AddressInfo;
+    // Room is queue capacity 1 + one running batch of 1: two stalled uploads fill it.
+    const stalled = [0, 1].map(() => {
+      const req = httpRequest({ port, method: 'POST', path: '/classify', headers: { 'Content-Type': 'image/png', 'Content-Length': '100' } });
+      req.on('error', () => undefined);
+      req.write(Buffer.alloc(10));
+      return req;
+    });
+    await until(() => t.inference.inFlight('fake-vit-acm') === 2);
+    assert.equal(depth(), 0, 'nothing is queued yet');
+    const full = await request(server).post('/classify').set('Content-Type', 'image/png').send(png).expect(503);
+    assert.match((full.body as ErrorAnswer).error.message, /2 in flight \(limit 2\)/);
+    for (const req of stalled) req.destroy();
+    await until(() => t.inference.inFlight('fake-vit-acm') === 0);
+    await request(server).post('/classify').set('Content-Type', 'image/png').send(png).expect(200);
+  });
 });

@@ -50,11 +50,12 @@ export function classifyHandler(inference: InferenceService, opts: ClassifyRoute
     let budgetRaw = typeof header === 'string' ? header : single(query.budget, 'budget');
     let budgetField = typeof header === 'string' ? 'X-Budget' : 'budget';
     let topKRaw = single(query.top_k, 'top_k');
-    let modelName = single(query.model, 'model');
-    // Refuse before reading the body: bad parameters, unknown model, not ready, full queue.
+    const modelName = single(query.model, 'model');
+    // Refuse before reading the body: bad parameters, unknown model, not ready, no room.
     parseBudget(budgetRaw, budgetField);
     parseTopK(topKRaw);
-    modelName = inference.admit(modelName);
+    let admission = inference.admit(modelName);
+    res.on('close', () => admission.release());
 
     let image: Buffer;
     if (multipart) {
@@ -65,12 +66,16 @@ export function classifyHandler(inference: InferenceService, opts: ClassifyRoute
         budgetField = 'budget';
       }
       topKRaw ??= form.fields.get('top_k');
-      if (query.model === undefined && form.fields.has('model')) modelName = inference.admit(form.fields.get('model'));
+      if (query.model === undefined && form.fields.has('model')) {
+        admission.release();
+        admission = inference.admit(form.fields.get('model'));
+      }
     } else {
       image = await readRawBody(req, res, opts.maxImageBytes);
     }
-    res.locals.model = modelName;
-    const result = await inference.classify(modelName, image, {
+    res.locals.model = admission.model;
+    const result = await inference.classify(admission.model, image, {
+      admission,
       budget: parseBudget(budgetRaw, budgetField),
       topK: parseTopK(topKRaw),
       signal: abort.signal,
