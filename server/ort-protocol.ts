@@ -19,10 +19,9 @@ export interface ValueInfo {
   readonly shape: ReadonlyArray<number | string>;
 }
 
-export type ToWorker =
-  /** Budgets travel as float64 (the request's exact value); the worker narrows them if the graph wants float32. */
-  | { type: 'run'; id: number; batch: number; pixels: Float32Array; budgets: Float64Array }
-  | { type: 'close' };
+/** Budgets travel as float64 (the request's exact value); the worker narrows them if the graph wants float32.
+ * There is no close message: the backend terminates workers, which also works on a hung one. */
+export type ToWorker = { type: 'run'; id: number; batch: number; pixels: Float32Array; budgets: Float64Array };
 
 export type FromWorker =
   | { type: 'ready'; inputs: ValueInfo[]; outputs: ValueInfo[] }

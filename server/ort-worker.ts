@@ -38,10 +38,6 @@ async function main(): Promise<void> {
 
   const { channels, height, width } = init.shape;
   port?.on('message', (msg: ToWorker) => {
-    if (msg.type === 'close') {
-      void session.release().finally(() => port.close());
-      return;
-    }
     const budgets = budgetType === 'float64' ? msg.budgets : Float32Array.from(msg.budgets);
     void runBatch(session, msg.id, msg.batch, msg.pixels, budgets, [channels, height, width]);
   });

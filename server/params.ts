@@ -3,10 +3,13 @@
 // error everywhere.
 import { AcmError, shown } from './errors.js';
 
+const DECIMAL = /^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i;
+
 /** Parses a budget given as text; undefined or empty means "use the default". */
 export function parseBudget(raw: string | undefined, field = 'budget'): number | undefined {
   if (raw === undefined || raw.trim() === '') return undefined;
-  const value = Number(raw.trim());
+  // Plain decimal notation only: Number() would also take "0x1" or "0b1".
+  const value = DECIMAL.test(raw.trim()) ? Number(raw.trim()) : NaN;
   return checkBudget(value, field, raw);
 }
 

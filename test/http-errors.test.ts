@@ -92,6 +92,10 @@ describe('bad input to POST /classify', () => {
       /^X-Budget must be a number in \(0, 1\]; got "abc"$/);
   });
 
+  it('refuses a budget in hexadecimal rather than reading it as 1', async () => {
+    await refused(post('?budget=0x1').set('Content-Type', 'image/png').send(png), 400, 'invalid_budget', /got "0x1"/);
+  });
+
   it('refuses a budget <= 0', async () => {
     await refused(post('?budget=0').set('Content-Type', 'image/png').send(png), 400, 'invalid_budget', /got "0"/);
     await refused(post('?budget=-0.5').set('Content-Type', 'image/png').send(png), 400, 'invalid_budget', /got "-0.5"/);

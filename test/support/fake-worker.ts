@@ -21,7 +21,6 @@ if (!isMainThread && parentPort) {
       { name: init.names.counts, type: 'int64', shape: ['batch', acms, tokens] }],
   });
   port.on('message', (msg: ToWorker) => {
-    if (msg.type === 'close') return;
     if (msg.budgets.includes(CRASH_BUDGET)) process.exit(7);
     if (msg.budgets.includes(HANG_BUDGET)) return;
     const logits = new Float32Array(msg.batch * classes).fill(0.5);
