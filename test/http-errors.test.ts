@@ -75,7 +75,9 @@ describe('bad input to POST /classify', () => {
   });
 
   it('refuses a multipart image over the byte limit with 413', async () => {
-    await refused(post().attach('image', Buffer.alloc(70_000, 1), 'big.png'), 413, 'image_too_large');
+    // Under limit + multipart overhead by Content-Length, so the limit is enforced while streaming.
+    await refused(post().attach('image', Buffer.alloc(70_000, 1), 'big.png'), 413, 'image_too_large', /got more than 65536/);
+    await refused(post().attach('image', Buffer.alloc(200_000, 1), 'big.png'), 413, 'image_too_large', /got Content-Length/);
   });
 
   it('refuses a multipart body without field "image"', async () => {

@@ -13,6 +13,8 @@ export interface MultipartImage {
 }
 
 const FORM_FIELDS = new Set(['budget', 'top_k', 'model']);
+/** Room for multipart boundaries, part headers and the small text fields beside the image. */
+const MULTIPART_OVERHEAD = 64 * 1024;
 
 function tooLarge(res: Response, limit: number, got: string): AcmError {
   res.setHeader('Connection', 'close');
@@ -23,13 +25,16 @@ function clientClosed(): AcmError {
   return new AcmError('client_closed', 'the client closed the connection while sending the body');
 }
 
+/** A body whose declared length is already over the limit is refused from the header alone. */
+function declaredTooLarge(req: Request, res: Response, limit: number, overhead: number): AcmError | undefined {
+  const declared = Number(req.headers['content-length']);
+  return Number.isFinite(declared) && declared > limit + overhead ? tooLarge(res, limit, `Content-Length ${declared}`) : undefined;
+}
+
 /** Reads a raw body of at most `limit` bytes. */
 export function readRawBody(req: Request, res: Response, limit: number): Promise<Buffer> {
-  const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > limit) {
-    // Refused from the header alone; the body is never read.
-    return Promise.reject(tooLarge(res, limit, `Content-Length ${declared}`));
-  }
+  const early = declaredTooLarge(req, res, limit, 0);
+  if (early) return Promise.reject(early);
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -72,6 +77,8 @@ export function readRawBody(req: Request, res: Response, limit: number): Promise
 
 /** Reads multipart/form-data: the file field `image` (at most `limit` bytes) and small text fields. */
 export function readMultipartImage(req: Request, res: Response, limit: number): Promise<MultipartImage> {
+  const early = declaredTooLarge(req, res, limit, MULTIPART_OVERHEAD);
+  if (early) return Promise.reject(early);
   return new Promise((resolve, reject) => {
     let bb: busboy.Busboy;
     try {
