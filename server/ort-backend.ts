@@ -197,7 +197,13 @@ export class OrtBackend implements Backend {
       const run = this.waiting.shift() as Run;
       slot.current = run;
       const msg: ToWorker = { type: 'run', id: run.id, batch: run.batch, pixels: run.pixels, budgets: run.budgets };
-      slot.worker.postMessage(msg, [run.pixels.buffer as ArrayBuffer, run.budgets.buffer as ArrayBuffer]);
+      try {
+        slot.worker.postMessage(msg, [run.pixels.buffer as ArrayBuffer, run.budgets.buffer as ArrayBuffer]);
+      } catch (err) {
+        // dispatch() also runs from worker events, where a throw would take the process down.
+        slot.current = undefined;
+        this.settle(run, new AcmError('internal', `could not hand the batch to a worker: ${(err as Error).message}`));
+      }
     }
   }
 
