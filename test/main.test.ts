@@ -47,9 +47,9 @@ describe('server process', () => {
     const s = start({ ACM_MODELS_DIR: await tinyModelsDir(), ACM_MAX_WAIT_MS: '400' });
     try {
       const port = await until('listening', () => s.lines.find((l) => l.msg === 'listening')?.port as number | undefined);
-      assert.ok(s.lines.some((l) => l.msg === 'inference runs on the CPU execution provider'));
       const base = `http://127.0.0.1:${port}`;
       await until('ready', async () => ((await fetch(`${base}/readyz`)).status === 200 ? true : undefined));
+      await until('provider log', () => (s.lines.some((l) => l.msg === 'inference runs on the CPU execution provider') ? true : undefined), 2000);
 
       const inFlight = fetch(`${base}/classify?budget=0.5`, { method: 'POST', headers: { 'Content-Type': 'image/png' },
         body: new Uint8Array(await makeImage(3)) });
