@@ -33,6 +33,8 @@ describe(`accuracy of ${MODEL} over HTTP`, { skip: missing }, () => {
     expected = JSON.parse(await readFile(join(FIXTURES, 'expected.json'), 'utf8')) as Expected;
     for (const file of Object.keys(labels)) images.set(file, await readFile(join(FIXTURES, file)));
     t = await ortApp(join(REPO_ROOT, 'models'), { ACM_MAX_WAIT_MS: '10' });
+    assert.ok(t.inference.listModels().some((m) => m.name === MODEL),
+      `the fixture exists but models/ holds no bundle named ${MODEL}; build it with python3 -m models.toolchain.build_bundle`);
     server = t.app.listen(0);
   });
   after(async () => {
