@@ -81,3 +81,18 @@ STD = 0.3530
 def to_tensor(x: np.ndarray):
     import torch
     return (torch.from_numpy(x).float().div_(255.0).sub_(MEAN).div_(STD)).unsqueeze(1)
+
+
+def dump_split(split: str, out_dir: str = CACHE) -> str:
+    """Write a split as raw bytes for the TypeScript evaluation: <split>-images.u8 (n x 784),
+    <split>-labels.u8 (n). Returns the images path."""
+    s = load(split)
+    images = os.path.join(out_dir, f"{split}-images.u8")
+    s.x.astype(np.uint8).tofile(images)
+    s.y.astype(np.uint8).tofile(os.path.join(out_dir, f"{split}-labels.u8"))
+    return images
+
+
+if __name__ == "__main__":
+    import sys
+    print(dump_split(sys.argv[1] if len(sys.argv) > 1 else "test"))
