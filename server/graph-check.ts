@@ -45,14 +45,13 @@ export function checkGraph(m: ImageManifest, inputs: readonly ValueInfo[], outpu
   const { channels, height, width } = m.image;
   checkOne(byName(inputs, m.inputs.pixels), { role: 'input', name: m.inputs.pixels, types: ['float32'],
     dims: [undefined, channels, height, width] }, problems);
-  // BUNDLE.md specifies float32; float64 is accepted too because the exporter traces the budget in
-  // double precision, and the worker feeds whichever type the graph declares.
-  checkOne(byName(inputs, m.inputs.budget), { role: 'input', name: m.inputs.budget, types: ['float32', 'float64'],
+  // float64 so the graph's cap floor(budget * n * T) sees exactly the budget the request gave.
+  checkOne(byName(inputs, m.inputs.budget), { role: 'input', name: m.inputs.budget, types: ['float64'],
     dims: [undefined] }, problems);
   checkOne(byName(outputs, m.outputs.logits), { role: 'output', name: m.outputs.logits, types: ['float32'],
     dims: [undefined, m.labels.length] }, problems);
   checkOne(byName(outputs, m.outputs.learner_counts), { role: 'output', name: m.outputs.learner_counts,
-    types: ['int64', 'int32'], dims: [undefined, m.acms.length, m.tokens.count] }, problems);
+    types: ['int64'], dims: [undefined, m.acms.length, m.tokens.count] }, problems);
   const known = new Set([m.inputs.pixels, m.inputs.budget]);
   for (const input of inputs) {
     if (!known.has(input.name)) problems.push(`graph input ${JSON.stringify(input.name)} is not named by the manifest, so the server cannot feed it`);

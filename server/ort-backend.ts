@@ -44,6 +44,7 @@ interface Slot {
 }
 
 const MAX_RESTART_DELAY_MS = 5000;
+const START_TIMEOUT_MS = 300_000;
 
 export function modelShape(b: Bundle): ModelShape {
   const m = b.manifest;
@@ -59,7 +60,7 @@ export class OrtBackend implements Backend {
   private readonly name: string;
   private nextId = 1;
   private closing = false;
-  private started?: { resolve: (i: BackendInfo) => void; reject: (e: Error) => void; pending: number };
+  private started?: { resolve: (i: BackendInfo) => void; reject: (e: Error) => void; pending: number; timer: NodeJS.Timeout };
 
   constructor(private readonly opts: OrtBackendOptions) {
     this.concurrency = opts.workers;
@@ -69,7 +70,10 @@ export class OrtBackend implements Backend {
 
   start(): Promise<BackendInfo> {
     return new Promise((resolve, reject) => {
-      this.started = { resolve, reject, pending: this.opts.workers };
+      // Bounded start: a session that never finishes loading fails start-up instead of hanging it.
+      const timer = setTimeout(() => this.startFailed(new Error(`bundle ${JSON.stringify(this.name)}: ` +
+        `inference workers did not load the graph within ${START_TIMEOUT_MS / 1000} s`)), START_TIMEOUT_MS);
+      this.started = { resolve, reject, pending: this.opts.workers, timer };
       for (let i = 0; i < this.opts.workers; i++) {
         const slot: Slot = { index: i, ready: false, failures: 0 };
         this.slots.push(slot);
@@ -118,6 +122,9 @@ export class OrtBackend implements Backend {
       names: { pixels: m.inputs.pixels, budget: m.inputs.budget, logits: m.outputs.logits, counts: m.outputs.learner_counts },
     };
     const worker = new Worker(this.opts.workerUrl ?? new URL('./ort-worker.js', import.meta.url), { workerData: init });
+    // Work in flight is held by requests (and their timers), not by idle workers: a backend that
+    // was never closed must not keep the process alive on its own.
+    worker.unref();
     slot.worker = worker;
     slot.ready = false;
     worker.on('message', (msg: FromWorker) => this.onMessage(slot, worker, msg));
@@ -137,6 +144,7 @@ export class OrtBackend implements Backend {
         slot.ready = true;
         slot.failures = 0;
         if (this.started && --this.started.pending === 0) {
+          clearTimeout(this.started.timer);
           this.started.resolve({ provider: this.opts.provider, workers: this.opts.workers });
           this.started = undefined;
         }
@@ -187,6 +195,7 @@ export class OrtBackend implements Backend {
   private startFailed(err: Error): void {
     const started = this.started;
     this.started = undefined;
+    clearTimeout(started?.timer);
     void this.close().finally(() => started?.reject(err));
   }
 

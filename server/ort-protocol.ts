@@ -19,7 +19,7 @@ export interface ValueInfo {
   readonly shape: ReadonlyArray<number | string>;
 }
 
-/** Budgets travel as float64 (the request's exact value); the worker narrows them if the graph wants float32.
+/** Budgets travel as float64, the graph's input type, so the cap sees the request's exact value.
  * There is no close message: the backend terminates workers, which also works on a hung one. */
 export type ToWorker = { type: 'run'; id: number; batch: number; pixels: Float32Array; budgets: Float64Array };
 

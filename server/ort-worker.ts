@@ -32,25 +32,20 @@ async function main(): Promise<void> {
     post({ type: 'fatal', message: `cannot create a ${init.provider} session for ${init.graphPath}: ${(err as Error).message}` });
     return;
   }
-  const inputs = describe(session.inputMetadata);
-  post({ type: 'ready', inputs, outputs: describe(session.outputMetadata) });
-  const budgetType = inputs.find((i) => i.name === init.names.budget)?.type === 'float64' ? 'float64' : 'float32';
+  post({ type: 'ready', inputs: describe(session.inputMetadata), outputs: describe(session.outputMetadata) });
 
   const { channels, height, width } = init.shape;
   port?.on('message', (msg: ToWorker) => {
-    const budgets = budgetType === 'float64' ? msg.budgets : Float32Array.from(msg.budgets);
-    void runBatch(session, msg.id, msg.batch, msg.pixels, budgets, [channels, height, width]);
+    void runBatch(session, msg.id, msg.batch, msg.pixels, msg.budgets, [channels, height, width]);
   });
 }
 
 async function runBatch(session: ort.InferenceSession, id: number, batch: number, pixels: Float32Array,
-  budgets: Float32Array | Float64Array, chw: [number, number, number]): Promise<void> {
+  budgets: Float64Array, chw: [number, number, number]): Promise<void> {
   try {
     const feeds = {
       [init.names.pixels]: new ort.Tensor('float32', pixels, [batch, ...chw]),
-      [init.names.budget]: budgets instanceof Float64Array
-        ? new ort.Tensor('float64', budgets, [batch])
-        : new ort.Tensor('float32', budgets, [batch]),
+      [init.names.budget]: new ort.Tensor('float64', budgets, [batch]),
     };
     const out = await session.run(feeds, [init.names.logits, init.names.counts]);
     const logitsT = out[init.names.logits];

@@ -9,6 +9,7 @@ import { describe, it } from 'node:test';
 import type { BatchItem } from '../server/backend.js';
 import { AcmError } from '../server/errors.js';
 import { createLogger } from '../server/logger.js';
+import { checkGraph } from '../server/graph-check.js';
 import { OrtBackend, type OrtBackendOptions } from '../server/ort-backend.js';
 import { fakeBundle, fakeManifest } from './support/fake.js';
 import { CRASH_BUDGET, HANG_BUDGET } from './support/fake-worker.js';
@@ -64,6 +65,20 @@ describe('OrtBackend failure handling', () => {
     await b.close();
     await pending;
     await rejectsWith(b.run([item(1)]), 'not_ready');
+  });
+
+  it('checks input and output names, types and fixed sizes against the manifest', () => {
+    const m = fakeManifest();
+    const inputs = [{ name: 'pixel_values', type: 'float32', shape: ['batch', 1, 28, 28] },
+      { name: 'budget', type: 'float32', shape: ['batch'] }, { name: 'mask', type: 'bool', shape: ['batch'] }];
+    const outputs = [{ name: 'logits', type: 'float32', shape: [4, 9] }];
+    assert.deepEqual(checkGraph(m, inputs, outputs), [
+      'input "budget" has type float32; the manifest contract needs float64',
+      'output "logits" dimension 1 is 9; the manifest implies 10',
+      'output "logits" has a fixed batch dimension 4; re-export with a dynamic batch axis',
+      'output "learner_counts" is not in the graph',
+      'graph input "mask" is not named by the manifest, so the server cannot feed it',
+    ]);
   });
 
   it('refuses to start when the graph does not match the manifest', async () => {
