@@ -42,6 +42,7 @@ describe(`accuracy of ${MODEL} over HTTP`, { skip: missing }, () => {
     await t.inference.shutdown(1000);
   });
 
+  /** Top-1 accuracy at a budget; also checks every answer's compute stays within the budget. */
   async function accuracyAt(budget: number): Promise<number> {
     const files = [...images.keys()];
     let correct = 0;
@@ -50,8 +51,9 @@ describe(`accuracy of ${MODEL} over HTTP`, { skip: missing }, () => {
       const answers = await Promise.all(chunk.map((file) => request(server).post(`/classify?model=${MODEL}&top_k=1`)
         .set('X-Budget', String(budget)).set('Content-Type', 'image/png').send(images.get(file)).expect(200)));
       answers.forEach((res, j) => {
-        const top = (res.body as { predictions: { label: string }[] }).predictions[0]?.label;
-        if (top === labels[chunk[j] ?? '']) correct++;
+        const body = res.body as { predictions: { label: string }[]; compute: { used: number; floor: number } };
+        if (body.predictions[0]?.label === labels[chunk[j] ?? '']) correct++;
+        assert.ok(body.compute.used <= Math.max(budget, body.compute.floor) + 1e-9, `${chunk[j]}: used ${body.compute.used} at budget ${budget}`);
       });
     }
     return correct / files.length;
