@@ -67,10 +67,14 @@ class ACM(nn.Module):
         b = budget.to(z.dtype).view(-1, 1, 1).expand(z.shape[0], z.shape[1], 1)
         return self.gate(torch.cat([z, b], -1))
 
-    def forward(self, z: torch.Tensor, budget: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inference: argmax gate, per-request cap, grouped kernel. Returns (output, counts [B, T])."""
+    def forward(self, z: torch.Tensor, budget: torch.Tensor, cap_budget: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference: argmax gate, per-request cap, grouped kernel. Returns (output, counts [B, T]).
+
+        The gate reads the request's budget; the cap applies cap_budget, the share of it this ACM
+        may spend once other ACMs' minimum learners are paid for (ACMViT.cap_budgets).
+        """
         desired = self.gate_logits(z, budget).argmax(-1) + self.min_choice
-        k = cap_counts(desired, budget.to(torch.float64), self.n, self.min_choice)
+        k = cap_counts(desired, cap_budget, self.n, self.min_choice)
         y = grouped_learners(z.reshape(-1, self.dim), k.reshape(-1), self.w1, self.b1, self.w2,
                              self.n, self.width, self.gelu)
         return y.view_as(z), k
@@ -101,12 +105,12 @@ class ACMEncoderLayer(nn.Module):
     def acms(self) -> list[ACM]:
         return [self.q, self.k, self.v, self.o, self.mlp]
 
-    def forward(self, x: torch.Tensor, budget: torch.Tensor, counts: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, budget: torch.Tensor, cap: torch.Tensor, counts: list[torch.Tensor]) -> torch.Tensor:
         h = self.ln_1(x)
-        (q, kq), (k, kk), (v, kv) = self.q(h, budget), self.k(h, budget), self.v(h, budget)
-        o, ko = self.o(attention(q, k, v, self.heads), budget)
+        (q, kq), (k, kk), (v, kv) = self.q(h, budget, cap), self.k(h, budget, cap), self.v(h, budget, cap)
+        o, ko = self.o(attention(q, k, v, self.heads), budget, cap)
         x = x + o
-        m, km = self.mlp(self.ln_2(x), budget)
+        m, km = self.mlp(self.ln_2(x), budget, cap)
         counts.extend([kq, kk, kv, ko, km])
         return x + m
 
@@ -140,11 +144,36 @@ class ACMViT(nn.Module):
         x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], 1)
         return x + self.pos_embedding
 
+    def cap_budgets(self, budget: torch.Tensor) -> torch.Tensor:
+        """The budget each ACM's cap applies, per request, so the whole request stays within budget.
+
+        An ACM whose minimum choice costs more than the budget (q/k/v/o run at least one of N
+        learners: 1/N of their cost) spends that minimum regardless; the others then share what is
+        left: (budget * all - forced minimums) / the rest, never below 0. Above every minimum this
+        is the budget itself. So used <= max(budget, budget_floor) holds for the whole model, not
+        only per ACM.
+        """
+        budget = budget.to(torch.float64)
+        t = self.cfg.tokens
+        by_floor: dict[float, float] = {}
+        for _, _, a in self.acms():
+            by_floor[a.min_choice / a.n] = by_floor.get(a.min_choice / a.n, 0.0) + a.n * a.learner_macs * t
+        total = sum(by_floor.values())
+        forced = torch.zeros_like(budget)
+        free = torch.zeros_like(budget)
+        for floor, full in by_floor.items():
+            above = (budget < floor).to(torch.float64)
+            forced = forced + above * (floor * full)
+            free = free + (1 - above) * full
+        shared = ((budget * total - forced) / free.clamp_min(1.0)).clamp(0.0, 1.0)
+        return torch.where(forced > 0, shared, budget)
+
     def forward(self, pixels: torch.Tensor, budget: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.embed(pixels)
+        cap = self.cap_budgets(budget)
         counts: list[torch.Tensor] = []
         for layer in self.layers:
-            x = layer(x, budget, counts)
+            x = layer(x, budget, cap, counts)
         return self.head(self.ln(x)[:, 0]), torch.stack(counts, 1)
 
     def fixed_macs(self) -> int:

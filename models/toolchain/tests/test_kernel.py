@@ -76,3 +76,21 @@ class CapTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ModelBudgetContractTest(unittest.TestCase):
+    def test_used_never_exceeds_budget_or_floor(self):
+        from models.toolchain.build_bundle import used_fraction
+        from models.toolchain.export import budget_floor
+        from models.toolchain.make_tiny_bundle import build
+        _, _, model = build()
+        floor = budget_floor(model)
+        budgets = torch.tensor([0.01, floor / 2, floor, 0.1, 0.2, 0.26, 0.3, 0.5, 0.77, 1.0], dtype=torch.float64)
+        pixels = torch.randn(len(budgets), 1, 28, 28, generator=torch.Generator().manual_seed(5))
+        with torch.no_grad():
+            _, counts = model(pixels, budgets)
+        used = used_fraction(model, counts)
+        for b, u in zip(budgets.tolist(), used.tolist()):
+            self.assertLessEqual(u, max(b, floor) + 1e-12, f"budget {b}: used {u}")
+        # Below the floor, exactly the minimum learners run.
+        self.assertAlmostEqual(used[0].item(), floor, places=9)
