@@ -10,18 +10,22 @@ import torch
 import torch.nn.functional as F
 
 
-def cap_counts(desired: torch.Tensor, budget: torch.Tensor, n: int, min_choice: int) -> torch.Tensor:
+def cap_counts(desired: torch.Tensor, budget: torch.Tensor, n: int, min_choice: int,
+               priority: torch.Tensor | None = None) -> torch.Tensor:
     """Cap one ACM's learner counts per request so the request stays within its budget.
 
     desired: [B, T] int64 counts the gate asked for, in [min_choice, n].
     budget:  [B] float64, in (0, 1].
+    priority: optional [B, T] float, higher first (the gate's expected learner count).
     Returns [B, T] int64 with sum_t k <= max(floor(budget * n * T), min_choice * T) for every row.
 
     Water-filling: the largest level L with sum_t min(desired, L) within the cap is applied to all
-    tokens, then the learners left over go one each to the tokens that asked for more than L,
-    those that asked for the most first (ties: lower token index). Tokens that asked for little are
-    never raised, and the order of the gate's preferences is kept. Each row depends on its own
-    request only, which is what makes answers batch invariant.
+    tokens, then the learners left over go one each to the tokens that asked for more than L, in
+    priority order (without one: those that asked for the most first, then lower token index).
+    Tokens that asked for little are never raised, and the order of the gate's preferences is
+    kept: with the gate's expected count as priority, a tight budget still goes to the tokens the
+    gate finds hardest, not to the first ones. Each row depends on its own request only, which is
+    what makes answers batch invariant.
     """
     t = desired.shape[1]
     cap = torch.floor(budget * float(n * t)).to(torch.int64)
@@ -32,9 +36,12 @@ def cap_counts(desired: torch.Tensor, budget: torch.Tensor, n: int, min_choice: 
     base = torch.minimum(desired, level)
     remainder = cap - base.sum(1)  # [B]; smaller than the candidate count whenever level < n
     wants_more = desired > level
-    position = torch.arange(t, dtype=torch.int64)
-    priority = torch.where(wants_more, desired * (t + 1) + (t - position), torch.zeros_like(desired))
-    order = torch.argsort(priority, dim=1, descending=True)
+    if priority is None:
+        position = torch.arange(t, dtype=torch.int64)
+        key = torch.where(wants_more, desired * (t + 1) + (t - position), torch.zeros_like(desired)).to(torch.float32)
+    else:
+        key = torch.where(wants_more, priority.to(torch.float32), torch.full_like(priority, -1.0, dtype=torch.float32))
+    order = torch.argsort(key, dim=1, descending=True)
     rank = torch.argsort(order, dim=1)
     extra = wants_more & (rank < remainder.unsqueeze(-1))
     return base + extra.to(torch.int64)

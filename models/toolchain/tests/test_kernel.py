@@ -94,3 +94,12 @@ class ModelBudgetContractTest(unittest.TestCase):
             self.assertLessEqual(u, max(b, floor) + 1e-12, f"budget {b}: used {u}")
         # Below the floor, exactly the minimum learners run.
         self.assertAlmostEqual(used[0].item(), floor, places=9)
+
+
+class CapPriorityTest(unittest.TestCase):
+    def test_leftover_learners_follow_priority(self):
+        desired = torch.tensor([[4, 4, 4, 4]])
+        priority = torch.tensor([[3.1, 3.9, 3.5, 3.2]])
+        # cap = floor(0.375 * 16) = 6: level 1 for all (4), two left for the two highest priorities.
+        k = cap_counts(desired, torch.tensor([0.375], dtype=torch.float64), 4, 0, priority=priority)
+        self.assertEqual(k.tolist(), [[1, 2, 2, 1]])
