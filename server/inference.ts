@@ -72,11 +72,14 @@ export class InferenceService {
   private readonly models = new Map<string, Model>();
   private readonly batchListeners: ((s: BatchStats) => void)[] = [];
   private isReady = false;
+  private stopped = false;
 
   constructor(private readonly config: Config, private readonly metrics: Metrics, private readonly log: Logger) {}
 
   /** Starts every model's runtime; the service is ready once all run. Throws on the first failure. */
   async load(bundles: readonly Bundle[], backendFor: BackendFactory): Promise<void> {
+    // A shutdown that came first must not be followed by runtimes starting behind its back.
+    if (this.stopped) throw new AcmError('not_ready', 'the server is shutting down');
     for (const bundle of bundles) {
       const m = bundle.manifest;
       if (m.tokens.count > this.config.maxBatchTokens) {
@@ -199,6 +202,7 @@ export class InferenceService {
   /** Stops admitting, lets queued and running requests finish within graceMs, then stops runtimes. */
   async shutdown(graceMs: number): Promise<void> {
     this.isReady = false;
+    this.stopped = true;
     const models = [...this.models.values()];
     let timer: NodeJS.Timeout | undefined;
     const grace = new Promise<void>((resolve) => { timer = setTimeout(resolve, graceMs); });

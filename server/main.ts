@@ -74,15 +74,17 @@ function main(): void {
     process.exit(1);
   });
 
+  let stopping = false;
   loadModels(config, inference, metrics, log).then(
     () => log.info({ models: inference.listModels().map((m) => m.name) }, 'ready'),
     (err: unknown) => {
+      // A signal during loading stops the load too; the shutdown path reports and exits.
+      if (stopping) return;
       log.fatal({ err }, `start-up failed: ${(err as Error).message}`);
       process.exit(1);
     },
   );
 
-  let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) {
       log.warn({ signal }, 'second signal; exiting now');

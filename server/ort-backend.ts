@@ -1,6 +1,11 @@
 // Backend over onnxruntime sessions in worker threads. Each worker holds one session of the
 // model and runs one batch at a time. A batch is packed into one Float32Array and transferred to
-// the worker. A worker that crashes or hangs fails only the batch it held, and is replaced.
+// the worker. A worker that crashes fails only the batch it held and is replaced.
+//
+// Workers are never terminated from outside: terminate() (or process exit) while onnxruntime is
+// inside a native call aborts the whole process. A worker is instead *retired*: asked to close,
+// it exits by itself once its current load or run returns. A hung worker is retired and replaced
+// at once, so its requests fail with deadline_exceeded and new batches go to the replacement.
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { Backend, BackendInfo, BatchItem, ItemResult, ModelShape } from './backend.js';
@@ -17,6 +22,8 @@ export interface OrtBackendOptions {
   readonly workers: number;
   /** A batch running longer than this is treated as a hung worker. */
   readonly runTimeoutMs: number;
+  /** How long close() waits for workers to finish their current call; default 10 s. */
+  readonly closeTimeoutMs?: number;
   readonly log: Logger;
   readonly onWorkerRestart?: () => void;
   /** Worker script; tests substitute one that misbehaves on purpose. */
@@ -45,6 +52,7 @@ interface Slot {
 
 const MAX_RESTART_DELAY_MS = 5000;
 const START_TIMEOUT_MS = 300_000;
+const shuttingDown = (): AcmError => new AcmError('not_ready', 'the server is shutting down');
 
 export function modelShape(b: Bundle): ModelShape {
   const m = b.manifest;
@@ -56,6 +64,9 @@ export class OrtBackend implements Backend {
   readonly concurrency: number;
   private readonly slots: Slot[] = [];
   private readonly waiting: Run[] = [];
+  /** Workers asked to close, until they exit. Past `workers` of them no replacements start, so
+   * threads stuck in onnxruntime cannot pile up. */
+  private readonly retiring = new Map<Worker, { exited: Promise<void>; resolve: () => void }>();
   private readonly shape: ModelShape;
   private readonly name: string;
   private nextId = 1;
@@ -83,7 +94,7 @@ export class OrtBackend implements Backend {
   }
 
   run(items: readonly BatchItem[]): Promise<ItemResult[]> {
-    if (this.closing) return Promise.reject(new AcmError('not_ready', 'the server is shutting down'));
+    if (this.closing) return Promise.reject(shuttingDown());
     const { channels, height, width } = this.shape;
     const per = channels * height * width;
     const wrong = items.find((item) => item.pixels.length !== per);
@@ -102,15 +113,30 @@ export class OrtBackend implements Backend {
     });
   }
 
+  /** Fails queued and running batches, then waits (bounded) for every worker to exit by itself. */
   async close(): Promise<void> {
     this.closing = true;
-    for (const run of this.waiting.splice(0)) this.settle(run, new AcmError('not_ready', 'the server is shutting down'));
-    await Promise.all(this.slots.map(async (slot) => {
-      const w = slot.worker;
-      slot.worker = undefined;
-      if (slot.current) this.settle(slot.current, new AcmError('not_ready', 'the server is shutting down'));
-      if (w) await w.terminate();
-    }));
+    if (this.started) {
+      const started = this.started;
+      this.started = undefined;
+      clearTimeout(started.timer);
+      started.reject(shuttingDown());
+    }
+    for (const run of this.waiting.splice(0)) this.settle(run, shuttingDown());
+    for (const slot of this.slots) {
+      if (slot.current) this.settle(slot.current, shuttingDown());
+      this.retire(slot);
+    }
+    const exits = [...this.retiring.values()].map((r) => r.exited);
+    if (exits.length === 0) return;
+    const limit = this.opts.closeTimeoutMs ?? 10_000;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(true), limit); });
+    if (await Promise.race([Promise.all(exits).then(() => false), timedOut])) {
+      this.opts.log.error({ model: this.name, workers: this.retiring.size }, `inference workers still inside onnxruntime ` +
+        `after ${limit} ms; leaving them (stopping the process now may abort it)`);
+    }
+    clearTimeout(timer);
   }
 
   private spawn(slot: Slot): void {
@@ -122,14 +148,29 @@ export class OrtBackend implements Backend {
       names: { pixels: m.inputs.pixels, budget: m.inputs.budget, logits: m.outputs.logits, counts: m.outputs.learner_counts },
     };
     const worker = new Worker(this.opts.workerUrl ?? new URL('./ort-worker.js', import.meta.url), { workerData: init });
-    // Work in flight is held by requests (and their timers), not by idle workers: a backend that
-    // was never closed must not keep the process alive on its own.
-    worker.unref();
     slot.worker = worker;
     slot.ready = false;
     worker.on('message', (msg: FromWorker) => this.onMessage(slot, worker, msg));
     worker.on('error', (err) => this.opts.log.error({ model: this.name, worker: slot.index, err }, 'inference worker crashed'));
     worker.on('exit', (code) => this.onExit(slot, worker, code));
+    // Work in flight is held by requests (and their timers), not by workers: a retired worker
+    // stuck in onnxruntime, or a backend never closed, must not keep the process alive. After the
+    // listeners: adding a 'message' listener refs the worker again.
+    worker.unref();
+  }
+
+  /** Detaches the slot's worker and asks it to exit once its current native call returns. */
+  private retire(slot: Slot): void {
+    const worker = slot.worker;
+    slot.worker = undefined;
+    slot.ready = false;
+    slot.current = undefined;
+    if (!worker) return;
+    let resolve = (): void => undefined;
+    const exited = new Promise<void>((r) => { resolve = r; });
+    this.retiring.set(worker, { exited, resolve });
+    const msg: ToWorker = { type: 'close' };
+    worker.postMessage(msg);
   }
 
   private onMessage(slot: Slot, worker: Worker, msg: FromWorker): void {
@@ -152,9 +193,9 @@ export class OrtBackend implements Backend {
         return;
       }
       case 'fatal':
+        // The worker exits by itself after reporting; onExit restarts it unless start-up failed.
         if (this.started) this.startFailed(new Error(`bundle ${JSON.stringify(this.name)}: ${msg.message}`));
         else this.opts.log.error({ model: this.name, worker: slot.index }, msg.message);
-        void worker.terminate();
         return;
       case 'result':
       case 'failed': {
@@ -171,6 +212,13 @@ export class OrtBackend implements Backend {
   }
 
   private onExit(slot: Slot, worker: Worker, code: number): void {
+    const retired = this.retiring.get(worker);
+    if (retired) {
+      this.retiring.delete(worker);
+      retired.resolve();
+      this.refill();
+      return;
+    }
     if (slot.worker !== worker) return;
     slot.worker = undefined;
     slot.ready = false;
@@ -187,9 +235,15 @@ export class OrtBackend implements Backend {
     const delay = Math.min(MAX_RESTART_DELAY_MS, 50 * 2 ** slot.failures);
     this.opts.log.warn({ model: this.name, worker: slot.index, code, delayMs: delay }, 'restarting inference worker');
     this.opts.onWorkerRestart?.();
-    setTimeout(() => {
-      if (!this.closing && slot.worker === undefined) this.spawn(slot);
-    }, delay).unref();
+    setTimeout(() => this.refill(), delay).unref();
+  }
+
+  /** Gives every empty slot a new worker, unless more retired workers than slots still run. */
+  private refill(): void {
+    for (const slot of this.slots) {
+      if (this.closing || this.retiring.size > this.opts.workers) return;
+      if (slot.worker === undefined) this.spawn(slot);
+    }
   }
 
   private startFailed(err: Error): void {
@@ -240,15 +294,16 @@ export class OrtBackend implements Backend {
     else run.resolve(outcome);
   }
 
-  /** A run past its time: if a worker holds it, that worker is hung and is replaced. */
+  /** A run past its time: if a worker holds it, that worker is hung; it is retired and replaced. */
   private timeOut(run: Run): void {
     const queued = this.waiting.indexOf(run);
     if (queued >= 0) this.waiting.splice(queued, 1);
-    const slot = this.slots.find((s) => s.current === run);
     this.settle(run, new AcmError('deadline_exceeded', `inference did not finish within ${this.opts.runTimeoutMs} ms`));
-    if (slot?.worker) {
-      this.opts.log.error({ model: this.name, worker: slot.index }, 'inference worker hung; replacing it');
-      void slot.worker.terminate();
-    }
+    const slot = this.slots.find((s) => s.current === run);
+    if (!slot) return;
+    this.opts.log.error({ model: this.name, worker: slot.index }, 'inference worker hung; replacing it');
+    this.retire(slot);
+    this.opts.onWorkerRestart?.();
+    this.refill();
   }
 }

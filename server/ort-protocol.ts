@@ -19,9 +19,11 @@ export interface ValueInfo {
   readonly shape: ReadonlyArray<number | string>;
 }
 
-/** Budgets travel as float64, the graph's input type, so the cap sees the request's exact value.
- * There is no close message: the backend terminates workers, which also works on a hung one. */
-export type ToWorker = { type: 'run'; id: number; batch: number; pixels: Float32Array; budgets: Float64Array };
+export type ToWorker =
+  /** Budgets travel as float64, the graph's input type, so the cap sees the request's exact value. */
+  | { type: 'run'; id: number; batch: number; pixels: Float32Array; budgets: Float64Array }
+  /** Exit once the current load or run returns: terminating a thread inside onnxruntime aborts the process. */
+  | { type: 'close' };
 
 export type FromWorker =
   | { type: 'ready'; inputs: ValueInfo[]; outputs: ValueInfo[] }

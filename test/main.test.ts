@@ -70,6 +70,19 @@ describe('server process', () => {
     }
   });
 
+  it('exits 0, not aborted, on SIGTERM while the models load', async () => {
+    // Stopping a thread inside onnxruntime aborts the process; shutdown must wait for the load.
+    const s = start({ ACM_MODELS_DIR: await tinyModelsDir() });
+    try {
+      await until('loading', () => (s.lines.some((l) => l.msg === 'inference runs on the CPU execution provider') ? true : undefined));
+      s.child.kill('SIGTERM');
+      const [code, signal] = (await once(s.child, 'exit')) as [number | null, string | null];
+      assert.deepEqual({ code, signal }, { code: 0, signal: null }, s.stderr.join(''));
+    } finally {
+      s.child.kill('SIGKILL');
+    }
+  });
+
   it('exits 2 with the problem on bad configuration', async () => {
     const s = start({}, ['--port', 'abc']);
     const [code] = (await once(s.child, 'exit')) as [number];

@@ -65,6 +65,23 @@ describe('tiny ONNX bundle', () => {
     }
   });
 
+  it('closes during graph load and during a run without aborting the process', async () => {
+    // Terminating a thread inside onnxruntime aborts the process; close() must let it finish.
+    const options = { bundle, provider: 'cpu' as const, threads: 1, graphOptimization: 'all' as const, workers: 1,
+      runTimeoutMs: 30_000, log: createLogger('silent') };
+    const loading = new OrtBackend(options);
+    const started = loading.start().then(() => 'started', (e: { code?: string }) => e.code);
+    await loading.close();
+    assert.equal(await started, 'not_ready');
+
+    const running = new OrtBackend(options);
+    await running.start();
+    const items = Array.from({ length: 512 }, (_, i) => ({ budget: 1, pixels: new Float32Array(28 * 28).fill(i / 512) }));
+    const outcome = running.run(items).then(() => 'done', (e: { code?: string }) => e.code);
+    await running.close();
+    assert.equal(await outcome, 'not_ready');
+  });
+
   it('answers with labels from the manifest and the manifest token grid', async () => {
     const res = await request(t.app).post('/classify?top_k=10').set('X-Budget', '0.6').set('Content-Type', 'image/png')
       .send(images[0]).expect(200);

@@ -1,6 +1,7 @@
 // A stand-in for ort-worker that speaks its protocol without onnxruntime, and misbehaves on cue:
-// budget 0.123 makes the thread exit mid-batch, budget 0.456 makes it never answer. Imported as
-// a module (the test runner loads every file under test/) it does nothing.
+// budget 0.123 makes the thread exit mid-batch, budget 0.456 makes it never answer (nor honour
+// close, like a call stuck inside onnxruntime). Imported as a module (the test runner loads every
+// file under test/) it does nothing.
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import type { FromWorker, ToWorker, WorkerInit } from '../../server/ort-protocol.js';
 
@@ -20,9 +21,17 @@ if (!isMainThread && parentPort) {
     outputs: [{ name: init.names.logits, type: 'float32', shape: ['batch', classes] },
       { name: init.names.counts, type: 'int64', shape: ['batch', acms, tokens] }],
   });
+  let stuck = false;
   port.on('message', (msg: ToWorker) => {
+    if (msg.type === 'close') {
+      if (!stuck) process.exit(0);
+      return;
+    }
     if (msg.budgets.includes(CRASH_BUDGET)) process.exit(7);
-    if (msg.budgets.includes(HANG_BUDGET)) return;
+    if (msg.budgets.includes(HANG_BUDGET)) {
+      stuck = true;
+      return;
+    }
     const logits = new Float32Array(msg.batch * classes).fill(0.5);
     const counts = new Int32Array(msg.batch * acms * tokens).fill(1);
     post({ type: 'result', id: msg.id, logits, counts }, [logits.buffer, counts.buffer]);
