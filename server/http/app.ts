@@ -38,7 +38,9 @@ export function createApp(s: AppServices): express.Express {
       const code = res.locals.errorCode as string | undefined;
       const line = { method: req.method, path: req.path, route, status, ms: Math.round(seconds * 1e4) / 10,
         model: res.locals.model as string | undefined, code };
-      if (status >= 500) s.log.error(line, 'request failed');
+      // Overload and readiness answers (503, 504) are expected under load; only failures are errors.
+      if (status >= 500 && (code === 'internal' || code === undefined)) s.log.error(line, 'request failed');
+      else if (status >= 500) s.log.warn(line, 'request refused');
       else s.log.info(line, 'request');
     });
     next();
