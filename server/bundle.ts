@@ -4,6 +4,7 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { isDeepStrictEqual } from 'node:util';
 import { join } from 'node:path';
+import type { ModelShape } from './backend.js';
 import { parseImageManifest, ManifestError, type ImageManifest } from './manifest.js';
 import { readOnnxMetadata } from './onnx-metadata.js';
 
@@ -26,6 +27,13 @@ export interface BundleScan {
   readonly bundles: readonly Bundle[];
   /** Folders with acm.json for a task this server does not serve; reported, not fatal. */
   readonly skipped: readonly SkippedBundle[];
+}
+
+/** Tensor sizes a runtime needs to pack inputs and unpack outputs of this bundle's graph. */
+export function modelShape(b: Bundle): ModelShape {
+  const m = b.manifest;
+  return { channels: m.image.channels, height: m.image.height, width: m.image.width,
+    classes: m.labels.length, acms: m.acms.length, tokens: m.tokens.count };
 }
 
 const MANIFEST_FILE = 'acm.json';

@@ -1,7 +1,6 @@
 // Backend over onnxruntime sessions in worker threads. Each worker holds one session of the
 // model and runs one batch at a time. A batch is packed into one Float32Array and transferred to
 // the worker. A worker that crashes fails only the batch it held and is replaced.
-//
 // Workers are never terminated from outside: terminate() (or process exit) while onnxruntime is
 // inside a native call aborts the whole process. A worker is instead *retired*: asked to close,
 // it exits by itself once its current load or run returns. A hung worker is retired and replaced
@@ -9,10 +8,10 @@
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { Backend, BackendInfo, BatchItem, ItemResult, ModelShape } from './backend.js';
-import type { Bundle } from './bundle.js';
+import { modelShape, type Bundle } from './bundle.js';
 import { AcmError } from './errors.js';
 import { checkGraph } from './graph-check.js';
-import type { FromWorker, ToWorker, WorkerInit } from './ort-protocol.js';
+import { packBatch, type FromWorker, type ToWorker, type WorkerInit } from './ort-protocol.js';
 
 export interface OrtBackendOptions {
   readonly bundle: Bundle;
@@ -54,12 +53,6 @@ const MAX_RESTART_DELAY_MS = 5000;
 const START_TIMEOUT_MS = 300_000;
 const shuttingDown = (): AcmError => new AcmError('not_ready', 'the server is shutting down');
 
-export function modelShape(b: Bundle): ModelShape {
-  const m = b.manifest;
-  return { channels: m.image.channels, height: m.image.height, width: m.image.width,
-    classes: m.labels.length, acms: m.acms.length, tokens: m.tokens.count };
-}
-
 export class OrtBackend implements Backend {
   readonly concurrency: number;
   private readonly slots: Slot[] = [];
@@ -95,16 +88,13 @@ export class OrtBackend implements Backend {
 
   run(items: readonly BatchItem[]): Promise<ItemResult[]> {
     if (this.closing) return Promise.reject(shuttingDown());
-    const { channels, height, width } = this.shape;
-    const per = channels * height * width;
-    const wrong = items.find((item) => item.pixels.length !== per);
-    if (wrong) return Promise.reject(new AcmError('internal', `image tensor has ${wrong.pixels.length} values; expected ${per}`));
-    const pixels = new Float32Array(items.length * per);
-    const budgets = new Float64Array(items.length);
-    items.forEach((item, i) => {
-      pixels.set(item.pixels, i * per);
-      budgets[i] = item.budget;
-    });
+    let pixels: Float32Array;
+    let budgets: Float64Array;
+    try {
+      ({ pixels, budgets } = packBatch(items, this.shape));
+    } catch (err) {
+      return Promise.reject(new AcmError('internal', (err as Error).message));
+    }
     return new Promise((resolve, reject) => {
       const run: Run = { id: this.nextId++, batch: items.length, pixels, budgets, resolve, reject, settled: false };
       run.timer = setTimeout(() => this.timeOut(run), this.opts.runTimeoutMs);
@@ -116,12 +106,7 @@ export class OrtBackend implements Backend {
   /** Fails queued and running batches, then waits (bounded) for every worker to exit by itself. */
   async close(): Promise<void> {
     this.closing = true;
-    if (this.started) {
-      const started = this.started;
-      this.started = undefined;
-      clearTimeout(started.timer);
-      started.reject(shuttingDown());
-    }
+    this.takeStart()?.reject(shuttingDown());
     for (const run of this.waiting.splice(0)) this.settle(run, shuttingDown());
     for (const slot of this.slots) {
       if (slot.current) this.settle(slot.current, shuttingDown());
@@ -246,10 +231,16 @@ export class OrtBackend implements Backend {
     }
   }
 
-  private startFailed(err: Error): void {
+  /** The pending start(), if any, detached so it settles exactly once. */
+  private takeStart(): { reject: (e: Error) => void } | undefined {
     const started = this.started;
     this.started = undefined;
     clearTimeout(started?.timer);
+    return started;
+  }
+
+  private startFailed(err: Error): void {
+    const started = this.takeStart();
     void this.close().finally(() => started?.reject(err));
   }
 

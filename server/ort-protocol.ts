@@ -1,6 +1,6 @@
 // Messages between OrtBackend (main thread) and ort-worker (worker thread). Kept in one place so
 // both sides agree on every field.
-import type { ModelShape } from './backend.js';
+import type { BatchItem, ModelShape } from './backend.js';
 
 export interface WorkerInit {
   readonly graphPath: string;
@@ -30,3 +30,16 @@ export type FromWorker =
   | { type: 'fatal'; message: string }
   | { type: 'result'; id: number; logits: Float32Array; counts: Int32Array }
   | { type: 'failed'; id: number; message: string };
+
+/** One Float32Array for the whole batch (NCHW) and one Float64Array of budgets, both transferable. */
+export function packBatch(items: readonly BatchItem[], shape: ModelShape): { pixels: Float32Array; budgets: Float64Array } {
+  const per = shape.channels * shape.height * shape.width;
+  const pixels = new Float32Array(items.length * per);
+  const budgets = new Float64Array(items.length);
+  items.forEach((item, i) => {
+    if (item.pixels.length !== per) throw new Error(`image tensor has ${item.pixels.length} values; expected ${per}`);
+    pixels.set(item.pixels, i * per);
+    budgets[i] = item.budget;
+  });
+  return { pixels, budgets };
+}
