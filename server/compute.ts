@@ -1,13 +1,13 @@
 // Compute accounting of one request, exactly as models/BUNDLE.md "Compute accounting" defines it:
 // the fraction of learner compute executed, GFLOPs used and dense, and the per-patch map.
-import type { ImageManifest } from './manifest.js';
+import { layoutFloor, type ImageManifest } from './manifest.js';
 
 export interface ComputeReport {
   /** Budget the request asked for. */
   budget: number;
   /** Fraction of learner compute executed: sum k*L / sum n*T*L. */
   used: number;
-  /** The model's budget_floor: compute forced by min_choice learners. */
+  /** The model's budget_floor: compute forced by min_choice learners (exact, from the layout). */
   floor: number;
   /** (fixed + gates + executed learners) multiply-adds / 1e9. */
   gflops: number;
@@ -23,8 +23,15 @@ export class ComputeAccountant {
   private readonly perTokenMax: number;
   private readonly baseMacs: number;
   private readonly tokens: number;
+  /**
+   * The floor recomputed from the ACM layout rather than the manifest's budget_floor, which the
+   * loader accepts within 1e-6: a rounded floor (0.083333 for 1/12) would make an answer at a
+   * budget below the floor break its own used <= max(budget, floor).
+   */
+  readonly floor: number;
 
   constructor(private readonly m: ImageManifest) {
+    this.floor = layoutFloor(m.acms);
     this.tokens = m.tokens.count;
     this.learnerMacs = Float64Array.from(m.acms.map((a) => a.learner_macs));
     this.perTokenMax = m.acms.reduce((s, a) => s + a.n * a.learner_macs, 0);
@@ -64,7 +71,7 @@ export class ComputeAccountant {
     return {
       budget,
       used: learner / this.maxLearnerMacs,
-      floor: this.m.budget_floor,
+      floor: this.floor,
       gflops: (this.baseMacs + learner) / 1e9,
       dense_gflops: this.m.macs.dense / 1e9,
       map: { grid: [rows, cols], values },

@@ -129,8 +129,8 @@ export class InferenceService {
   }
 
   listModels(): ModelInfo[] {
-    return [...this.models.values()].map(({ manifest: m }) => ({
-      name: m.name, task: m.task, labels: m.labels, input: m.image, budget_floor: m.budget_floor,
+    return [...this.models.values()].map(({ manifest: m, accountant }) => ({
+      name: m.name, task: m.task, labels: m.labels, input: m.image, budget_floor: accountant.floor,
       default_budget: this.defaultBudget(m), quality: m.quality,
     }));
   }

@@ -38,6 +38,20 @@ describe('compute report', () => {
     assert.equal(r.budget, 0.01);
   });
 
+  it('reports the exact floor of the layout when the manifest rounds it', () => {
+    // Floor (100 + 100) / (4 * 400 + 4 * 100 + 4 * 100) = 1/12, written rounded as an exporter
+    // does; the loader accepts it within 1e-6.
+    const acm = { layer: 0, n: 4, width: 4, gate_macs: 0 };
+    const acms = [{ ...acm, name: 'mlp', kind: 'ffn', min_choice: 0, learner_macs: 400 },
+      { ...acm, name: 'q', kind: 'q', min_choice: 1, learner_macs: 100 }, { ...acm, name: 'k', kind: 'k', min_choice: 1, learner_macs: 100 }];
+    const rounded = new ComputeAccountant(fakeManifest({ acms, budget_floor: 0.083333 }));
+    const c = new Int32Array(3 * T);
+    for (let t = 0; t < T; t++) c[T + t] = c[2 * T + t] = 1;
+    const r = rounded.report(c, 0.05);
+    assert.equal(r.floor, 1 / 12);
+    assert.ok(r.used <= Math.max(r.budget, r.floor), `used ${r.used} within max(budget, floor ${r.floor})`);
+  });
+
   it('maps patch (r, c) to token grid_offset + r * cols + c and skips the class token', () => {
     // Only the class token (t = 0) and patch (2, 3) (t = 1 + 2 * 4 + 3 = 12) run learners.
     const r = acct.report(counts((t) => (t === 0 || t === 12 ? 4 : 0), (t) => (t === 12 ? 2 : 0)), 1);
