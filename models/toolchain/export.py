@@ -44,7 +44,7 @@ def manifest(model: ACMViT, name: str, labels: list[str], mean: list[float], std
             for acm_name, layer, a in model.acms()
         ],
         "macs": {"fixed": model.fixed_macs(), "dense": dense_macs(cfg)},
-        "budget_floor": round(budget_floor(model), 6),
+        "budget_floor": budget_floor(model),
         "default_budget": 1.0,
         "quality": quality or [],
         "architecture": {"family": "vit", **cfg.to_dict()},
