@@ -10,11 +10,11 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { scanBundles } from '../server/bundle.js';
-import { loadConfig, sessionThreads } from '../server/config.js';
+import { loadConfig } from '../server/config.js';
 import { InferenceService } from '../server/inference.js';
 import { createLogger } from '../server/logger.js';
 import { Metrics } from '../server/metrics.js';
-import { OrtBackend } from '../server/ort-backend.js';
+import { ortBackends } from '../server/ort-backend.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const DATA = join(REPO, '.cache', 'fashion-mnist');
@@ -51,9 +51,7 @@ async function main(): Promise<void> {
   const scan = await scanBundles(config.modelsDir);
   const bundle = scan.bundles.find((b) => b.manifest.name === opts.model);
   if (!bundle) throw new Error(`no bundle named ${opts.model} under ${config.modelsDir}`);
-  await inference.load([bundle], (b) => new OrtBackend({ bundle: b, provider: config.executionProvider,
-    threads: sessionThreads(config), graphOptimization: config.graphOptimization, workers: config.workers,
-    runTimeoutMs: config.requestTimeoutMs, log }));
+  await inference.load([bundle], ortBackends(config, log));
   const manifest = bundle.manifest;
 
   const rows = [];

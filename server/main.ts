@@ -10,7 +10,7 @@ import { createApp } from './http/app.js';
 import { InferenceService } from './inference.js';
 import { createLogger, type Logger } from './logger.js';
 import { Metrics } from './metrics.js';
-import { OrtBackend } from './ort-backend.js';
+import { ortBackends } from './ort-backend.js';
 
 function configOrExit(): Config {
   if (process.argv.includes('--help') || process.argv.includes('-h')) {
@@ -45,11 +45,7 @@ async function loadModels(config: Config, inference: InferenceService, metrics: 
   const threads = sessionThreads(config);
   log.info({ provider: config.executionProvider, workers: config.workers, intraOpThreads: threads },
     `inference runs on the ${config.executionProvider.toUpperCase()} execution provider`);
-  await inference.load(scan.bundles, (bundle) => new OrtBackend({
-    bundle, provider: config.executionProvider, threads, graphOptimization: config.graphOptimization,
-    workers: config.workers, runTimeoutMs: config.requestTimeoutMs, log,
-    onWorkerRestart: () => metrics.workerRestarted(bundle.manifest.name),
-  }));
+  await inference.load(scan.bundles, ortBackends(config, log, (model) => metrics.workerRestarted(model)));
 }
 
 function main(): void {

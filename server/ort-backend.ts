@@ -9,7 +9,9 @@ import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { Backend, BackendInfo, BatchItem, ItemResult, ModelShape } from './backend.js';
 import { modelShape, type Bundle } from './bundle.js';
+import { sessionThreads, type Config } from './config.js';
 import { AcmError } from './errors.js';
+import type { BackendFactory } from './inference.js';
 import { checkGraph } from './graph-check.js';
 import { packBatch, type FromWorker, type ToWorker, type WorkerInit } from './ort-protocol.js';
 
@@ -297,4 +299,14 @@ export class OrtBackend implements Backend {
     this.opts.onWorkerRestart?.();
     this.refill();
   }
+}
+
+/** One OrtBackend per bundle, configured from the process configuration. */
+export function ortBackends(config: Config, log: Logger, onWorkerRestart?: (model: string) => void): BackendFactory {
+  const threads = sessionThreads(config);
+  return (bundle) => new OrtBackend({
+    bundle, provider: config.executionProvider, threads, graphOptimization: config.graphOptimization,
+    workers: config.workers, runTimeoutMs: config.requestTimeoutMs, log,
+    ...(onWorkerRestart ? { onWorkerRestart: () => onWorkerRestart(bundle.manifest.name) } : {}),
+  });
 }

@@ -10,8 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { scanBundles } from '../../server/bundle.js';
-import { sessionThreads } from '../../server/config.js';
-import { OrtBackend } from '../../server/ort-backend.js';
+import { ortBackends } from '../../server/ort-backend.js';
 import { buildApp, testConfig, type TestApp } from './fake.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -50,9 +49,6 @@ export async function ortApp(modelsDir: string, env: Record<string, string> = {}
   const config = testConfig({ ACM_MODELS_DIR: modelsDir, ...env });
   const t = buildApp(config);
   const { bundles } = await scanBundles(config.modelsDir);
-  await t.inference.load(bundles, (bundle) => new OrtBackend({
-    bundle, provider: config.executionProvider, threads: sessionThreads(config), graphOptimization: config.graphOptimization,
-    workers: config.workers, runTimeoutMs: config.requestTimeoutMs, log: t.log,
-  }));
+  await t.inference.load(bundles, ortBackends(config, t.log));
   return t;
 }
