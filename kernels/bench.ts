@@ -8,6 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
+import { median, spread, timed } from '../bench/stats.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BUDGETS = [1.0, 0.75, 0.5, 0.25];
@@ -52,16 +53,8 @@ function gaussian(next: () => number): number {
   return Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
 }
 
-export function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-async function timeRun(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>): Promise<[number, ort.InferenceSession.OnnxValueMapType]> {
-  const t0 = process.hrtime.bigint();
-  const out = await session.run(feeds);
-  return [Number(process.hrtime.bigint() - t0) / 1e6, out];
+function timeRun(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>): Promise<[number, ort.InferenceSession.OnnxValueMapType]> {
+  return timed(() => session.run(feeds));
 }
 
 async function main(): Promise<void> {
@@ -117,9 +110,9 @@ async function main(): Promise<void> {
       const speedup = denseMs / ms;
       const ideal = 1 / v.used;
       return { budget: v.budget, ms, used: v.used, speedup, ideal, efficiency: speedup / ideal,
-        spread: [Math.min(...v.times), Math.max(...v.times)] };
+        spread: spread(v.times) };
     });
-    rows.push({ tokens: m, dense_ms: denseMs, dense_spread: [Math.min(...denseTimes), Math.max(...denseTimes)], acm: cells });
+    rows.push({ tokens: m, dense_ms: denseMs, dense_spread: spread(denseTimes), acm: cells });
     console.log(`${String(m).padStart(6)} | ${denseMs.toFixed(3).padStart(8)} | ` + cells.map((c) =>
       `${c.ms.toFixed(3).padStart(8)} ${c.used.toFixed(3)} ${c.speedup.toFixed(2)}x/${c.ideal.toFixed(2)}x ${(c.efficiency * 100).toFixed(0).padStart(3)}%`).join(' | '));
   }

@@ -1,6 +1,8 @@
-"""A tiny random ACM image bundle for tests: no data, no training, built in seconds.
+"""A random ACM image bundle: no data, no training. The tiny one (default) builds in seconds for
+tests; `--config vit-b16` gives the paper's geometry for performance measurements.
 
     python3 -m models.toolchain.make_tiny_bundle --out /tmp/tiny [--reference]
+    python3 -m models.toolchain.make_tiny_bundle --out .cache/bench/vit-b16 --config vit-b16 --name vit-b16-acm
 
 With --reference, reference.json holds inputs and PyTorch outputs (logits, learner counts) for a
 single request and for a mixed batch with different budgets, for the ONNX parity test.
@@ -18,8 +20,8 @@ from .export import export_bundle, manifest
 from .vit import CONFIGS, build_vit, set_threads
 
 
-def build(seed: int = 0):
-    cfg = CONFIGS["tiny"]
+def build(seed: int = 0, config: str = "tiny"):
+    cfg = CONFIGS[config]
     torch.manual_seed(seed)
     vit = build_vit(cfg)
     # torchvision zero-initialises the head; random logits make the parity test meaningful.
@@ -38,11 +40,12 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--reference", action="store_true")
     ap.add_argument("--name", default="tiny-vit-acm")
+    ap.add_argument("--config", default="tiny", choices=sorted(CONFIGS))
     args = ap.parse_args()
     set_threads()
-    cfg, vit, model = build()
+    cfg, vit, model = build(config=args.config)
     labels = [f"class-{i}" for i in range(cfg.num_classes)]
-    meta = manifest(model, args.name, labels, mean=[0.5], std=[0.25], dense_graph="dense.onnx",
+    meta = manifest(model, args.name, labels, mean=[0.5] * cfg.channels, std=[0.25] * cfg.channels, dense_graph="dense.onnx",
                     training={"note": "random weights, for tests"})
     export_bundle(model, args.out, meta, dense=vit)
     if args.reference:

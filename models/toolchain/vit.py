@@ -31,6 +31,9 @@ class ViTConfig:
 CONFIGS = {
     # The bundled image model: small enough to train on two CPU cores.
     "fashion-small": ViTConfig(),
+    # ViT-B/16 geometry (random weights) for performance measurements at the paper's size.
+    "vit-b16": ViTConfig(image_size=224, channels=3, patch_size=16, num_layers=12, num_heads=12,
+                         hidden_dim=768, mlp_dim=3072, num_classes=1000),
     # Tiny random models for tests.
     "tiny": ViTConfig(num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, patch_size=7),
 }

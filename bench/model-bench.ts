@@ -1,0 +1,95 @@
+// Model-level timing: an ACM bundle against its dense graph (the bundle's dense_graph), in one
+// process with the same session settings, at several batch sizes and budgets, runs interleaved so
+// both see the same machine. Reports milliseconds per image (median, with min-max spread), the
+// measured speedup over dense, and the FLOP-ideal speedup: dense multiply-adds over the
+// multiply-adds the ACM model actually executed (fixed part + gates + learners chosen).
+//
+//   npm run bench:model -- [--bundle models/fashion-vit-acm] [--batches 1,8,32] [--repeats 5] [--threads 2]
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import * as ort from 'onnxruntime-node';
+import { loadBundle, type Bundle } from '../server/bundle.js';
+import { ComputeAccountant } from '../server/compute.js';
+import { median, spread, timed } from './stats.js';
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const BUDGETS = [1.0, 0.75, 0.5, 0.25];
+
+const { values: opts } = parseArgs({
+  options: {
+    bundle: { type: 'string', default: join(REPO, 'models', 'fashion-vit-acm') },
+    batches: { type: 'string', default: '1,8,32' },
+    repeats: { type: 'string', default: '5' },
+    threads: { type: 'string', default: '2' },
+    json: { type: 'string' },
+  },
+});
+
+async function main(): Promise<void> {
+  const loaded = await loadBundle(resolve(opts.bundle));
+  if (!('manifest' in loaded)) throw new Error(`${opts.bundle}: not an image bundle (${loaded.reason})`);
+  const bundle: Bundle = loaded;
+  const m = bundle.manifest;
+  if (!m.dense_graph) throw new Error(`${m.name}: the bundle has no dense_graph to compare with`);
+  const options: ort.InferenceSession.SessionOptions = {
+    intraOpNumThreads: Number(opts.threads), interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential',
+  };
+  const acm = await ort.InferenceSession.create(bundle.graphPath, options);
+  const dense = await ort.InferenceSession.create(join(bundle.dir, m.dense_graph), options);
+  const accountant = new ComputeAccountant(m);
+  const { channels, height, width } = m.image;
+  const perImage = channels * height * width;
+  const cells = m.acms.length * m.tokens.count;
+  const repeats = Number(opts.repeats);
+  const rows = [];
+  console.log(`${m.name}: ${m.acms.length} ACMs, ${m.tokens.count} tokens, dense ${(m.macs.dense / 1e9).toFixed(3)} GMACs/image; ` +
+    `${opts.threads} threads, median of ${repeats} (ms per image)`);
+  console.log('batch | dense ms | ' + BUDGETS.map((b) => `b=${b}: ms  used  speedup/ideal`).join(' | '));
+  for (const batch of opts.batches.split(',').map(Number)) {
+    let seed = 12345;
+    const pixels = new ort.Tensor('float32', Float32Array.from({ length: batch * perImage }, () => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed / 1073741824 - 1;
+    }), [batch, channels, height, width]);
+    const variants = BUDGETS.map((budget) => ({
+      budget, times: [] as number[], used: 0, macs: 0,
+      feeds: { [m.inputs.pixels]: pixels, [m.inputs.budget]: new ort.Tensor('float64', new Float64Array(batch).fill(budget), [batch]) },
+    }));
+    const denseTimes: number[] = [];
+    for (let rep = -1; rep < repeats; rep++) {
+      const [dt] = await timed(() => dense.run({ [m.inputs.pixels]: pixels }));
+      if (rep >= 0) denseTimes.push(dt / batch);
+      for (const v of variants) {
+        const [ms, out] = await timed(() => acm.run(v.feeds));
+        if (rep >= 0) v.times.push(ms / batch);
+        const counts = Int32Array.from(out[m.outputs.learner_counts]!.data as BigInt64Array, Number);
+        let used = 0, gflops = 0;
+        for (let i = 0; i < batch; i++) {
+          const r = accountant.report(counts.subarray(i * cells, (i + 1) * cells), v.budget);
+          used += r.used; gflops += r.gflops;
+        }
+        v.used = used / batch;
+        v.macs = (gflops / batch) * 1e9;
+      }
+    }
+    const denseMs = median(denseTimes);
+    const acmCells = variants.map((v) => {
+      const ms = median(v.times);
+      return { budget: v.budget, ms_per_image: ms, spread: spread(v.times), used: v.used,
+        speedup: denseMs / ms, ideal: m.macs.dense / v.macs, efficiency: (denseMs / ms) / (m.macs.dense / v.macs) };
+    });
+    rows.push({ batch, dense_ms_per_image: denseMs, dense_spread: spread(denseTimes), acm: acmCells });
+    console.log(`${String(batch).padStart(5)} | ${denseMs.toFixed(2).padStart(8)} | ` + acmCells.map((c) =>
+      `${c.ms_per_image.toFixed(2).padStart(8)} ${c.used.toFixed(3)} ${c.speedup.toFixed(2)}x/${c.ideal.toFixed(2)}x`).join(' | '));
+  }
+  const out = opts.json ?? join(REPO, '.cache', 'bench', `model-${basename(bundle.dir)}.json`);
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, JSON.stringify({ model: m.name, threads: Number(opts.threads), repeats, rows }, null, 2));
+  console.log(`wrote ${out}`);
+  await acm.release();
+  await dense.release();
+}
+
+await main();
