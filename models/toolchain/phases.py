@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .acm import KINDS, ACM, ACMViT, dense_trace
+from .acm import KINDS, ACM, ACMViT, attention, dense_trace
 
 RATIO = 1.2
 
@@ -62,7 +62,6 @@ def relaxed_forward(model: ACMViT, pixels: torch.Tensor, budget: torch.Tensor, t
         prefix = acm.prefix_outputs(z)[..., acm.min_choice:, :]
         return (onehot.unsqueeze(-1) * prefix).sum(-2)
 
-    from .acm import attention
     for layer in model.layers:
         h = layer.ln_1(x)
         a = attention(run(layer.q, h), run(layer.k, h), run(layer.v, h), layer.heads)
