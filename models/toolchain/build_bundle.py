@@ -7,7 +7,6 @@ Test items (index >= 6000 in each class file) are used here only, never in train
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 
@@ -64,24 +63,17 @@ def fixture_subset(split: data.Split) -> np.ndarray:
     return np.asarray(picks)
 
 
-def write_fixtures(model, split: data.Split, out_dir: str, budgets=(1.0, 0.5)) -> dict:
+def write_fixtures(model, vit, split: data.Split, out_dir: str, budgets=(1.0, 0.5)) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     picks = fixture_subset(split)
     labels = {}
     for i in picks:
         name = f"{data.LABELS[split.y[i]].replace('/', '-').replace(' ', '-').lower()}-{split.index[i]}.png"
-        buf = io.BytesIO()
-        Image.fromarray(split.x[i], mode="L").save(buf, format="PNG", optimize=True)
-        with open(os.path.join(out_dir, name), "wb") as f:
-            f.write(buf.getvalue())
+        Image.fromarray(split.x[i], mode="L").save(os.path.join(out_dir, name), format="PNG", optimize=True)
         labels[name] = data.LABELS[split.y[i]]
     sub = data.Split(split.x[picks], split.y[picks], split.index[picks])
-    acc = {}
-    with torch.no_grad():
-        x = data.to_tensor(sub.x)
-        for b in budgets:
-            logits, _ = model(x, torch.full((len(sub.y),), b, dtype=torch.float64))
-            acc[str(b)] = (logits.argmax(-1).numpy() == sub.y).mean().item()
+    result = evaluate(model, vit, sub, list(budgets))
+    acc = {str(b): result["acm"][b]["accuracy"] for b in budgets}
     with open(os.path.join(out_dir, "labels.json"), "w") as f:
         json.dump(labels, f, indent=1, sort_keys=True)
     expected = {"items": len(picks), "accuracy": acc,
@@ -121,7 +113,7 @@ def main() -> None:
     meta = manifest(model, args.name, data.LABELS, mean=[data.MEAN], std=[data.STD], quality=quality,
                     training=training, dense_graph="dense.onnx")
     export_bundle(model, args.out, meta, dense=vit)
-    print(json.dumps(write_fixtures(model, test, args.fixtures), indent=1))
+    print(json.dumps(write_fixtures(model, vit, test, args.fixtures), indent=1))
 
 
 if __name__ == "__main__":

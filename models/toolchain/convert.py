@@ -1,6 +1,8 @@
 """Convert the trained dense ViT into an ACM model: the phases of DESIGN §2, each resumable.
 
-    python3 -m models.toolchain.convert --run .cache/runs/fashion --phase1-steps 600 --phase2-steps 300
+    python3 -m models.toolchain.convert --run .cache/runs/fashion
+
+The defaults (300 / 150 / 300 steps of 128 images) are the ones the bundled model was made with.
 
 Every phase checkpoints to <run>/phaseN.ckpt at least every few minutes and at its end; a rerun
 skips finished phases and resumes an interrupted one at its last step.
@@ -57,7 +59,7 @@ def run_phase(name: str, run: str, steps: int, model, params, lr: float, step_fn
             print(f"{name}: already done ({step} steps)", flush=True)
             return
         print(f"{name}: resumed at step {step}/{steps}", flush=True)
-    t0, last_save, running = time.time(), time.time(), None
+    t0, last_save, running, start = time.time(), time.time(), None, step
     first_loss = None
     while step < steps:
         for g in opt.param_groups:  # cosine decay to 10%
@@ -72,7 +74,7 @@ def run_phase(name: str, run: str, steps: int, model, params, lr: float, step_fn
         if step % 25 == 0 or step == steps:
             extra = " ".join(f"{k} {v:.4f}" for k, v in info.items())
             print(f"{name} step {step}/{steps} loss {running:.5f} (first {first_loss:.5f}) {extra} "
-                  f"{(time.time() - t0) / step if not state else 0:.2f}s/step", flush=True)
+                  f"{(time.time() - t0) / (step - start):.2f}s/step", flush=True)
         if time.time() - last_save > every_minutes * 60 or step == steps:
             save_state(path, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step})
             last_save = time.time()
@@ -83,9 +85,9 @@ def main() -> None:
     ap.add_argument("--run", default=".cache/runs/fashion")
     ap.add_argument("--n", type=int, default=4)
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--phase1-steps", type=int, default=600)
-    ap.add_argument("--phase2-steps", type=int, default=300)
-    ap.add_argument("--phase3-steps", type=int, default=0)
+    ap.add_argument("--phase1-steps", type=int, default=300)
+    ap.add_argument("--phase2-steps", type=int, default=150)
+    ap.add_argument("--phase3-steps", type=int, default=300)
     ap.add_argument("--checkpoint-minutes", type=float, default=3.0)
     args = ap.parse_args()
     set_threads()
