@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 
 export type ExecutionProvider = 'cpu' | 'cuda';
 export type GraphOptimization = 'disabled' | 'basic' | 'extended' | 'all';
+export type ExecutionMode = 'sequential' | 'parallel';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
 export interface Config {
@@ -36,6 +37,14 @@ export interface Config {
   readonly executionProvider: ExecutionProvider;
   /** Threads per onnxruntime session; 0 shares the machine's cores among the workers. */
   readonly intraOpThreads: number;
+  /** Threads a session uses to run independent graph branches at once; only with executionMode parallel. */
+  readonly interOpThreads: number;
+  /** onnxruntime execution mode: nodes one at a time (sequential) or independent branches at once (parallel). */
+  readonly executionMode: ExecutionMode;
+  /** Whether idle intra-op threads spin (lower latency, CPU burnt while idle) or sleep at once. */
+  readonly intraOpSpinning: boolean;
+  /** Whether onnxruntime keeps freed CPU buffers in its arena for reuse (faster, holds peak memory). */
+  readonly cpuMemArena: boolean;
   /** Worker threads (each with its own session) per model. */
   readonly workers: number;
   /** onnxruntime graph optimisation level. */
@@ -50,6 +59,7 @@ type Kind =
   | { type: 'int'; min: number; max: number }
   | { type: 'number'; min: number; max: number; minExclusive?: boolean }
   | { type: 'string' }
+  | { type: 'bool' }
   | { type: 'enum'; values: readonly string[] };
 
 interface Field {
@@ -59,7 +69,7 @@ interface Field {
   unit: string;
   kind: Kind;
   /** undefined: the field stays unset and its consumer applies its own rule (documented in doc). */
-  default: () => string | number | undefined;
+  default: () => string | number | boolean | undefined;
   doc: string;
 }
 
@@ -97,6 +107,16 @@ export const FIELDS: readonly Field[] = [
     kind: { type: 'enum', values: ['cpu', 'cuda'] }, default: () => 'cpu', doc: 'onnxruntime provider' },
   { key: 'intraOpThreads', env: 'ACM_INTRA_OP_THREADS', flag: '--intra-op-threads', unit: 'threads',
     kind: { type: 'int', min: 0, max: 256 }, default: () => 0, doc: 'threads per session (0 = cores / workers)' },
+  { key: 'interOpThreads', env: 'ACM_INTER_OP_THREADS', flag: '--inter-op-threads', unit: 'threads',
+    kind: { type: 'int', min: 1, max: 256 }, default: () => 1,
+    doc: 'threads per session for independent graph branches (needs execution mode parallel when > 1)' },
+  { key: 'executionMode', env: 'ACM_EXECUTION_MODE', flag: '--execution-mode', unit: '',
+    kind: { type: 'enum', values: ['sequential', 'parallel'] }, default: () => 'sequential',
+    doc: 'onnxruntime execution mode' },
+  { key: 'intraOpSpinning', env: 'ACM_INTRA_OP_SPINNING', flag: '--intra-op-spinning', unit: '',
+    kind: { type: 'bool' }, default: () => true, doc: 'idle intra-op threads spin before sleeping' },
+  { key: 'cpuMemArena', env: 'ACM_CPU_MEM_ARENA', flag: '--cpu-mem-arena', unit: '',
+    kind: { type: 'bool' }, default: () => true, doc: "onnxruntime's CPU memory arena" },
   { key: 'workers', env: 'ACM_WORKERS', flag: '--workers', unit: 'threads',
     kind: { type: 'int', min: 1, max: 64 }, default: () => 1, doc: 'inference worker threads per model' },
   { key: 'graphOptimization', env: 'ACM_GRAPH_OPTIMIZATION', flag: '--graph-optimization', unit: '',
@@ -118,12 +138,16 @@ export class ConfigError extends Error {
   }
 }
 
-function parseValue(field: Field, raw: string, source: string): { value?: string | number; problem?: string } {
+function parseValue(field: Field, raw: string, source: string): { value?: string | number | boolean; problem?: string } {
   const { kind } = field;
   const named = `${source} must be`;
   switch (kind.type) {
     case 'string':
       return raw.trim() === '' ? { problem: `${named} a non-empty string; got ""` } : { value: raw };
+    case 'bool':
+      if (raw === 'true' || raw === '1') return { value: true };
+      if (raw === 'false' || raw === '0') return { value: false };
+      return { problem: `${named} one of true|false|1|0; got ${JSON.stringify(raw)}` };
     case 'enum':
       return kind.values.includes(raw)
         ? { value: raw }
@@ -180,9 +204,16 @@ function crossCheck(c: Config, problems: string[]): void {
     problems.push(`ACM_MAX_WAIT_MS (${c.maxWaitMs}) is not below ACM_REQUEST_TIMEOUT_MS (${c.requestTimeoutMs}), ` +
       `so requests could expire while waiting for a batch; lower ACM_MAX_WAIT_MS or raise ACM_REQUEST_TIMEOUT_MS`);
   }
+  if (c.interOpThreads > 1 && c.executionMode === 'sequential') {
+    problems.push(`ACM_INTER_OP_THREADS (${c.interOpThreads}) has no effect with ACM_EXECUTION_MODE=sequential; ` +
+      `set ACM_EXECUTION_MODE=parallel or ACM_INTER_OP_THREADS=1`);
+  }
   const cores = availableParallelism();
-  if (c.executionProvider === 'cpu' && c.intraOpThreads * c.workers > cores * 4) {
-    problems.push(`ACM_WORKERS x ACM_INTRA_OP_THREADS (${c.workers} x ${c.intraOpThreads}) oversubscribes ` +
+  const interOp = c.executionMode === 'parallel' ? c.interOpThreads : 0;
+  if (c.executionProvider === 'cpu' && (c.intraOpThreads + interOp) * c.workers > cores * 4) {
+    const what = interOp > 0 ? 'ACM_WORKERS x (ACM_INTRA_OP_THREADS + ACM_INTER_OP_THREADS)' : 'ACM_WORKERS x ACM_INTRA_OP_THREADS';
+    const counts = interOp > 0 ? `${c.workers} x (${c.intraOpThreads} + ${interOp})` : `${c.workers} x ${c.intraOpThreads}`;
+    problems.push(`${what} (${counts}) oversubscribes ` +
       `${cores} cores more than 4 times over; lower either, or set ACM_INTRA_OP_THREADS=0 to share the cores`);
   }
 }
@@ -195,7 +226,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   argv: readonly string[] = process.argv.slice(2)): Config {
   const problems: string[] = [];
   const flags = parseArgv(argv, problems);
-  const values: Record<string, string | number | undefined> = {};
+  const values: Record<string, string | number | boolean | undefined> = {};
   for (const field of FIELDS) {
     const fromFlag = flags.get(field.flag);
     const fromEnv = env[field.env];

@@ -43,7 +43,9 @@ async function loadModels(config: Config, inference: InferenceService, metrics: 
     throw new Error(`no image-classification bundle (a folder with acm.json) under ${config.modelsDir}; set ACM_MODELS_DIR`);
   }
   const threads = sessionThreads(config);
-  log.info({ provider: config.executionProvider, workers: config.workers, intraOpThreads: threads },
+  log.info({ provider: config.executionProvider, workers: config.workers, intraOpThreads: threads,
+    interOpThreads: config.interOpThreads, executionMode: config.executionMode, intraOpSpinning: config.intraOpSpinning,
+    cpuMemArena: config.cpuMemArena, graphOptimization: config.graphOptimization },
     `inference runs on the ${config.executionProvider.toUpperCase()} execution provider`);
   await inference.load(scan.bundles, ortBackends(config, log, (model) => metrics.workerRestarted(model)));
 }

@@ -13,13 +13,15 @@ import { sessionThreads, type Config } from './config.js';
 import { AcmError } from './errors.js';
 import type { BackendFactory } from './inference.js';
 import { checkGraph } from './graph-check.js';
-import { packBatch, type FromWorker, type ToWorker, type WorkerInit } from './ort-protocol.js';
+import { DEFAULT_TUNING, packBatch, type FromWorker, type SessionTuning, type ToWorker, type WorkerInit } from './ort-protocol.js';
 
 export interface OrtBackendOptions {
   readonly bundle: Bundle;
   readonly provider: 'cpu' | 'cuda';
   readonly threads: number;
   readonly graphOptimization: WorkerInit['graphOptimization'];
+  /** Inter-op threads, execution mode, spinning, memory arena; default: onnxruntime's defaults. */
+  readonly tuning?: SessionTuning;
   readonly workers: number;
   /** A batch running longer than this is treated as a hung worker. */
   readonly runTimeoutMs: number;
@@ -131,7 +133,7 @@ export class OrtBackend implements Backend {
     const m = b.manifest;
     const init: WorkerInit = {
       graphPath: b.graphPath, provider: this.opts.provider, threads: this.opts.threads,
-      graphOptimization: this.opts.graphOptimization, shape: this.shape,
+      graphOptimization: this.opts.graphOptimization, tuning: this.opts.tuning ?? DEFAULT_TUNING, shape: this.shape,
       names: { pixels: m.inputs.pixels, budget: m.inputs.budget, logits: m.outputs.logits, counts: m.outputs.learner_counts },
     };
     const worker = new Worker(this.opts.workerUrl ?? new URL('./ort-worker.js', import.meta.url), { workerData: init });
@@ -306,6 +308,8 @@ export function ortBackends(config: Config, log: Logger, onWorkerRestart?: (mode
   const threads = sessionThreads(config);
   return (bundle) => new OrtBackend({
     bundle, provider: config.executionProvider, threads, graphOptimization: config.graphOptimization,
+    tuning: { interOpThreads: config.interOpThreads, executionMode: config.executionMode,
+      intraOpSpinning: config.intraOpSpinning, cpuMemArena: config.cpuMemArena },
     workers: config.workers, runTimeoutMs: config.requestTimeoutMs, log,
     ...(onWorkerRestart ? { onWorkerRestart: () => onWorkerRestart(bundle.manifest.name) } : {}),
   });

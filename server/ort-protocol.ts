@@ -7,10 +7,24 @@ export interface WorkerInit {
   readonly provider: 'cpu' | 'cuda';
   readonly threads: number;
   readonly graphOptimization: 'disabled' | 'basic' | 'extended' | 'all';
+  readonly tuning: SessionTuning;
   /** Graph input and output names from the manifest. */
   readonly names: { readonly pixels: string; readonly budget: string; readonly logits: string; readonly counts: string };
   readonly shape: ModelShape;
 }
+
+/** onnxruntime session settings beyond threads and optimisation level (server/config.ts documents each). */
+export interface SessionTuning {
+  readonly interOpThreads: number;
+  readonly executionMode: 'sequential' | 'parallel';
+  readonly intraOpSpinning: boolean;
+  readonly cpuMemArena: boolean;
+}
+
+/** onnxruntime's own defaults, which the server's configuration defaults keep. */
+export const DEFAULT_TUNING: SessionTuning = Object.freeze({
+  interOpThreads: 1, executionMode: 'sequential', intraOpSpinning: true, cpuMemArena: true,
+});
 
 export interface ValueInfo {
   readonly name: string;

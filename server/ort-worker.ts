@@ -55,9 +55,12 @@ async function load(): Promise<void> {
     session = await ort.InferenceSession.create(init.graphPath, {
       executionProviders: [init.provider],
       intraOpNumThreads: init.threads,
-      interOpNumThreads: 1,
-      executionMode: 'sequential',
+      interOpNumThreads: init.tuning.interOpThreads,
+      executionMode: init.tuning.executionMode,
       graphOptimizationLevel: init.graphOptimization,
+      enableCpuMemArena: init.tuning.cpuMemArena,
+      // Session config entry session.intra_op.allow_spinning; the Node binding takes strings only.
+      extra: { session: { intra_op: { allow_spinning: init.tuning.intraOpSpinning ? '1' : '0' } } },
     });
   } catch (err) {
     post({ type: 'fatal', message: `cannot create a ${init.provider} session for ${init.graphPath}: ${(err as Error).message}` });

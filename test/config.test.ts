@@ -76,6 +76,23 @@ describe('config', () => {
       /raise ACM_QUEUE_CAPACITY to at least 32 or lower ACM_MAX_BATCH_SIZE/);
   });
 
+  it('keeps onnxruntime session defaults and parses the session knobs', () => {
+    const d = loadConfig({}, []);
+    assert.deepEqual([d.interOpThreads, d.executionMode, d.intraOpSpinning, d.cpuMemArena], [1, 'sequential', true, true]);
+    const c = loadConfig({ ACM_INTRA_OP_SPINNING: 'false', ACM_CPU_MEM_ARENA: '0', ACM_EXECUTION_MODE: 'parallel' },
+      ['--inter-op-threads=2']);
+    assert.deepEqual([c.interOpThreads, c.executionMode, c.intraOpSpinning, c.cpuMemArena], [2, 'parallel', false, false]);
+    assert.equal(loadConfig({ ACM_CPU_MEM_ARENA: '1' }, []).cpuMemArena, true);
+    assert.match(problems({ ACM_INTRA_OP_SPINNING: 'yes' }), /ACM_INTRA_OP_SPINNING must be one of true\|false\|1\|0; got "yes"/);
+    assert.match(problems({ ACM_EXECUTION_MODE: 'async' }), /one of sequential\|parallel; got "async"/);
+    assert.match(problems({ ACM_INTER_OP_THREADS: '0' }), /ACM_INTER_OP_THREADS must be an integer in \[1, 256\]/);
+  });
+
+  it('stops inter-op threads that sequential execution would ignore, with the remedy', () => {
+    assert.match(problems({ ACM_INTER_OP_THREADS: '2' }),
+      /ACM_INTER_OP_THREADS \(2\) has no effect with ACM_EXECUTION_MODE=sequential; set ACM_EXECUTION_MODE=parallel or ACM_INTER_OP_THREADS=1/);
+  });
+
   it('stops a batch wait that is not below the request deadline, with the remedy', () => {
     assert.match(problems({ ACM_MAX_WAIT_MS: '1000', ACM_REQUEST_TIMEOUT_MS: '1000' }),
       /lower ACM_MAX_WAIT_MS or raise ACM_REQUEST_TIMEOUT_MS/);

@@ -65,6 +65,27 @@ describe('tiny ONNX bundle', () => {
     }
   });
 
+  it('runs with every session knob away from its default and answers as with the defaults', async () => {
+    // onnxruntime-node rejects malformed session options (e.g. a non-string config entry) at
+    // session creation, so a session that starts and reproduces the default answers took them.
+    const base = { bundle, provider: 'cpu' as const, threads: 1, graphOptimization: 'basic' as const, workers: 1,
+      runTimeoutMs: 30_000, log: createLogger('silent') };
+    const tuned = new OrtBackend({ ...base,
+      tuning: { interOpThreads: 2, executionMode: 'parallel', intraOpSpinning: false, cpuMemArena: false } });
+    const plain = new OrtBackend(base);
+    await Promise.all([tuned.start(), plain.start()]);
+    try {
+      const items = [0.3, 1].map((budget, i) => ({ budget, pixels: new Float32Array(28 * 28).fill(0.1 + i / 3) }));
+      const [a, b] = await Promise.all([tuned.run(items), plain.run(items)]);
+      a.forEach((r, i) => {
+        assert.deepEqual(Array.from(r.learnerCounts), Array.from(b[i]?.learnerCounts ?? []));
+        r.logits.forEach((v, j) => assert.ok(Math.abs(v - (b[i]?.logits[j] ?? NaN)) < 1e-5, `logit ${j}`));
+      });
+    } finally {
+      await Promise.all([tuned.close(), plain.close()]);
+    }
+  });
+
   it('closes during graph load and during a run without aborting the process', async () => {
     // Terminating a thread inside onnxruntime aborts the process; close() must let it finish.
     const options = { bundle, provider: 'cpu' as const, threads: 1, graphOptimization: 'all' as const, workers: 1,
