@@ -1,0 +1,302 @@
+"""The speech recogniser: a torchaudio Wav2Vec2 (conv feature encoder on raw 16 kHz audio,
+transformer encoder, character CTC head) and its ACM form.
+
+Both run on fixed **windows**: chunk c of an utterance is recognised from the audio window
+[c*chunk - left, (c+1)*chunk + lookahead) and only the last chunk_frames output frames are kept.
+The feature encoder is local (layer-norm mode: no group norm over time, no padding), so the frames
+of a window are exactly the frames of the whole utterance at the same positions; the transformer
+then sees the chunk with `left` of context. Training, evaluation, export and the server all cut
+utterances the same way, so a streamed transcript equals the whole-file transcript by construction.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchaudio.models import Wav2Vec2Model, wav2vec2_model
+
+from ..acm import ACM
+from .text import VOCAB
+
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class SpeechConfig:
+    # (channels, kernel, stride) of the conv feature encoder: 400-sample receptive field, 320 stride.
+    conv: tuple[tuple[int, int, int], ...] = ((96, 10, 5),) + ((96, 3, 2),) * 4 + ((96, 2, 2),) * 2
+    hidden_dim: int = 144
+    num_layers: int = 4
+    num_heads: int = 4
+    mlp_dim: int = 576
+    pos_conv_kernel: int = 16
+    pos_conv_groups: int = 8
+    vocab: int = len(VOCAB)
+    dropout: float = 0.1
+    # Streaming geometry, in 20 ms frames: each window holds left_frames of context + chunk_frames.
+    chunk_frames: int = 25
+    left_frames: int = 50
+
+    def __post_init__(self):
+        object.__setattr__(self, "conv", tuple(tuple(c) for c in self.conv))  # lists from JSON checkpoints
+
+    @property
+    def frame_samples(self) -> int:
+        s = 1
+        for _, _, stride in self.conv:
+            s *= stride
+        return s
+
+    @property
+    def receptive_samples(self) -> int:
+        r = 1
+        for _, k, stride in reversed(self.conv):
+            r = (r - 1) * stride + k
+        return r
+
+    @property
+    def lookahead_samples(self) -> int:
+        return self.receptive_samples - self.frame_samples
+
+    @property
+    def chunk_samples(self) -> int:
+        return self.chunk_frames * self.frame_samples
+
+    @property
+    def left_samples(self) -> int:
+        return self.left_frames * self.frame_samples
+
+    @property
+    def window_frames(self) -> int:
+        return self.left_frames + self.chunk_frames
+
+    @property
+    def window_samples(self) -> int:
+        return self.window_frames * self.frame_samples + self.lookahead_samples
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+CONFIGS = {
+    # The model to train on two CPU cores: 4 layers of 144, conv encoder of 96 channels (the conv
+    # encoder runs on every window and is most of the fixed cost).
+    "speech-small": SpeechConfig(),
+    # Tiny random model for tests: two layers of 32, a 32-channel conv encoder.
+    "tiny": SpeechConfig(conv=((32, 10, 5),) + ((32, 3, 2),) * 4 + ((32, 2, 2),) * 2, hidden_dim=32, num_layers=2,
+                         num_heads=2, mlp_dim=64, pos_conv_kernel=8, pos_conv_groups=4, dropout=0.0,
+                         chunk_frames=10, left_frames=15),
+}
+
+
+def build_dense(cfg: SpeechConfig) -> Wav2Vec2Model:
+    return wav2vec2_model(
+        extractor_mode="layer_norm", extractor_conv_layer_config=[list(c) for c in cfg.conv], extractor_conv_bias=True,
+        encoder_embed_dim=cfg.hidden_dim, encoder_projection_dropout=cfg.dropout,
+        encoder_pos_conv_kernel=cfg.pos_conv_kernel, encoder_pos_conv_groups=cfg.pos_conv_groups,
+        encoder_num_layers=cfg.num_layers, encoder_num_heads=cfg.num_heads, encoder_attention_dropout=cfg.dropout,
+        encoder_ff_interm_features=cfg.mlp_dim, encoder_ff_interm_dropout=0.0, encoder_dropout=cfg.dropout,
+        encoder_layer_norm_first=True, encoder_layer_drop=0.0, aux_num_out=cfg.vocab,
+    )
+
+
+# --- windows ----------------------------------------------------------------------------------
+
+def chunk_count(samples: int, cfg: SpeechConfig) -> int:
+    """Chunks that cover `samples` of audio (at least one)."""
+    return max(1, -(-samples // cfg.chunk_samples))
+
+
+def pad_for_windows(audio: torch.Tensor, chunks: int, cfg: SpeechConfig) -> torch.Tensor:
+    """[B, S] -> [B, left + chunks*chunk + lookahead]: zeros before (missing context) and after."""
+    total = chunks * cfg.chunk_samples + cfg.lookahead_samples
+    return F.pad(audio[:, :total], (cfg.left_samples, total - min(audio.shape[1], total)))
+
+
+def windows(audio: torch.Tensor, cfg: SpeechConfig) -> torch.Tensor:
+    """The windows the server feeds the graph: [B, S] -> [B, chunks, window_samples]."""
+    padded = pad_for_windows(audio, chunk_count(audio.shape[1], cfg), cfg)
+    return padded.unfold(1, cfg.window_samples, cfg.chunk_samples)
+
+
+def features(model: nn.Module, audio: torch.Tensor) -> torch.Tensor:
+    """Conv feature encoder + projection: [B, S] -> [B, frames, hidden]."""
+    x, _ = model.feature_extractor(audio, None)
+    return model.encoder.feature_projection(x)
+
+
+def windowed_frames(x: torch.Tensor, cfg: SpeechConfig) -> torch.Tensor:
+    """Frame features of a padded utterance [B, F, C] -> the windows' frames [B*chunks, window_frames, C]."""
+    w = x.unfold(1, cfg.window_frames, cfg.chunk_frames)  # [B, chunks, C, window_frames]
+    return w.permute(0, 1, 3, 2).reshape(-1, cfg.window_frames, x.shape[-1])
+
+
+def keep_chunk(logits: torch.Tensor, batch: int, cfg: SpeechConfig) -> torch.Tensor:
+    """Window outputs [B*chunks, window_frames, V] -> the utterances' frames [B, chunks*chunk_frames, V]."""
+    kept = logits[:, cfg.left_frames:]
+    return kept.reshape(batch, -1, kept.shape[-1])
+
+
+def dense_windows_logits(model: Wav2Vec2Model, audio: torch.Tensor, cfg: SpeechConfig) -> torch.Tensor:
+    """Training forward of the dense model: conv once per utterance, transformer per window.
+
+    audio [B, S] (zero-padded to the longest) -> CTC logits [B, chunks*chunk_frames, V].
+    """
+    padded = pad_for_windows(audio, chunk_count(audio.shape[1], cfg), cfg)
+    x = windowed_frames(features(model, padded), cfg)
+    x = model.encoder.transformer(x)
+    return keep_chunk(model.aux(x), audio.shape[0], cfg)
+
+
+def output_frames(samples: torch.Tensor, cfg: SpeechConfig) -> torch.Tensor:
+    """CTC input lengths: every frame of the chunks that cover each utterance."""
+    return (-(-samples // cfg.chunk_samples)).clamp_min(1) * cfg.chunk_frames
+
+
+# --- ACM form ---------------------------------------------------------------------------------
+
+class ACMSpeechLayer(nn.Module):
+    """A pre-norm Wav2Vec2 encoder layer whose FFN is an ACM; attention is the dense module."""
+
+    def __init__(self, cfg: SpeechConfig, dense_layer: nn.Module, n: int):
+        super().__init__()
+        self.attention = copy.deepcopy(dense_layer.attention)
+        self.layer_norm = copy.deepcopy(dense_layer.layer_norm)
+        self.final_layer_norm = copy.deepcopy(dense_layer.final_layer_norm)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.mlp = ACM(cfg.hidden_dim, n, cfg.mlp_dim // n, "ffn")
+
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.dropout(self.attention(self.layer_norm(x)))
+
+
+class ACMWav2Vec2(nn.Module):
+    """forward(audio [B, window_samples] float32, budget [B] float64)
+    -> (logits [B, window_frames, vocab], learner_counts [B, A, window_frames])."""
+
+    def __init__(self, cfg: SpeechConfig, dense: Wav2Vec2Model, n: int = 4):
+        super().__init__()
+        self.cfg, self.n = cfg, n
+        self.feature_extractor = copy.deepcopy(dense.feature_extractor)
+        self.feature_projection = copy.deepcopy(dense.encoder.feature_projection)
+        t = dense.encoder.transformer
+        self.pos_conv_embed = copy.deepcopy(t.pos_conv_embed)
+        self.layer_norm = copy.deepcopy(t.layer_norm)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(ACMSpeechLayer(cfg, layer, n) for layer in t.layers)
+        self.aux = copy.deepcopy(dense.aux)
+
+    def acms(self) -> list[tuple[str, int, ACM]]:
+        return [(f"encoder.layers.{i}.feed_forward", i, layer.mlp) for i, layer in enumerate(self.layers)]
+
+    def embed_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """Projected frames [N, T, C] -> transformer input (positional conv, pre-norm)."""
+        return self.dropout(self.layer_norm(x + self.pos_conv_embed(x)))
+
+    def encode(self, audio: torch.Tensor) -> torch.Tensor:
+        x, _ = self.feature_extractor(audio, None)
+        return self.embed_frames(self.feature_projection(x))
+
+    def forward(self, audio: torch.Tensor, budget: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.encode(audio)
+        budget = budget.to(torch.float64)
+        counts = []
+        for layer in self.layers:
+            x = layer.attend(x)
+            # Only FFNs are ACMs (minimum choice 0), so no ACM has a forced floor and each cap
+            # applies the request's budget itself.
+            m, k = layer.mlp(layer.final_layer_norm(x), budget, budget)
+            counts.append(k)
+            x = x + m
+        return self.aux(x), torch.stack(counts, 1)
+
+    def fixed_macs(self) -> int:
+        return fixed_macs(self.cfg)
+
+
+def conv_macs(cfg: SpeechConfig, samples: int) -> tuple[int, int]:
+    """Multiply-adds of the conv feature encoder on `samples`, and the frames it yields."""
+    macs, length, c_in = 0, samples, 1
+    for c_out, k, s in cfg.conv:
+        length = (length - k) // s + 1
+        macs += length * c_out * c_in * k
+        c_in = c_out
+    return macs, length
+
+
+def fixed_macs(cfg: SpeechConfig) -> int:
+    """Per window: conv encoder, projection, positional conv, attention (projections and matmuls), head."""
+    conv, frames = conv_macs(cfg, cfg.window_samples)
+    assert frames == cfg.window_frames, (frames, cfg.window_frames)
+    d, t = cfg.hidden_dim, frames
+    proj = t * cfg.conv[-1][0] * d
+    pos = t * d * (d // cfg.pos_conv_groups) * cfg.pos_conv_kernel
+    attn = cfg.num_layers * (4 * t * d * d + 2 * t * t * d)
+    return conv + proj + pos + attn + t * d * cfg.vocab
+
+
+def dense_macs(cfg: SpeechConfig) -> int:
+    return fixed_macs(cfg) + cfg.num_layers * cfg.window_frames * 2 * cfg.hidden_dim * cfg.mlp_dim
+
+
+@torch.no_grad()
+def from_dense(dense: Wav2Vec2Model, cfg: SpeechConfig, n: int = 4) -> ACMWav2Vec2:
+    """The ACM model, its learners initialised from the dense FFNs (most important hidden units first)."""
+    model = ACMWav2Vec2(cfg, dense, n)
+    for layer, block in zip(model.layers, dense.encoder.transformer.layers):
+        fc1, fc2 = block.feed_forward.intermediate_dense, block.feed_forward.output_dense
+        importance = fc1.weight.norm(dim=1) * fc2.weight.norm(dim=0)
+        perm = importance.argsort(descending=True)
+        layer.mlp.w1.copy_(fc1.weight[perm].t())
+        layer.mlp.b1.copy_(fc1.bias[perm])
+        layer.mlp.w2.copy_(fc2.weight[:, perm].t())
+        # The FFN's output bias has no place in a learner (k = 0 must give zero); as for the image
+        # model it is dropped here and phase 1 distillation absorbs it.
+    return model
+
+
+@torch.no_grad()
+def dense_trace(dense: Wav2Vec2Model, frames: torch.Tensor) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Dense transformer over window frames [N, T, C] (projected features): logits and each FFN's (input, output)."""
+    t = dense.encoder.transformer
+    x = t.dropout(t.layer_norm(frames + t.pos_conv_embed(frames)))
+    pairs = []
+    for layer in t.layers:
+        x = x + layer.dropout(layer.attention(layer.layer_norm(x)))
+        h = layer.final_layer_norm(x)
+        m = layer.feed_forward(h)
+        pairs.append((h, m))
+        x = x + m
+    return dense.aux(x), pairs
+
+
+def greedy_decode(logits: torch.Tensor) -> str:
+    """Best path of one utterance's CTC logits [frames, V]: collapse repeats, drop blanks."""
+    ids = logits.argmax(-1).tolist()
+    out, prev = [], -1
+    for i in ids:
+        if i != prev and i != 0:
+            out.append(VOCAB[i])
+        prev = i
+    return " ".join("".join(out).split())
+
+
+def edit_distance(a: list, b: list) -> int:
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, y in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
+        prev = cur
+    return prev[-1]
+
+
+def error_rates(hyps: list[str], refs: list[str]) -> dict:
+    """Character and word error rates over a set: total edits / total reference length."""
+    ce = sum(edit_distance(list(h), list(r)) for h, r in zip(hyps, refs))
+    we = sum(edit_distance(h.split(), r.split()) for h, r in zip(hyps, refs))
+    return {"cer": ce / max(1, sum(len(r) for r in refs)), "wer": we / max(1, sum(len(r.split()) for r in refs))}
+

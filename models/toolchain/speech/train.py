@@ -1,0 +1,132 @@
+"""Train the dense Wav2Vec2 CTC recogniser from scratch on the synthetic corpus; resumable.
+
+    nice -n 15 /usr/bin/python3 -m models.toolchain.speech.train --corpus .cache/speech/espeak-v1 \\
+        --run .cache/runs/speech --steps 4000
+
+Every batch runs exactly as the server will: conv encoder over the utterance, transformer over
+windows of left context + chunk, CTC over the chunks' frames. A checkpoint (<run>/base.ckpt) is
+written every --checkpoint-minutes and at the end; a rerun resumes at its step. Validation
+(greedy CTC, CER and WER on held-out voices and sentences) runs every --eval-every steps and the
+best model by CER is kept as <run>/base-best.pt.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+
+from ..checkpoint import load_state, save_state
+from . import data
+from .model import CONFIGS, SpeechConfig, build_dense, dense_windows_logits, error_rates, greedy_decode, output_frames
+
+
+def ctc_loss(logits: torch.Tensor, samples: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor,
+             cfg: SpeechConfig) -> torch.Tensor:
+    log_probs = logits.log_softmax(-1).transpose(0, 1)  # [T, B, V]
+    lengths = output_frames(samples, cfg).clamp_max(log_probs.shape[0])
+    return F.ctc_loss(log_probs, targets, lengths, target_lengths, blank=0, reduction="mean", zero_infinity=True)
+
+
+@torch.no_grad()
+def transcribe(logits_fn, split: data.Split, cfg: SpeechConfig, batch: int = 16) -> list[str]:
+    """Greedy transcripts of a split; logits_fn(audio [B, S]) -> [B, frames, V]."""
+    order = sorted(range(len(split)), key=lambda i: len(split.audio[i]))
+    hyps: dict[int, str] = {}
+    for start in range(0, len(order), batch):
+        idx = order[start:start + batch]
+        audio, samples, _, _ = data.collate(split, idx)
+        logits = logits_fn(audio)
+        frames = output_frames(samples, cfg)
+        for row, i in enumerate(idx):
+            hyps[i] = greedy_decode(logits[row, :int(frames[row])])
+    return [hyps[i] for i in range(len(split))]
+
+
+def evaluate(logits_fn, split: data.Split, cfg: SpeechConfig) -> dict:
+    hyps = transcribe(logits_fn, split, cfg)
+    return {**error_rates(hyps, split.texts), "examples": [[h, r] for h, r in zip(hyps[:3], split.texts[:3])]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--corpus", default=".cache/speech/espeak-v1")
+    ap.add_argument("--run", default=".cache/runs/speech")
+    ap.add_argument("--config", default="speech-small", choices=sorted(CONFIGS))
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--val-limit", type=int, default=200, help="validation utterances per evaluation")
+    ap.add_argument("--checkpoint-minutes", type=float, default=3.0)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = CONFIGS[args.config]
+    model = build_dense(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    train, val = data.load(args.corpus, "train"), data.load(args.corpus, "val", args.val_limit)
+    batches = data.Batches(train, args.batch, seed=0)
+    print(f"train {len(train)} utterances, val {len(val)}; config {json.dumps(cfg.to_dict())}", flush=True)
+
+    def lr_at(step: int) -> float:
+        if step < args.warmup:
+            return args.lr * (step + 1) / args.warmup
+        return 0.5 * args.lr * (1 + math.cos(math.pi * (step - args.warmup) / max(1, args.steps - args.warmup)))
+
+    os.makedirs(args.run, exist_ok=True)
+    ckpt = os.path.join(args.run, "base.ckpt")
+    state = load_state(ckpt)
+    step, best = 0, math.inf
+    if state:
+        model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
+        step, best = state["step"], state["best"]
+        print(f"resumed at step {step}/{args.steps}, best val CER {best:.4f}", flush=True)
+
+    def save() -> None:
+        save_state(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
+                          "config": cfg.to_dict()})
+
+    last_save, t0, seen, start = time.time(), time.time(), 0.0, step
+    running = None
+    while step < args.steps:
+        model.train()
+        audio, samples, targets, target_lengths = batches(step)
+        audio = data.gain_augment(audio, step, seed=1)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        loss = ctc_loss(dense_windows_logits(model, audio, cfg), samples, targets, target_lengths, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        step += 1
+        seen += samples.sum().item() / 16000
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 25 == 0 or step == args.steps:
+            print(f"step {step}/{args.steps} ctc {running:.4f} lr {lr_at(step):.2e} "
+                  f"{seen / (time.time() - t0):.1f} s audio/s", flush=True)
+        if step % args.eval_every == 0 or step == args.steps:
+            model.eval()
+            result = evaluate(lambda a: dense_windows_logits(model, a, cfg), val, cfg)
+            print(f"step {step}: val CER {result['cer']:.4f} WER {result['wer']:.4f} e.g. {result['examples'][0]}", flush=True)
+            if result["cer"] < best:
+                best = result["cer"]
+                torch.save({"config": cfg.to_dict(), "model": model.state_dict(), "val": result, "step": step},
+                           os.path.join(args.run, "base-best.pt"))
+            save()
+            last_save = time.time()
+        elif time.time() - last_save > args.checkpoint_minutes * 60:
+            save()
+            last_save = time.time()
+    print(f"done after {step - start} steps this run: best val CER {best:.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
