@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchaudio.models import Wav2Vec2Model, wav2vec2_model
+from torchaudio.models.wav2vec2.components import ConvolutionalPositionalEmbedding
 
 from ..acm import ACM
 from .text import VOCAB
@@ -183,8 +184,13 @@ class ACMWav2Vec2(nn.Module):
         self.feature_extractor = copy.deepcopy(dense.feature_extractor)
         self.feature_projection = copy.deepcopy(dense.encoder.feature_projection)
         t = dense.encoder.transformer
-        self.pos_conv_embed = copy.deepcopy(t.pos_conv_embed)
+        # Built anew and loaded: deepcopy cannot copy weight-norm's derived (non-leaf) weight.
+        self.pos_conv_embed = ConvolutionalPositionalEmbedding(cfg.hidden_dim, cfg.pos_conv_kernel, cfg.pos_conv_groups)
+        self.pos_conv_embed.load_state_dict(t.pos_conv_embed.state_dict())
         self.layer_norm = copy.deepcopy(t.layer_norm)
+        # torchaudio normalises before the layers when they are post-norm, and after them when
+        # they are pre-norm (ours): mirror its choice exactly.
+        self.norm_first = t.layer_norm_first
         self.dropout = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(ACMSpeechLayer(cfg, layer, n) for layer in t.layers)
         self.aux = copy.deepcopy(dense.aux)
@@ -193,8 +199,13 @@ class ACMWav2Vec2(nn.Module):
         return [(f"encoder.layers.{i}.feed_forward", i, layer.mlp) for i, layer in enumerate(self.layers)]
 
     def embed_frames(self, x: torch.Tensor) -> torch.Tensor:
-        """Projected frames [N, T, C] -> transformer input (positional conv, pre-norm)."""
-        return self.dropout(self.layer_norm(x + self.pos_conv_embed(x)))
+        """Projected frames [N, T, C] -> the first layer's input (positional conv, norm if first)."""
+        x = x + self.pos_conv_embed(x)
+        return self.dropout(self.layer_norm(x) if self.norm_first else x)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Last layer's output -> CTC logits (final norm when the layers are pre-norm)."""
+        return self.aux(x if self.norm_first else self.layer_norm(x))
 
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
         x, _ = self.feature_extractor(audio, None)
@@ -211,7 +222,7 @@ class ACMWav2Vec2(nn.Module):
             m, k = layer.mlp(layer.final_layer_norm(x), budget, budget)
             counts.append(k)
             x = x + m
-        return self.aux(x), torch.stack(counts, 1)
+        return self.head(x), torch.stack(counts, 1)
 
     def fixed_macs(self) -> int:
         return fixed_macs(self.cfg)
@@ -262,7 +273,7 @@ def from_dense(dense: Wav2Vec2Model, cfg: SpeechConfig, n: int = 4) -> ACMWav2Ve
 def dense_trace(dense: Wav2Vec2Model, frames: torch.Tensor) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
     """Dense transformer over window frames [N, T, C] (projected features): logits and each FFN's (input, output)."""
     t = dense.encoder.transformer
-    x = t.dropout(t.layer_norm(frames + t.pos_conv_embed(frames)))
+    x = t._preprocess(frames)
     pairs = []
     for layer in t.layers:
         x = x + layer.dropout(layer.attention(layer.layer_norm(x)))
@@ -270,7 +281,7 @@ def dense_trace(dense: Wav2Vec2Model, frames: torch.Tensor) -> tuple[torch.Tenso
         m = layer.feed_forward(h)
         pairs.append((h, m))
         x = x + m
-    return dense.aux(x), pairs
+    return dense.aux(x if t.layer_norm_first else t.layer_norm(x)), pairs
 
 
 def greedy_decode(logits: torch.Tensor) -> str:

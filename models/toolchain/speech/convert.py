@@ -1,0 +1,92 @@
+"""Convert the trained dense speech model into an ACM model: the three phases of DESIGN §2, each
+resumable, with budget-conditioned gates (one model serves every budget).
+
+    nice -n 15 /usr/bin/python3 -m models.toolchain.speech.convert --corpus .cache/speech/espeak-v1 \\
+        --run .cache/runs/speech
+
+Every phase checkpoints to <run>/phaseN.ckpt every --checkpoint-minutes and at its end; a rerun
+skips finished phases and resumes an interrupted one at its last step (the image conversion's
+run_phase, reused).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+
+import torch
+
+from ..checkpoint import load_state
+from ..convert import run_phase
+from . import data
+from .model import SpeechConfig, build_dense, from_dense
+from .phases import distil_step, gate_step, phase3_loss, window_frames
+
+
+def load_base(run: str):
+    saved = torch.load(os.path.join(run, "base-best.pt"))
+    cfg = SpeechConfig(**saved["config"])
+    dense = build_dense(cfg)
+    dense.load_state_dict(saved["model"])
+    return cfg, dense.eval(), saved
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--corpus", default=".cache/speech/espeak-v1")
+    ap.add_argument("--run", default=".cache/runs/speech")
+    ap.add_argument("--n", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--phase1-steps", type=int, default=300)
+    ap.add_argument("--phase2-steps", type=int, default=150)
+    ap.add_argument("--phase3-steps", type=int, default=400)
+    ap.add_argument("--checkpoint-minutes", type=float, default=3.0)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg, dense, _ = load_base(args.run)
+    for p in dense.parameters():
+        p.requires_grad_(False)
+    model = from_dense(dense, cfg, args.n)
+    batches = data.Batches(data.load(args.corpus, "train"), args.batch, seed=1000)
+
+    learner_params = [p for _, _, a in model.acms() for p in (a.w1, a.b1, a.w2)]
+
+    def phase1(step: int):
+        audio, _, _, _ = batches(step)
+        return distil_step(model, dense, window_frames(dense, audio, cfg)), {}
+
+    run_phase("phase1", args.run, args.phase1_steps, model, learner_params, 1e-3, phase1, args.checkpoint_minutes)
+    model.load_state_dict(load_state(os.path.join(args.run, "phase1.ckpt"))["model"])
+
+    gate_params = [p for _, _, a in model.acms() for p in a.gate.parameters()]
+
+    def phase2(step: int):
+        audio, _, _, _ = batches(args.phase1_steps + step)
+        frames = window_frames(dense, audio, cfg)
+        rng = random.Random(step)
+        budget = torch.tensor([rng.uniform(0.05, 1.0) for _ in range(frames.shape[0])], dtype=torch.float64)
+        return gate_step(model, dense, frames, budget), {}
+
+    run_phase("phase2", args.run, args.phase2_steps, model, gate_params, 3e-3, phase2, args.checkpoint_minutes)
+    model.load_state_dict(load_state(os.path.join(args.run, "phase2.ckpt"))["model"])
+
+    if args.phase3_steps:
+        targets = [0.25, 0.4, 0.5, 0.6, 0.75, 1.0]
+
+        def phase3(step: int):
+            audio, samples, tg, tl = batches(args.phase1_steps + args.phase2_steps + step)
+            audio = data.gain_augment(audio, step, seed=2)
+            frames = window_frames(dense, audio, cfg)
+            # Only the transformer trains in phase 3: the conv encoder stays the dense one's.
+            return phase3_loss(model, frames, audio.shape[0], samples, tg, tl, random.Random(step).choice(targets))
+
+        model.train()
+        params = [p for name, p in model.named_parameters() if not name.startswith(("feature_extractor", "feature_projection"))]
+        run_phase("phase3", args.run, args.phase3_steps, model, params, 1e-4, phase3, args.checkpoint_minutes)
+    print("conversion done", flush=True)
+
+
+if __name__ == "__main__":
+    main()

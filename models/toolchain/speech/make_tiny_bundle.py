@@ -1,0 +1,62 @@
+"""A random ACM speech bundle for tests: no data, no training, builds in seconds.
+
+    python3 -m models.toolchain.speech.make_tiny_bundle --out /tmp/tiny-speech [--reference]
+
+With --reference, reference.json holds inputs and PyTorch outputs (logits, learner counts) for a
+single window and for a batch of windows with different budgets, for the ONNX parity test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import torch
+
+from .export import export_bundle, manifest
+from .model import CONFIGS, build_dense, from_dense
+
+
+def build(seed: int = 0, config: str = "tiny"):
+    cfg = CONFIGS[config]
+    torch.manual_seed(seed)
+    dense = build_dense(cfg).eval()
+    with torch.no_grad():
+        # Large random head weights so random audio gives varied characters, not all blanks.
+        torch.nn.init.normal_(dense.aux.weight, std=1.0)
+    model = from_dense(dense, cfg).eval()
+    with torch.no_grad():
+        for _, _, acm in model.acms():
+            # Spread the random gates' choices so every group of the kernel is exercised.
+            for p in acm.gate.parameters():
+                p.mul_(4.0)
+    return cfg, dense, model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--reference", action="store_true")
+    ap.add_argument("--name", default="tiny-speech-acm")
+    ap.add_argument("--config", default="tiny", choices=sorted(CONFIGS))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    cfg, dense, model = build(config=args.config)
+    meta = manifest(model, args.name, dense_graph="dense.onnx", training={"note": "random weights, for tests"})
+    export_bundle(model, args.out, meta, dense=dense)
+    if args.reference:
+        gen = torch.Generator().manual_seed(1)
+        cases = []
+        for budgets in ([0.5], [1.0, 0.25, 0.6, 0.1, 0.75]):
+            audio = torch.randn(len(budgets), cfg.window_samples, generator=gen) * 0.3
+            with torch.no_grad():
+                logits, counts = model(audio, torch.tensor(budgets, dtype=torch.float64))
+            cases.append({"budget": budgets, "audio": audio.flatten().tolist(), "shape": list(audio.shape),
+                          "logits": logits.flatten().tolist(), "logits_shape": list(logits.shape),
+                          "learner_counts": counts.flatten().tolist(), "counts_shape": list(counts.shape)})
+        with open(os.path.join(args.out, "reference.json"), "w") as f:
+            json.dump({"cases": cases}, f)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Speech-specific pieces of the conversion recipe (DESIGN §2). The per-ACM losses (distillation,
+gate labels, budget, entropy, diversity) are the generic ones of models/toolchain/phases.py; what
+differs is how the speech model runs: over windows, with a CTC task loss."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .. import phases
+from ..acm import ACM
+from .model import ACMWav2Vec2, SpeechConfig, dense_trace, features, keep_chunk, output_frames, pad_for_windows, \
+    chunk_count, windowed_frames
+
+
+def window_frames(dense, audio: torch.Tensor, cfg: SpeechConfig) -> torch.Tensor:
+    """Projected conv features of every window of a batch: [B*chunks, window_frames, C]."""
+    with torch.no_grad():
+        padded = pad_for_windows(audio, chunk_count(audio.shape[1], cfg), cfg)
+        return windowed_frames(features(dense, padded), cfg)
+
+
+def distil_step(model: ACMWav2Vec2, dense, frames: torch.Tensor) -> torch.Tensor:
+    """Phase 1: every FFN ACM against its dense FFN, on the dense model's own activations."""
+    _, pairs = dense_trace(dense, frames)
+    return sum(phases.distil_loss(layer.mlp, z, o) for layer, (z, o) in zip(model.layers, pairs))
+
+
+def gate_step(model: ACMWav2Vec2, dense, frames: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
+    """Phase 2: each gate against its error-ratio labels (budget per window, labels do not use it)."""
+    _, pairs = dense_trace(dense, frames)
+    losses = [phases.gate_loss(layer.mlp, z, o, budget)[0] for layer, (z, o) in zip(model.layers, pairs)]
+    return sum(losses) / len(losses)
+
+
+def relaxed_windows(model: ACMWav2Vec2, frames: torch.Tensor, budget: torch.Tensor, tau: float = 0.8):
+    """Phase 3 forward over window frames [N, T, C] with budgets [N]: straight-through
+    Gumbel-softmax gates, exactly k learners per token. Returns (logits [N, T, V], fractions [N],
+    one-hots)."""
+    x = model.embed_frames(frames)
+    onehots: list[tuple[ACM, torch.Tensor]] = []
+    for layer in model.layers:
+        x = layer.attend(x)
+        acm = layer.mlp
+        z = layer.final_layer_norm(x)
+        onehot = F.gumbel_softmax(acm.gate_logits(z, budget), tau=tau, hard=True)
+        onehots.append((acm, onehot))
+        x = x + (onehot.unsqueeze(-1) * acm.prefix_outputs(z)[..., acm.min_choice:, :]).sum(-2)
+    spent = sum(a.learner_macs * (oh * torch.arange(a.min_choice, a.n + 1, dtype=oh.dtype)).sum((-1, -2)) for a, oh in onehots)
+    full = sum(a.learner_macs * a.n * oh.shape[1] for a, oh in onehots)
+    return model.head(x), spent / full, onehots
+
+
+def phase3_loss(model: ACMWav2Vec2, frames: torch.Tensor, batch: int, samples: torch.Tensor, targets: torch.Tensor,
+                target_lengths: torch.Tensor, target: float, tau: float = 0.8):
+    """CTC + 0.1 budget + 0.05 entropy + 0.05 diversity, one budget target for the batch."""
+    cfg = model.cfg
+    budget = torch.full((frames.shape[0],), target, dtype=torch.float64)
+    logits, fractions, onehots = relaxed_windows(model, frames, budget, tau)
+    log_probs = keep_chunk(logits, batch, cfg).log_softmax(-1).transpose(0, 1)
+    lengths = output_frames(samples, cfg).clamp_max(log_probs.shape[0])
+    task = F.ctc_loss(log_probs, targets, lengths, target_lengths, blank=0, zero_infinity=True)
+    total = (task + 0.1 * phases.budget_loss(fractions, target) + 0.05 * phases.entropy_loss(onehots)
+             + 0.05 * phases.diversity_loss(fractions))
+    return total, {"ctc": task.item(), "fraction": fractions.mean().item()}
+
+
+def acm_windows_logits(model: ACMWav2Vec2, audio: torch.Tensor, budget: float) -> torch.Tensor:
+    """Inference path as served (argmax gates, cap, grouped kernel), window by window:
+    audio [B, S] -> [B, chunks*chunk_frames, V]."""
+    cfg = model.cfg
+    padded = pad_for_windows(audio, chunk_count(audio.shape[1], cfg), cfg)
+    w = padded.unfold(1, cfg.window_samples, cfg.chunk_samples).reshape(-1, cfg.window_samples)
+    logits, _ = model(w, torch.full((w.shape[0],), budget, dtype=torch.float64))
+    return keep_chunk(logits, audio.shape[0], cfg)

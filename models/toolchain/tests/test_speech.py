@@ -1,0 +1,152 @@
+"""The speech toolchain: corpus splits, windows, CTC decoding and error rates, the ACM speech model
+(forward, budget bound, windowed equivalence) and the conversion's phase steps."""
+import os
+import shutil
+import tempfile
+import unittest
+
+import torch
+
+from models.toolchain.speech import corpus, text
+from models.toolchain.speech.model import (CONFIGS, build_dense, chunk_count, dense_windows_logits, edit_distance,
+                                           error_rates, features, from_dense, greedy_decode, keep_chunk, windows)
+from models.toolchain.speech.phases import acm_windows_logits, distil_step, window_frames
+
+torch.set_num_threads(2)
+TINY = CONFIGS["tiny"]
+
+
+class CorpusSplitTest(unittest.TestCase):
+    def test_no_voice_or_sentence_is_shared_between_splits(self):
+        items = corpus.plan({"train": 300, "val": 40, "test": 60}, seed=3, words=["zebra", "quartz", "lumen"])
+        by = {s: items[s] for s in corpus.SPLITS}
+        for held in ("val", "test"):
+            self.assertFalse({i["voice"] for i in by[held]} & {i["voice"] for i in by["train"]}, held)
+            self.assertFalse({i["variant"] for i in by[held]} & {i["variant"] for i in by["train"]}, held)
+            self.assertFalse({i["text"] for i in by[held]} & {i["text"] for i in by["train"]}, held)
+        self.assertFalse({i["text"] for i in by["val"]} & {i["text"] for i in by["test"]})
+        self.assertGreater(len({i["voice"] for i in by["train"]}), 40, "training sees many voices")
+
+    def test_plan_is_deterministic_given_the_seed(self):
+        counts = {"train": 20, "val": 5, "test": 5}
+        self.assertEqual(corpus.plan(counts, 7, ["word"]), corpus.plan(counts, 7, ["word"]))
+        self.assertNotEqual(corpus.plan(counts, 7, ["word"]), corpus.plan(counts, 8, ["word"]))
+
+    def test_sentences_only_use_vocabulary_characters(self):
+        for s in text.sentences(200, seed=1, words=["naïve", "o'clock"]):
+            self.assertTrue(s and all(c in text.CHAR_TO_ID for c in s), s)
+            self.assertEqual(s, text.normalise(s))
+
+    @unittest.skipUnless(shutil.which("espeak-ng"), "espeak-ng is not installed")
+    def test_generates_16k_wavs_with_an_index(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            done = corpus.generate(tmp, {"train": 2, "val": 1, "test": 1}, seed=5)
+            row = done["test"][0]
+            audio = corpus.read_wav(os.path.join(tmp, "test", row["id"] + ".wav"))
+            self.assertAlmostEqual(len(audio) / 16000, row["seconds"], places=2)
+            self.assertGreater(row["seconds"], 0.5)
+            self.assertGreater(float(abs(audio).max()), 0.01)
+            self.assertEqual(len(corpus.load_index(tmp, "train")), 2)
+
+
+class DecodeTest(unittest.TestCase):
+    def test_greedy_ctc_collapses_repeats_and_drops_blanks(self):
+        ids = {c: text.CHAR_TO_ID[c] for c in "abl "}
+        path = [0, ids["a"], ids["a"], 0, ids["a"], ids["b"], 0, ids[" "], ids[" "], ids["l"], 0, 0]
+        logits = torch.full((len(path), len(text.VOCAB)), -5.0)
+        logits[torch.arange(len(path)), torch.tensor(path)] = 5.0
+        self.assertEqual(greedy_decode(logits), "aab l")
+
+    def test_error_rates(self):
+        self.assertEqual(edit_distance(list("kitten"), list("sitting")), 3)
+        r = error_rates(["the cat sat", "a dog"], ["the cat sat", "the dog"])
+        self.assertAlmostEqual(r["wer"], 1 / 5)
+        self.assertAlmostEqual(r["cer"], 3 / 18)  # "a" -> "the": one substitution, two insertions
+
+
+class WindowTest(unittest.TestCase):
+    def test_window_geometry(self):
+        cfg = CONFIGS["speech-small"]
+        self.assertEqual((cfg.frame_samples, cfg.receptive_samples, cfg.lookahead_samples), (320, 400, 80))
+        self.assertEqual(cfg.window_samples, 75 * 320 + 80)
+        self.assertEqual(chunk_count(1, cfg), 1)
+        self.assertEqual(chunk_count(cfg.chunk_samples, cfg), 1)
+        self.assertEqual(chunk_count(cfg.chunk_samples + 1, cfg), 2)
+
+    def test_window_features_equal_the_utterance_features_at_the_same_frames(self):
+        torch.manual_seed(0)
+        dense = build_dense(TINY).eval()
+        audio = torch.randn(1, 3 * TINY.chunk_samples + 500) * 0.2
+        with torch.no_grad():
+            per_window = features(dense, windows(audio, TINY).reshape(-1, TINY.window_samples))
+            whole = window_frames(dense, audio, TINY)
+        torch.testing.assert_close(per_window, whole, atol=1e-5, rtol=1e-5)
+
+    def test_dense_training_path_equals_window_by_window(self):
+        torch.manual_seed(0)
+        dense = build_dense(TINY).eval()
+        audio = torch.randn(2, 2 * TINY.chunk_samples + 100) * 0.2
+        with torch.no_grad():
+            fast = dense_windows_logits(dense, audio, TINY)
+            w = windows(audio, TINY).reshape(-1, TINY.window_samples)
+            slow = keep_chunk(dense.aux(dense.encoder.transformer(features(dense, w))), 2, TINY)
+        self.assertEqual(fast.shape, (2, 3 * TINY.chunk_frames, TINY.vocab))
+        torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+
+
+class ACMSpeechModelTest(unittest.TestCase):
+    def setUp(self):
+        torch.manual_seed(0)
+        self.dense = build_dense(TINY).eval()
+        torch.nn.init.normal_(self.dense.aux.weight, std=1.0)
+        self.model = from_dense(self.dense, TINY).eval()
+        with torch.no_grad():
+            for _, _, acm in self.model.acms():
+                for p in acm.gate.parameters():
+                    p.mul_(4.0)
+        self.audio = torch.randn(3, TINY.window_samples) * 0.3
+
+    def test_forward_shapes_and_every_ffn_is_an_acm(self):
+        logits, counts = self.model(self.audio, torch.tensor([1.0, 0.5, 0.2], dtype=torch.float64))
+        self.assertEqual(logits.shape, (3, TINY.window_frames, TINY.vocab))
+        self.assertEqual(counts.shape, (3, TINY.num_layers, TINY.window_frames))
+        self.assertEqual([a.kind for _, _, a in self.model.acms()], ["ffn"] * TINY.num_layers)
+
+    def test_budget_bounds_each_window(self):
+        budgets = [1.0, 0.75, 0.5, 0.3, 0.1, 0.02]
+        audio = self.audio[:1].expand(len(budgets), -1)
+        _, counts = self.model(audio, torch.tensor(budgets, dtype=torch.float64))
+        for row, b in enumerate(budgets):
+            for a in range(counts.shape[1]):
+                self.assertLessEqual(counts[row, a].sum().item(), int(b * 4 * TINY.window_frames), (b, a))
+        used = counts.sum((1, 2)).tolist()
+        self.assertEqual(used, sorted(used, reverse=True), "less budget, fewer learners")
+        self.assertGreater(used[0], used[-1])
+
+    def test_full_learners_reproduce_the_dense_model_up_to_the_dropped_output_bias(self):
+        with torch.no_grad():
+            for layer in self.dense.encoder.transformer.layers:
+                layer.feed_forward.output_dense.bias.zero_()
+            model = from_dense(self.dense, TINY).eval()
+            for _, _, acm in model.acms():
+                last = acm.gate[-1]
+                last.weight.zero_(); last.bias.zero_(); last.bias[-1] = 10.0  # always choose k = n
+            logits, counts = model(self.audio, torch.ones(3, dtype=torch.float64))
+            dense = self.dense.aux(self.dense.encoder.transformer(features(self.dense, self.audio)))
+        self.assertTrue(bool((counts == 4).all()))
+        torch.testing.assert_close(logits, dense, atol=1e-4, rtol=1e-4)
+
+    def test_served_path_and_distillation_step_run(self):
+        audio = torch.randn(2, TINY.chunk_samples * 2) * 0.2
+        with torch.no_grad():
+            out = acm_windows_logits(self.model, audio, 0.5)
+        self.assertEqual(out.shape, (2, 2 * TINY.chunk_frames, TINY.vocab))
+        frames = window_frames(self.dense, audio, TINY)
+        loss = distil_step(self.model, self.dense, frames)
+        loss.backward()
+        self.assertTrue(torch.isfinite(loss))
+        self.assertIsNotNone(self.model.layers[0].mlp.w1.grad)
+
+
+if __name__ == "__main__":
+    unittest.main()
