@@ -78,6 +78,11 @@ export class ComputeAccountant {
     };
   }
 
+  /** Cost-weighted fraction of each token's learners that ran, every token (class token included). */
+  tokenFractions(counts: Int32Array): Float64Array {
+    return this.perToken(counts).map((v) => v / this.perTokenMax);
+  }
+
   /** GFLOPs of one result, for batch cost metrics. */
   gflops(counts: Int32Array): number {
     return (this.baseMacs + this.perToken(counts).reduce((s, v) => s + v, 0)) / 1e9;

@@ -32,6 +32,24 @@ export interface Admission {
 
 export interface Prediction { label: string; score: number }
 
+/** What a transport hands to infer(): encoded image bytes, or a tensor already laid out per the manifest. */
+export type InferInput =
+  | { readonly image: Buffer }
+  /** CHW floats, already normalised ((byte / 255 - mean) / std), C*H*W values. */
+  | { readonly pixels: Float32Array };
+
+/** The full output of one request, for transports that expose tensors (KServe v2). */
+export interface InferResult {
+  model: string;
+  /** Softmax over every class, manifest label order. */
+  probabilities: Float64Array;
+  /** Per token (class token included): cost-weighted fraction of its learners that ran. */
+  tokenFractions: Float64Array;
+  compute: ComputeReport;
+  timings: { queueMs: number; inferenceMs: number; totalMs: number };
+  batchSize: number;
+}
+
 export interface ClassifyResult {
   model: string;
   predictions: Prediction[];
@@ -169,20 +187,40 @@ export class InferenceService {
   async classify(modelName: string | undefined, image: Buffer, opts: ClassifyOptions = {}): Promise<ClassifyResult> {
     const admission = opts.admission ?? this.admit(modelName);
     try {
-      return await this.run(this.resolve(admission.model), image, opts);
+      const model = this.resolve(admission.model);
+      const labels = model.manifest.labels;
+      // Checked before the image is decoded or queued: a bad top_k costs no inference.
+      const topK = checkTopK(opts.topK ?? Math.min(DEFAULT_TOP_K, labels.length), labels.length);
+      const r = await this.run(model, { image }, opts);
+      return { model: r.model, predictions: topOf(r.probabilities, labels, topK), compute: r.compute,
+        timings: r.timings, batchSize: r.batchSize };
+    } finally {
+      if (!opts.admission) admission.release();
+    }
+  }
+
+  /** One request through the same admission, queue and batcher as classify, with the full outputs. */
+  async infer(modelName: string | undefined, input: InferInput, opts: ClassifyOptions = {}): Promise<InferResult> {
+    const admission = opts.admission ?? this.admit(modelName);
+    try {
+      return await this.run(this.resolve(admission.model), input, opts);
     } finally {
       // A transport's admission lives until its response closes; ours ends with the answer.
       if (!opts.admission) admission.release();
     }
   }
 
-  private async run(model: Model, image: Buffer, opts: ClassifyOptions): Promise<ClassifyResult> {
+  /** The manifest of a loaded model (the first one when name is empty); unknown_model otherwise. */
+  manifestOf(modelName: string | undefined): ImageManifest {
+    return this.resolve(modelName).manifest;
+  }
+
+  private async run(model: Model, input: InferInput, opts: ClassifyOptions): Promise<InferResult> {
     const arrivedAt = opts.arrivedAt ?? performance.now();
     const m = model.manifest;
     const budget = opts.budget === undefined ? this.defaultBudget(m) : checkBudget(opts.budget);
-    const topK = checkTopK(opts.topK ?? Math.min(DEFAULT_TOP_K, m.labels.length), m.labels.length);
 
-    const pixels = await decodeImage(image, m, this.config.maxImagePixels);
+    const pixels = 'image' in input ? await decodeImage(input.image, m, this.config.maxImagePixels) : checkPixels(input.pixels, m);
     if (opts.signal?.aborted) throw new AcmError('client_closed', 'the client closed the request');
     const remaining = this.config.requestTimeoutMs - (performance.now() - arrivedAt);
     if (remaining <= 0) throw new AcmError('deadline_exceeded', `request did not finish within ${this.config.requestTimeoutMs} ms`);
@@ -192,7 +230,8 @@ export class InferenceService {
     this.metrics.observeRequest(m.name, compute.used, outcome.queueMs);
     return {
       model: m.name,
-      predictions: topPredictions(outcome.result.logits, m.labels, topK),
+      probabilities: softmax(outcome.result.logits),
+      tokenFractions: model.accountant.tokenFractions(outcome.result.learnerCounts),
       compute,
       timings: { queueMs: outcome.queueMs, inferenceMs: outcome.inferenceMs, totalMs: performance.now() - arrivedAt },
       batchSize: outcome.batchSize,
@@ -231,14 +270,35 @@ export class InferenceService {
   }
 }
 
-/** Softmax in float64 (max-shifted for stability), then the topK classes by score. */
-export function topPredictions(logits: Float32Array, labels: readonly string[], topK: number): Prediction[] {
+/** Softmax in float64, max-shifted for stability. */
+export function softmax(logits: Float32Array): Float64Array {
   let max = -Infinity;
   for (const v of logits) if (v > max) max = v;
-  const exps = Array.from(logits, (v) => Math.exp(v - max));
+  const exps = Float64Array.from(logits, (v) => Math.exp(v - max));
   const sum = exps.reduce((s, v) => s + v, 0);
-  return exps
-    .map((e, i) => ({ i, score: e / sum }))
+  return exps.map((e) => e / sum);
+}
+
+/** A preprocessed tensor must have the manifest's C*H*W finite values. */
+function checkPixels(pixels: Float32Array, m: ImageManifest): Float32Array {
+  const { channels, height, width } = m.image;
+  const want = channels * height * width;
+  if (pixels.length !== want) {
+    throw new AcmError('bad_request', `pixel tensor must hold ${channels}x${height}x${width} = ${want} values; got ${pixels.length}`);
+  }
+  for (let i = 0; i < pixels.length; i++) {
+    if (!Number.isFinite(pixels[i])) throw new AcmError('bad_request', `pixel tensor value ${i} must be finite; got ${pixels[i]}`);
+  }
+  return pixels;
+}
+
+/** Softmax in float64, then the topK classes by score. */
+export function topPredictions(logits: Float32Array, labels: readonly string[], topK: number): Prediction[] {
+  return topOf(softmax(logits), labels, topK);
+}
+
+function topOf(probabilities: Float64Array, labels: readonly string[], topK: number): Prediction[] {
+  return Array.from(probabilities, (score, i) => ({ i, score }))
     .sort((a, b) => b.score - a.score || a.i - b.i)
     .slice(0, topK)
     .map(({ i, score }) => ({ label: labels[i] ?? String(i), score }));

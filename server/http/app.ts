@@ -7,6 +7,9 @@ import type { InferenceService } from '../inference.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { classifyHandler } from './classify.js';
+import { isV2Path, registerKserveRoutes } from './kserve.js';
+import { openApiDocument, registeredRoutes } from './openapi.js';
+import { registerWebRoutes } from './web.js';
 
 export interface AppServices {
   readonly inference: InferenceService;
@@ -15,7 +18,8 @@ export interface AppServices {
   readonly maxImageBytes: number;
 }
 
-const ROUTES = ['POST /classify', 'GET /v1/models', 'GET /healthz', 'GET /readyz', 'GET /metrics'];
+/** Most elements in the batch dimension of one KServe v2 request; each is admitted like one request. */
+const MAX_V2_BATCH = 64;
 
 /** Route label for metrics: the matched pattern, never the raw URL, so label cardinality stays bounded. */
 function routeOf(req: Request): string {
@@ -68,8 +72,18 @@ export function createApp(s: AppServices): express.Express {
     res.send(await s.metrics.registry.metrics());
   });
 
+  registerKserveRoutes(app, s.inference, { maxImageBytes: s.maxImageBytes, maxBatch: MAX_V2_BATCH });
+  registerWebRoutes(app);
+
+  // Built on first request, once every route (including ones added after createApp) is registered.
+  let openApi: unknown;
+  app.get('/openapi.json', (_req, res) => {
+    openApi ??= openApiDocument(registeredRoutes(app));
+    res.json(openApi);
+  });
+
   app.use((req: Request) => {
-    throw new AcmError('not_found', `no route ${req.method} ${req.path}; routes: ${ROUTES.join(', ')}`);
+    throw new AcmError('not_found', `no route ${req.method} ${req.path}; GET /openapi.json lists the routes`);
   });
 
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
@@ -85,7 +99,8 @@ export function createApp(s: AppServices): express.Express {
     // An unread request body must not be drained on a kept-alive connection: it is unbounded.
     if (!req.complete) res.setHeader('Connection', 'close');
     if (e.retryAfterS !== undefined) res.setHeader('Retry-After', String(e.retryAfterS));
-    res.status(e.status).json(e.toBody());
+    // The Open Inference Protocol has its own error shape: {"error": "message"}.
+    res.status(e.status).json(isV2Path(req.path) ? { error: e.message } : e.toBody());
   });
 
   return app;

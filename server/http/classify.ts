@@ -21,9 +21,10 @@ function ms(v: number): string {
   return v.toFixed(3);
 }
 
-function setTimingHeaders(res: Response, r: ClassifyResult): void {
-  const { queueMs, inferenceMs, totalMs } = r.timings;
-  res.setHeader('X-Budget-Used', String(r.compute.used));
+/** The compute and timing headers every inference answer carries (documented in GET /openapi.json). */
+export function setTimingHeaders(res: Response, used: number, timings: ClassifyResult['timings']): void {
+  const { queueMs, inferenceMs, totalMs } = timings;
+  res.setHeader('X-Budget-Used', String(used));
   res.setHeader('X-Queue-Time-Ms', ms(queueMs));
   res.setHeader('X-Inference-Time-Ms', ms(inferenceMs));
   res.setHeader('X-Total-Time-Ms', ms(totalMs));
@@ -81,7 +82,7 @@ export function classifyHandler(inference: InferenceService, opts: ClassifyRoute
       signal: abort.signal,
       arrivedAt,
     });
-    setTimingHeaders(res, result);
+    setTimingHeaders(res, result.compute.used, result.timings);
     res.json({ model: result.model, predictions: result.predictions, compute: result.compute });
   };
 }
