@@ -51,10 +51,18 @@ const TIMING_HEADERS: Json = {
   'Server-Timing': { $ref: '#/components/headers/Server-Timing' },
 };
 
-/** Error responses of an operation, grouped by status, in the server's or the v2 error shape. */
-function errors(codes: readonly ErrorCode[], v2 = false): Json {
+function isErrorCode(c: string): c is ErrorCode {
+  return Object.hasOwn(ERROR_SPECS, c);
+}
+
+/**
+ * Error responses of an operation, grouped by status, in the server's or the v2 error shape.
+ * Codes are plain strings so that speech codes can be listed before a build defines them;
+ * only codes of the error map are written.
+ */
+function errors(codes: readonly string[], v2 = false): Json {
   const byStatus = new Map<number, ErrorCode[]>();
-  for (const c of codes) byStatus.set(ERROR_SPECS[c].http, [...(byStatus.get(ERROR_SPECS[c].http) ?? []), c]);
+  for (const c of codes.filter(isErrorCode)) byStatus.set(ERROR_SPECS[c].http, [...(byStatus.get(ERROR_SPECS[c].http) ?? []), c]);
   const out: Json = {};
   for (const [status, cs] of byStatus) {
     const retry = cs.some((c) => c === 'queue_full' || c === 'not_ready');
@@ -67,7 +75,7 @@ function errors(codes: readonly ErrorCode[], v2 = false): Json {
   return out;
 }
 
-const ADMISSION: readonly ErrorCode[] = ['not_ready', 'queue_full', 'unknown_model', 'deadline_exceeded', 'internal', 'client_closed'];
+const ADMISSION: readonly string[] = ['not_ready', 'queue_full', 'unknown_model', 'deadline_exceeded', 'internal', 'client_closed'];
 const modelName = { name: 'name', in: 'path', required: true, schema: { type: 'string' }, description: 'model name from GET /v1/models' };
 const modelVersion = { name: 'version', in: 'path', required: true, schema: { type: 'string', enum: ['1'] }, description: 'model version; every bundle is version 1' };
 
@@ -122,18 +130,20 @@ export const OPERATIONS: Readonly<Record<string, Described>> = {
     parameters: [{ $ref: '#/components/parameters/X-Budget' }, { $ref: '#/components/parameters/budget' }, { $ref: '#/components/parameters/model' }],
     requestBody: { required: true, content: { 'audio/wav': { schema: { type: 'string', format: 'binary' } } } },
     responses: { 200: { ...json(ref('TranscribeResponse'), 'text and per-frame compute'), headers: TIMING_HEADERS },
-      ...errors(['bad_request', 'invalid_budget', 'empty_body', 'unsupported_media_type', ...ADMISSION]) },
+      ...errors(['bad_request', 'invalid_budget', 'empty_body', 'unsupported_media_type', 'invalid_audio', 'audio_too_large', ...ADMISSION]) },
   } },
 };
 
 /** WebSocket routes live on the HTTP server's upgrade path, not the router; described beside /transcribe. */
-const ASR_WEBSOCKET: Json = {
+export const ASR_WEBSOCKET: Json = {
   summary: 'Streaming speech recognition over WebSocket (upgrade)',
   description: 'Send {"type":"start","sample_rate":16000,"encoding":"pcm_s16le"|"pcm_f32le","budget":0.5}, binary audio ' +
     'frames, then {"type":"stop"}. The server sends {"type":"ready"}, {"type":"partial","text","compute"} messages and ' +
     '{"type":"final","text","compute"}, then closes normally. Errors: {"type":"error","code","message"} and a close ' +
     'code 4xxx from the error map.',
-  responses: { 101: { description: 'switching to the WebSocket protocol' }, ...errors(['not_ready', 'queue_full']) },
+  responses: { 101: { description: 'switching to the WebSocket protocol; later failures arrive as error messages and close codes' },
+    ...errors(['not_ready', 'queue_full', 'too_many_streams', 'bad_request', 'invalid_budget', 'unknown_model', 'invalid_audio',
+      'protocol_error', 'idle_timeout', 'message_too_large', 'audio_too_large', 'deadline_exceeded', 'internal']) },
 };
 
 function components(): Json {
