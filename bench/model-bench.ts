@@ -4,7 +4,8 @@
 // measured speedup over dense, and the FLOP-ideal speedup: dense multiply-adds over the
 // multiply-adds the ACM model actually executed (fixed part + gates + learners chosen).
 //
-//   npm run bench:model -- [--bundle models/fashion-vit-acm] [--batches 1,8,32] [--repeats 5] [--threads 2]
+//   npm run bench:model -- [--quick] [--bundle models/fashion-vit-acm] [--batches 1,8,32] [--repeats 5] [--threads 2]
+// --quick (batches 1 and 8, 2 repeats) checks that it runs; its timings mean little.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,12 +21,16 @@ const BUDGETS = [1.0, 0.75, 0.5, 0.25];
 const { values: opts } = parseArgs({
   options: {
     bundle: { type: 'string', default: join(REPO, 'models', 'fashion-vit-acm') },
-    batches: { type: 'string', default: '1,8,32' },
-    repeats: { type: 'string', default: '5' },
+    quick: { type: 'boolean', default: false },
+    batches: { type: 'string' },
+    repeats: { type: 'string' },
     threads: { type: 'string', default: '2' },
     json: { type: 'string' },
   },
 });
+
+const batchSizes = opts.batches ?? (opts.quick ? '1,8' : '1,8,32');
+const repeatCount = opts.repeats ?? (opts.quick ? '2' : '5');
 
 async function main(): Promise<void> {
   const loaded = await loadBundle(resolve(opts.bundle));
@@ -42,12 +47,12 @@ async function main(): Promise<void> {
   const { channels, height, width } = m.image;
   const perImage = channels * height * width;
   const cells = m.acms.length * m.tokens.count;
-  const repeats = Number(opts.repeats);
+  const repeats = Number(repeatCount);
   const rows = [];
   console.log(`${m.name}: ${m.acms.length} ACMs, ${m.tokens.count} tokens, dense ${(m.macs.dense / 1e9).toFixed(3)} GMACs/image; ` +
     `${opts.threads} threads, median of ${repeats} (ms per image)`);
   console.log('batch | dense ms | ' + BUDGETS.map((b) => `b=${b}: ms  used  speedup/ideal`).join(' | '));
-  for (const batch of opts.batches.split(',').map(Number)) {
+  for (const batch of batchSizes.split(',').map(Number)) {
     let seed = 12345;
     const pixels = new ort.Tensor('float32', Float32Array.from({ length: batch * perImage }, () => {
       seed = (seed * 1103515245 + 12345) % 2147483648;
@@ -86,7 +91,7 @@ async function main(): Promise<void> {
   }
   const out = opts.json ?? join(REPO, '.cache', 'bench', `model-${basename(bundle.dir)}.json`);
   mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(out, JSON.stringify({ model: m.name, threads: Number(opts.threads), repeats, rows }, null, 2));
+  writeFileSync(out, JSON.stringify({ model: m.name, threads: Number(opts.threads), repeats, quick: opts.quick, rows }, null, 2));
   console.log(`wrote ${out}`);
   await acm.release();
   await dense.release();

@@ -1,7 +1,8 @@
 // Grouped-learner kernel microbenchmark: the capped, grouped ACM FFN against a dense FFN of the
 // same shape, timed side by side (interleaved) in one process, as medians over repeats.
 //
-//   npm run bench -- [--tokens 64,256,1024,4096,8192] [--repeats 7] [--threads 2] [--json out.json]
+//   npm run bench:kernel -- [--quick] [--tokens 64,256,1024,4096,8192] [--repeats 7] [--threads 2] [--json out.json]
+// --quick (64 and 256 tokens, 2 repeats) checks that it runs; its timings mean little.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -16,14 +17,18 @@ const BUDGETS = [1.0, 0.75, 0.5, 0.25];
 const { values: opts } = parseArgs({
   options: {
     dir: { type: 'string', default: join(REPO, '.cache', 'bench') },
-    tokens: { type: 'string', default: '64,256,1024,4096,8192' },
-    repeats: { type: 'string', default: '7' },
+    quick: { type: 'boolean', default: false },
+    tokens: { type: 'string' },
+    repeats: { type: 'string' },
     threads: { type: 'string', default: '2' },
     dim: { type: 'string', default: '768' },
     mlp: { type: 'string', default: '3072' },
     json: { type: 'string', default: join(REPO, '.cache', 'bench', 'kernel.json') },
   },
 });
+
+const tokenSizes = opts.tokens ?? (opts.quick ? '64,256' : '64,256,1024,4096,8192');
+const repeatCount = opts.repeats ?? (opts.quick ? '2' : '7');
 
 interface Shape { dim: number; mlp: number; n: number; tokens_per_request: number }
 
@@ -66,11 +71,11 @@ async function main(): Promise<void> {
   const acm = await ort.InferenceSession.create(join(opts.dir, 'acm_ffn.onnx'), options);
   const dense = await ort.InferenceSession.create(join(opts.dir, 'dense_ffn.onnx'), options);
   const t = shape.tokens_per_request;
-  const repeats = Number(opts.repeats);
+  const repeats = Number(repeatCount);
   const rows = [];
   console.log(`FFN ${shape.dim} -> ${shape.mlp} -> ${shape.dim}, N = ${shape.n}, ${t} tokens per request, ${threads} threads, median of ${repeats}`);
   console.log('tokens | dense ms | ' + BUDGETS.map((b) => `b=${b}: ms  used  speedup/ideal  eff`).join(' | '));
-  for (const tokens of opts.tokens.split(',').map(Number)) {
+  for (const tokens of tokenSizes.split(',').map(Number)) {
     const requests = Math.max(1, Math.round(tokens / t));
     const m = requests * t;
     const next = rng(tokens);
@@ -117,7 +122,7 @@ async function main(): Promise<void> {
       `${c.ms.toFixed(3).padStart(8)} ${c.used.toFixed(3)} ${c.speedup.toFixed(2)}x/${c.ideal.toFixed(2)}x ${(c.efficiency * 100).toFixed(0).padStart(3)}%`).join(' | '));
   }
   mkdirSync(dirname(opts.json), { recursive: true });
-  writeFileSync(opts.json, JSON.stringify({ shape, threads, repeats, rows }, null, 2));
+  writeFileSync(opts.json, JSON.stringify({ shape, threads, repeats, quick: opts.quick, rows }, null, 2));
   console.log(`wrote ${opts.json}`);
   await acm.release();
   await dense.release();
