@@ -1,0 +1,261 @@
+// Server-level load benchmark: the real server (`node dist/server/main.js`) started twice, with
+// batching on (the default configuration) and off (ACM_MAX_BATCH_SIZE=1), both running for the
+// whole bench, loaded in turn (interleaved cell by cell and repeat by repeat) so both see the same
+// machine. POST /classify with committed test images, rotating.
+//
+//  1. closed loop at each concurrency: throughput (2xx/s), p50 and p99 latency; meanwhile a
+//     separate thread probes GET /healthz every 50 ms (its p50/p99: does the HTTP thread stay
+//     responsive while inference saturates the machine?);
+//  2. open loop at 70% of each mode's highest throughput from step 1: p50 and p99 latency counted
+//     from each request's scheduled send time.
+// Every figure is the median over repeats with its [min-max] spread. Targets are reported as
+// pass/fail. Settings from the environment (ACM_WORKERS, ACM_INTRA_OP_THREADS, ...) apply to both
+// servers.
+//
+//   npm run bench:server -- [--quick] [--concurrency 1,8,32,64] [--duration 10] [--repeats 3] [--json out.json]
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { startProbe } from './healthz-probe.js';
+import { closedLoop, openLoop, type LoadResult, type Target } from './load.js';
+import { baseServerEnv, DEFAULT_IMAGES_DIR, loadImages, REPO, ServerProcess } from './server-process.js';
+import { fmt, percentile, summarize, type Summary } from './stats.js';
+import { printTable } from './table.js';
+
+const { values: opts } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    'models-dir': { type: 'string' },
+    model: { type: 'string' },
+    budget: { type: 'string' },
+    concurrency: { type: 'string', default: '1,8,32,64' },
+    duration: { type: 'string' },
+    warmup: { type: 'string' },
+    repeats: { type: 'string' },
+    images: { type: 'string', default: '16' },
+    'images-dir': { type: 'string', default: DEFAULT_IMAGES_DIR },
+    'open-loop-fraction': { type: 'string', default: '0.7' },
+    'open-loop-duration': { type: 'string' },
+    'healthz-interval': { type: 'string', default: '50' },
+    json: { type: 'string', default: join(REPO, '.cache', 'bench', 'server-load.json') },
+  },
+});
+
+function num(name: string, raw: string | undefined, fallback: number, min: number, max = Infinity): number {
+  const v = raw === undefined ? fallback : Number(raw);
+  if (!Number.isFinite(v) || v < min || v > max) throw new Error(`--${name} must be a number in [${min}, ${max}]; got ${JSON.stringify(raw)}`);
+  return v;
+}
+
+const quick = opts.quick;
+const settings = {
+  quick,
+  concurrency: opts.concurrency.split(',').map((c) => num('concurrency', c, 0, 1, 10_000)),
+  durationS: num('duration', opts.duration, quick ? 1 : 10, 0.1),
+  warmupS: num('warmup', opts.warmup, quick ? 0.3 : 2, 0),
+  repeats: num('repeats', opts.repeats, quick ? 1 : 3, 1),
+  images: num('images', opts.images, 16, 1),
+  openLoopFraction: num('open-loop-fraction', opts['open-loop-fraction'], 0.7, 0.01, 1),
+  openLoopDurationS: num('open-loop-duration', opts['open-loop-duration'], quick ? 2 : 20, 0.1),
+  healthzIntervalMs: num('healthz-interval', opts['healthz-interval'], 50, 5),
+};
+
+const MODES = [
+  { name: 'batching-on', env: {} as Record<string, string>, what: 'default configuration' },
+  { name: 'batching-off', env: { ACM_MAX_BATCH_SIZE: '1' }, what: 'ACM_MAX_BATCH_SIZE=1' },
+] as const;
+type ModeName = (typeof MODES)[number]['name'];
+
+interface Cell {
+  mode: ModeName;
+  concurrency: number;
+  throughput_rps: Summary;
+  p50_ms: Summary;
+  p99_ms: Summary;
+  healthz_p50_ms: Summary;
+  healthz_p99_ms: Summary;
+  healthz_failures: number;
+  non2xx: number;
+  errors: number;
+}
+
+interface OpenCell {
+  mode: ModeName;
+  max_throughput_rps: number;
+  rate_rps: number;
+  achieved_rps: Summary;
+  p50_ms: Summary;
+  p99_ms: Summary;
+  p99_over_p50: Summary;
+  non2xx: number;
+  errors: number;
+}
+
+interface TargetCheck { name: string; value: number | null; threshold: string; pass: boolean | null; detail: string }
+
+async function modelName(server: ServerProcess): Promise<string> {
+  const res = await fetch(`${server.url}/v1/models`);
+  const body = (await res.json()) as { models: { name: string }[] };
+  const names = body.models.map((m) => m.name).sort();
+  if (opts.model !== undefined) {
+    if (!names.includes(opts.model)) throw new Error(`--model ${JSON.stringify(opts.model)} is not loaded; loaded: ${names.join(', ')}`);
+    return opts.model;
+  }
+  if (names.length === 0) throw new Error('the server lists no models');
+  return names[0]!;
+}
+
+async function main(): Promise<void> {
+  const images = loadImages(resolve(opts['images-dir']), settings.images);
+  const base = baseServerEnv();
+  if (opts['models-dir'] !== undefined) base.ACM_MODELS_DIR = resolve(opts['models-dir']);
+  const headers: Record<string, string> = opts.budget !== undefined ? { 'x-budget': opts.budget } : {};
+  const path = opts.model !== undefined ? `/classify?model=${encodeURIComponent(opts.model)}` : '/classify';
+  const started = new Date().toISOString();
+  const loadBefore = loadavg();
+
+  const servers = new Map<ModeName, ServerProcess>();
+  try {
+    // Started together (start-up is not measured); a failed start stops the others in `finally`.
+    const starts = MODES.map((mode) => ServerProcess.start({ label: mode.name, env: mode.env }, base)
+      .then((s) => { servers.set(mode.name, s); }));
+    const failures = (await Promise.allSettled(starts)).filter((r) => r.status === 'rejected');
+    if (failures.length > 0) throw (failures[0] as PromiseRejectedResult).reason;
+    const model = await modelName(servers.get('batching-on')!);
+    const target = (mode: ModeName): Target => ({ url: servers.get(mode)!.url, path, images, headers });
+    console.log(`server-load: model ${model}, ${images.length} images, base env ${JSON.stringify(base)}; ` +
+      `cells of ${settings.durationS} s after ${settings.warmupS} s warm-up, ${settings.repeats} repeats${quick ? ' (quick)' : ''}`);
+
+    // One short pass per server first: the first batches pay for onnxruntime's allocations.
+    for (const mode of MODES) await closedLoop(target(mode.name), Math.max(...settings.concurrency), 0, Math.min(2, settings.durationS));
+
+    const raw = new Map<string, { runs: LoadResult[]; healthz: number[][]; healthzFailures: number }>();
+    for (let rep = 0; rep < settings.repeats; rep++) {
+      for (const c of settings.concurrency) {
+        for (const mode of MODES) {
+          const key = `${mode.name}@${c}`;
+          const entry = raw.get(key) ?? { runs: [], healthz: [], healthzFailures: 0 };
+          raw.set(key, entry);
+          let probe: ReturnType<typeof startProbe> | undefined;
+          const probeTimer = setTimeout(() => { probe = startProbe(servers.get(mode.name)!.url, settings.healthzIntervalMs); },
+            settings.warmupS * 1000);
+          const run = await closedLoop(target(mode.name), c, settings.warmupS, settings.durationS);
+          clearTimeout(probeTimer);
+          const h = probe ? await probe.stop() : { latenciesMs: [], failures: 0 };
+          entry.runs.push(run);
+          entry.healthz.push(h.latenciesMs);
+          entry.healthzFailures += h.failures;
+          process.stdout.write(`  rep ${rep + 1} c=${c} ${mode.name}: ${run.throughputRps.toFixed(1)} req/s, ` +
+            `p50 ${run.p50Ms.toFixed(1)} ms, p99 ${run.p99Ms.toFixed(1)} ms, healthz p99 ${percentile(h.latenciesMs, 99).toFixed(1)} ms` +
+            `${run.non2xx + run.errors > 0 ? `, ${run.non2xx} non-2xx, ${run.errors} errors` : ''}\n`);
+        }
+      }
+    }
+    const cells: Cell[] = [];
+    for (const c of settings.concurrency) {
+      for (const mode of MODES) {
+        const e = raw.get(`${mode.name}@${c}`)!;
+        cells.push({
+          mode: mode.name, concurrency: c,
+          throughput_rps: summarize(e.runs.map((r) => r.throughputRps)),
+          p50_ms: summarize(e.runs.map((r) => r.p50Ms)),
+          p99_ms: summarize(e.runs.map((r) => r.p99Ms)),
+          healthz_p50_ms: summarize(e.healthz.filter((h) => h.length > 0).map((h) => percentile(h, 50))),
+          healthz_p99_ms: summarize(e.healthz.filter((h) => h.length > 0).map((h) => percentile(h, 99))),
+          healthz_failures: e.healthzFailures,
+          non2xx: e.runs.reduce((s, r) => s + r.non2xx, 0),
+          errors: e.runs.reduce((s, r) => s + r.errors, 0),
+        });
+      }
+    }
+
+    // Open loop at a fraction of each mode's best closed-loop throughput.
+    const maxRps = new Map<ModeName, number>(MODES.map((m) => [m.name,
+      Math.max(...cells.filter((c) => c.mode === m.name).map((c) => c.throughput_rps.median))]));
+    const openRaw = new Map<ModeName, LoadResult[]>(MODES.map((m) => [m.name, []]));
+    for (let rep = 0; rep < settings.repeats; rep++) {
+      for (const mode of MODES) {
+        const rate = settings.openLoopFraction * maxRps.get(mode.name)!;
+        if (!(rate > 0)) throw new Error(`${mode.name}: no successful requests in the closed-loop cells, so no open-loop rate`);
+        const run = await openLoop(target(mode.name), { rateRps: rate, warmupS: settings.warmupS, seconds: settings.openLoopDurationS });
+        openRaw.get(mode.name)!.push(run);
+        console.log(`  rep ${rep + 1} open loop ${mode.name} at ${rate.toFixed(1)} req/s: p50 ${run.p50Ms.toFixed(1)} ms, p99 ${run.p99Ms.toFixed(1)} ms`);
+      }
+    }
+    const open: OpenCell[] = MODES.map((m) => {
+      const runs = openRaw.get(m.name)!;
+      return {
+        mode: m.name, max_throughput_rps: maxRps.get(m.name)!, rate_rps: settings.openLoopFraction * maxRps.get(m.name)!,
+        achieved_rps: summarize(runs.map((r) => r.throughputRps)),
+        p50_ms: summarize(runs.map((r) => r.p50Ms)), p99_ms: summarize(runs.map((r) => r.p99Ms)),
+        p99_over_p50: summarize(runs.map((r) => r.p99Ms / r.p50Ms)),
+        non2xx: runs.reduce((s, r) => s + r.non2xx, 0), errors: runs.reduce((s, r) => s + r.errors, 0),
+      };
+    });
+
+    const targets = checkTargets(cells, open);
+    report(cells, open, targets);
+    const out = resolve(opts.json);
+    mkdirSync(dirname(out), { recursive: true });
+    writeFileSync(out, JSON.stringify({
+      bench: 'server-load', started, finished: new Date().toISOString(), model,
+      host: { cpus: cpus().length, node: process.version, loadavg_before: loadBefore, loadavg_after: loadavg() },
+      settings: { ...settings, base_env: base, budget: opts.budget ?? null,
+        modes: MODES.map((m) => ({ name: m.name, env: m.env, what: m.what })) },
+      cells, open_loop: open, targets,
+    }, null, 2));
+    console.log(`wrote ${out}`);
+  } finally {
+    for (const s of servers.values()) await s.stop();
+  }
+}
+
+function checkTargets(cells: readonly Cell[], open: readonly OpenCell[]): TargetCheck[] {
+  const cell = (mode: ModeName, c: number): Cell | undefined => cells.find((x) => x.mode === mode && x.concurrency === c);
+  const out: TargetCheck[] = [];
+  const on32 = cell('batching-on', 32);
+  const off32 = cell('batching-off', 32);
+  if (on32 && off32) {
+    const ratio = on32.throughput_rps.median / off32.throughput_rps.median;
+    out.push({ name: 'batching speedup at concurrency 32', value: ratio, threshold: '>= 3x', pass: ratio >= 3,
+      detail: `${on32.throughput_rps.median.toFixed(1)} vs ${off32.throughput_rps.median.toFixed(1)} req/s` });
+  } else {
+    out.push({ name: 'batching speedup at concurrency 32', value: null, threshold: '>= 3x', pass: null,
+      detail: 'concurrency 32 not measured (--concurrency)' });
+  }
+  const o = open.find((x) => x.mode === 'batching-on');
+  if (o) {
+    const ratio = o.p99_over_p50.median;
+    out.push({ name: `p99/p50 at ${Math.round(settings.openLoopFraction * 100)}% of max throughput`, value: ratio, threshold: '<= 2',
+      pass: ratio <= 2, detail: `open loop at ${o.rate_rps.toFixed(1)} req/s: p50 ${o.p50_ms.median.toFixed(1)} ms, p99 ${o.p99_ms.median.toFixed(1)} ms` });
+  }
+  const top = Math.max(...settings.concurrency);
+  const sat = cell('batching-on', top);
+  if (sat) {
+    const p99 = sat.healthz_p99_ms.median;
+    out.push({ name: `GET /healthz p99 while saturated (concurrency ${top})`, value: p99, threshold: '< 20 ms',
+      pass: Number.isFinite(p99) && p99 < 20 && sat.healthz_failures === 0,
+      detail: `p50 ${sat.healthz_p50_ms.median.toFixed(1)} ms, ${sat.healthz_failures} failed probes` });
+  }
+  const failed = cells.filter((c) => c.non2xx + c.errors > 0);
+  if (failed.length > 0 || open.some((x) => x.non2xx + x.errors > 0)) {
+    out.push({ name: 'every request answered 2xx', value: null, threshold: '0 failures', pass: false,
+      detail: `cells with failures: ${failed.map((c) => `${c.mode}@${c.concurrency}`).join(', ') || 'open loop'}` });
+  }
+  return out;
+}
+
+function report(cells: readonly Cell[], open: readonly OpenCell[], targets: readonly TargetCheck[]): void {
+  printTable('Closed loop: median [min-max] over repeats', ['mode', 'conc', 'req/s', 'p50 ms', 'p99 ms', 'healthz p50', 'healthz p99', 'fail'],
+    cells.map((c) => [c.mode, String(c.concurrency), fmt(c.throughput_rps), fmt(c.p50_ms), fmt(c.p99_ms),
+      fmt(c.healthz_p50_ms, 2), fmt(c.healthz_p99_ms, 2), String(c.non2xx + c.errors + c.healthz_failures)]));
+  printTable(`Open loop at ${Math.round(settings.openLoopFraction * 100)}% of max throughput (latency from scheduled send)`,
+    ['mode', 'max req/s', 'rate', 'achieved', 'p50 ms', 'p99 ms', 'p99/p50', 'fail'],
+    open.map((o) => [o.mode, o.max_throughput_rps.toFixed(1), o.rate_rps.toFixed(1), fmt(o.achieved_rps), fmt(o.p50_ms), fmt(o.p99_ms),
+      fmt(o.p99_over_p50, 2), String(o.non2xx + o.errors)]));
+  printTable('Targets', ['target', 'value', 'threshold', 'result', 'detail'], targets.map((t) => [t.name,
+    t.value === null ? 'n/a' : t.value.toFixed(2), t.threshold, t.pass === null ? 'not measured' : t.pass ? 'PASS' : 'FAIL', t.detail]));
+}
+
+await main();
