@@ -1,0 +1,57 @@
+// `npm run bench`: every benchmark in sequence (kernel, model, server load, server memory), each
+// in its own process so one's threads and memory cannot colour the next. Each prints its tables
+// and writes its JSON (default .cache/bench/; --out puts them all in one folder).
+//
+//   npm run bench -- [--only kernel,model,server,memory] [--quick] [--out <folder>]
+// Environment twins: ACM_BENCH_ONLY, ACM_BENCH_QUICK=1, ACM_BENCH_OUT. For a single bench's own
+// options run it directly, e.g. `npm run bench:server -- --concurrency 8,32 --repeats 5`.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const dist = (rel: string): string => fileURLToPath(new URL(rel, import.meta.url));
+const BENCHES = [
+  { name: 'kernel', script: dist('../kernels/bench.js'), json: 'kernel.json', what: 'grouped-learner kernel vs dense FFN' },
+  { name: 'model', script: dist('./model-bench.js'), json: 'model-fashion-vit-acm.json', what: 'ACM bundle vs its dense graph' },
+  { name: 'server', script: dist('./server-load.js'), json: 'server-load.json', what: 'HTTP load, batching on vs off' },
+  { name: 'memory', script: dist('./server-memory.js'), json: 'server-memory.json', what: 'resident memory per model and under a soak' },
+] as const;
+
+const { values: opts } = parseArgs({
+  options: {
+    only: { type: 'string', default: process.env.ACM_BENCH_ONLY },
+    quick: { type: 'boolean', default: ['1', 'true'].includes(process.env.ACM_BENCH_QUICK ?? '') },
+    out: { type: 'string', default: process.env.ACM_BENCH_OUT },
+  },
+});
+
+const names = BENCHES.map((b) => b.name) as string[];
+const only = opts.only === undefined || opts.only === '' ? names : opts.only.split(',').map((s) => s.trim());
+const unknown = only.filter((n) => !names.includes(n));
+if (unknown.length > 0) {
+  console.error(`--only: unknown bench ${unknown.map((n) => JSON.stringify(n)).join(', ')}; choose from ${names.join(', ')}`);
+  process.exit(2);
+}
+
+const outcomes: string[] = [];
+let failed = 0;
+for (const bench of BENCHES.filter((b) => only.includes(b.name))) {
+  const args = [bench.script];
+  if (opts.quick) args.push('--quick');
+  if (opts.out !== undefined) args.push('--json', join(resolve(opts.out), bench.json));
+  console.log(`\n=== ${bench.name}: ${bench.what}${opts.quick ? ' (quick)' : ''} ===`);
+  const t0 = Date.now();
+  const child = spawn(process.execPath, args, { stdio: 'inherit' });
+  const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
+  const seconds = ((Date.now() - t0) / 1000).toFixed(0);
+  if (code === 0) {
+    outcomes.push(`${bench.name}: ok (${seconds} s)`);
+  } else {
+    failed++;
+    outcomes.push(`${bench.name}: FAILED (${signal ?? `exit code ${code}`}) after ${seconds} s`);
+  }
+}
+console.log(`\n${outcomes.join('\n')}`);
+process.exit(failed > 0 ? 1 : 0);
