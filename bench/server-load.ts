@@ -18,6 +18,7 @@ import { cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startProbe } from './healthz-probe.js';
+import { intArg, numberArg } from './args.js';
 import { closedLoop, openLoop, type LoadResult, type Target } from './load.js';
 import { baseServerEnv, DEFAULT_IMAGES_DIR, loadImages, REPO, ServerProcess } from './server-process.js';
 import { fmt, percentile, summarize, type Summary } from './stats.js';
@@ -42,23 +43,18 @@ const { values: opts } = parseArgs({
   },
 });
 
-function num(name: string, raw: string | undefined, fallback: number, min: number, max = Infinity): number {
-  const v = raw === undefined ? fallback : Number(raw);
-  if (!Number.isFinite(v) || v < min || v > max) throw new Error(`--${name} must be a number in [${min}, ${max}]; got ${JSON.stringify(raw)}`);
-  return v;
-}
 
 const quick = opts.quick;
 const settings = {
   quick,
-  concurrency: opts.concurrency.split(',').map((c) => num('concurrency', c, 0, 1, 10_000)),
-  durationS: num('duration', opts.duration, quick ? 1 : 10, 0.1),
-  warmupS: num('warmup', opts.warmup, quick ? 0.3 : 2, 0),
-  repeats: num('repeats', opts.repeats, quick ? 1 : 3, 1),
-  images: num('images', opts.images, 16, 1),
-  openLoopFraction: num('open-loop-fraction', opts['open-loop-fraction'], 0.7, 0.01, 1),
-  openLoopDurationS: num('open-loop-duration', opts['open-loop-duration'], quick ? 2 : 20, 0.1),
-  healthzIntervalMs: num('healthz-interval', opts['healthz-interval'], 50, 5),
+  concurrency: opts.concurrency.split(',').map((c) => intArg('concurrency', c, 0, 1, 10_000)),
+  durationS: numberArg('duration', opts.duration, quick ? 1 : 10, 0.1),
+  warmupS: numberArg('warmup', opts.warmup, quick ? 0.3 : 2, 0),
+  repeats: intArg('repeats', opts.repeats, quick ? 1 : 3, 1),
+  images: intArg('images', opts.images, 16, 1),
+  openLoopFraction: numberArg('open-loop-fraction', opts['open-loop-fraction'], 0.7, 0.01, 1),
+  openLoopDurationS: numberArg('open-loop-duration', opts['open-loop-duration'], quick ? 2 : 20, 0.1),
+  healthzIntervalMs: numberArg('healthz-interval', opts['healthz-interval'], 50, 5),
 };
 
 const MODES = [

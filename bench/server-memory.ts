@@ -16,6 +16,7 @@ import { cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { intArg, numberArg } from './args.js';
 import { closedLoop, openLoop, type Target } from './load.js';
 import { baseServerEnv, DEFAULT_IMAGES_DIR, loadImages, readMemory, REPO, ServerProcess } from './server-process.js';
 import { fmt, median, summarize, type Summary } from './stats.js';
@@ -40,25 +41,24 @@ const { values: opts } = parseArgs({
   },
 });
 
-function num(name: string, raw: string | undefined, fallback: number, min: number): number {
-  const v = raw === undefined ? fallback : Number(raw);
-  if (!Number.isFinite(v) || v < min) throw new Error(`--${name} must be a number >= ${min}; got ${JSON.stringify(raw)}`);
-  return v;
-}
 
 const quick = opts.quick;
 const settings = {
   quick,
-  repeats: num('repeats', opts.repeats, quick ? 1 : 3, 1),
-  concurrency: num('concurrency', opts.concurrency, 64, 1),
-  loadDurationS: num('load-duration', opts['load-duration'], quick ? 1 : 10, 0.1),
-  soakDurationS: num('soak-duration', opts['soak-duration'], quick ? 8 : 600, 0),
-  soakWarmupS: num('soak-warmup', opts['soak-warmup'], quick ? 2 : 60, 0),
-  soakFraction: num('soak-fraction', opts['soak-fraction'], 0.7, 0.01),
-  rate: opts.rate === undefined ? undefined : num('rate', opts.rate, 0, 0.01),
-  sampleMs: num('sample-ms', opts['sample-ms'], 1000, 50),
-  images: num('images', opts.images, 16, 1),
+  repeats: intArg('repeats', opts.repeats, quick ? 1 : 3, 1),
+  concurrency: intArg('concurrency', opts.concurrency, 64, 1, 10_000),
+  loadDurationS: numberArg('load-duration', opts['load-duration'], quick ? 1 : 10, 0.1),
+  soakDurationS: numberArg('soak-duration', opts['soak-duration'], quick ? 8 : 600, 0),
+  soakWarmupS: numberArg('soak-warmup', opts['soak-warmup'], quick ? 2 : 60, 0),
+  soakFraction: numberArg('soak-fraction', opts['soak-fraction'], 0.7, 0.01, 1),
+  rate: opts.rate === undefined ? undefined : numberArg('rate', opts.rate, 0, 0.01),
+  sampleMs: numberArg('sample-ms', opts['sample-ms'], 1000, 50),
+  images: intArg('images', opts.images, 16, 1),
 };
+if (settings.soakDurationS > 0 && settings.soakWarmupS >= settings.soakDurationS) {
+  throw new Error(`--soak-warmup (${settings.soakWarmupS} s) must be below --soak-duration (${settings.soakDurationS} s), ` +
+    'which includes it; growth is measured after the warm-up');
+}
 const MIB = 1024;
 
 /** Median of a few reads a moment apart: RSS moves with the garbage collector. */

@@ -8,6 +8,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { intArg, numberArg } from './args.js';
 import { closedLoop, type LoadResult, type Target } from './load.js';
 import { baseServerEnv, DEFAULT_IMAGES_DIR, loadImages, REPO, ServerProcess } from './server-process.js';
 import { fmt, summarize, type Summary } from './stats.js';
@@ -56,20 +57,15 @@ const { values: opts } = parseArgs({
   },
 });
 
-function num(name: string, raw: string | undefined, fallback: number, min: number): number {
-  const v = raw === undefined ? fallback : Number(raw);
-  if (!Number.isFinite(v) || v < min) throw new Error(`--${name} must be a number >= ${min}; got ${JSON.stringify(raw)}`);
-  return v;
-}
 
 const quick = opts.quick;
 const settings = {
   quick,
-  concurrency: num('concurrency', opts.concurrency, 32, 1),
-  durationS: num('duration', opts.duration, quick ? 0.5 : 10, 0.1),
-  warmupS: num('warmup', opts.warmup, quick ? 0.2 : 2, 0),
-  repeats: num('repeats', opts.repeats, quick ? 1 : 3, 1),
-  images: num('images', opts.images, 16, 1),
+  concurrency: intArg('concurrency', opts.concurrency, 32, 1, 10_000),
+  durationS: numberArg('duration', opts.duration, quick ? 0.5 : 10, 0.1),
+  warmupS: numberArg('warmup', opts.warmup, quick ? 0.2 : 2, 0),
+  repeats: intArg('repeats', opts.repeats, quick ? 1 : 3, 1),
+  images: intArg('images', opts.images, 16, 1),
 };
 
 interface Row {
