@@ -3,14 +3,17 @@
 // sessions in worker threads) and, in tests, fakes that need no model.
 
 export interface BatchItem {
-  /** Normalised pixels of one image, CHW, length channels x height x width. */
+  /**
+   * The graph input of one item, laid out per ModelShape.input: normalised CHW pixels of one
+   * image, or one audio window of a speech model (the name predates speech).
+   */
   readonly pixels: Float32Array;
   /** Requested budget in (0, 1]. */
   readonly budget: number;
 }
 
 export interface ItemResult {
-  /** Class logits, length = number of labels. */
+  /** Logits, laid out per ModelShape.logits: [classes], or [frames, vocabulary] for speech. */
   readonly logits: Float32Array;
   /** Learners executed per ACM and token, row-major [acms][tokens]. */
   readonly learnerCounts: Int32Array;
@@ -39,10 +42,15 @@ export interface Backend {
 
 /** Shape facts about one model that a backend needs to pack and unpack tensors. */
 export interface ModelShape {
-  readonly channels: number;
-  readonly height: number;
-  readonly width: number;
-  readonly classes: number;
+  /** Dimensions of one item's input, batch excluded: [C, H, W] for images, [samples] for speech windows. */
+  readonly input: readonly number[];
+  /** Dimensions of one item's logits: [classes], or [frames, vocabulary]. */
+  readonly logits: readonly number[];
   readonly acms: number;
   readonly tokens: number;
+}
+
+/** Values in one item of the given dimensions. */
+export function sizeOf(dims: readonly number[]): number {
+  return dims.reduce((p, d) => p * d, 1);
 }

@@ -32,8 +32,8 @@ export interface BundleScan {
 /** Tensor sizes a runtime needs to pack inputs and unpack outputs of this bundle's graph. */
 export function modelShape(b: Bundle): ModelShape {
   const m = b.manifest;
-  return { channels: m.image.channels, height: m.image.height, width: m.image.width,
-    classes: m.labels.length, acms: m.acms.length, tokens: m.tokens.count };
+  return { input: [m.image.channels, m.image.height, m.image.width], logits: [m.labels.length],
+    acms: m.acms.length, tokens: m.tokens.count };
 }
 
 const MANIFEST_FILE = 'acm.json';
@@ -41,7 +41,7 @@ const METADATA_KEY = 'acm_manifest';
 /** acm.json is a few kilobytes; anything far larger is not a manifest. */
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 
-async function isFile(path: string): Promise<boolean> {
+export async function isFile(path: string): Promise<boolean> {
   try {
     return (await stat(path)).isFile();
   } catch {
@@ -49,7 +49,7 @@ async function isFile(path: string): Promise<boolean> {
   }
 }
 
-async function readJson(bundle: string, path: string): Promise<unknown> {
+export async function readJson(bundle: string, path: string): Promise<unknown> {
   const info = await stat(path);
   if (info.size > MAX_MANIFEST_BYTES) {
     throw new ManifestError(bundle, 'manifest', `file is ${info.size} bytes, over ${MAX_MANIFEST_BYTES}`);
@@ -64,7 +64,7 @@ async function readJson(bundle: string, path: string): Promise<unknown> {
 
 /** The exporter writes the same manifest into the ONNX metadata; two copies that disagree mean a
  * graph was swapped or a manifest hand-edited, and neither copy can then be trusted. */
-async function checkEmbeddedManifest(bundle: string, graphPath: string, manifest: unknown): Promise<boolean> {
+export async function checkEmbeddedManifest(bundle: string, graphPath: string, manifest: unknown): Promise<boolean> {
   let meta: Map<string, string>;
   try {
     meta = await readOnnxMetadata(graphPath);

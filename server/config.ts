@@ -31,6 +31,18 @@ export interface Config {
   readonly maxImageBytes: number;
   /** Largest accepted image, in decoded pixels (width x height): the decompression-bomb guard. */
   readonly maxImagePixels: number;
+  /** Largest accepted audio body of POST /transcribe, in bytes. */
+  readonly maxAudioBytes: number;
+  /** Longest audio POST /transcribe accepts, in seconds. */
+  readonly maxAudioSeconds: number;
+  /** Most concurrent /asr WebSocket streams; the next upgrade is refused with 503. */
+  readonly maxStreams: number;
+  /** Longest audio one /asr stream may send, in seconds. */
+  readonly maxStreamSeconds: number;
+  /** An /asr stream that sends nothing for this long is closed, in milliseconds. */
+  readonly streamIdleTimeoutMs: number;
+  /** Largest /asr WebSocket message (binary frame or JSON), in bytes. */
+  readonly maxMessageBytes: number;
   /** Budget applied when a request names none, in (0, 1]; undefined uses each model's default_budget. */
   readonly defaultBudget: number | undefined;
   /** onnxruntime execution provider. */
@@ -100,6 +112,18 @@ export const FIELDS: readonly Field[] = [
   { key: 'maxImagePixels', env: 'ACM_MAX_IMAGE_PIXELS', flag: '--max-image-pixels', unit: 'pixels',
     kind: { type: 'int', min: 1, max: 0x3fff * 0x3fff }, default: () => 40_000_000,
     doc: 'largest decoded image (width x height)' },
+  { key: 'maxAudioBytes', env: 'ACM_MAX_AUDIO_BYTES', flag: '--max-audio-bytes', unit: 'bytes',
+    kind: { type: 'int', min: 44, max: 1024 * MIB }, default: () => 32 * MIB, doc: 'largest WAV body of POST /transcribe' },
+  { key: 'maxAudioSeconds', env: 'ACM_MAX_AUDIO_SECONDS', flag: '--max-audio-seconds', unit: 's',
+    kind: { type: 'number', min: 0, max: 86_400, minExclusive: true }, default: () => 120, doc: 'longest audio of POST /transcribe' },
+  { key: 'maxStreams', env: 'ACM_MAX_STREAMS', flag: '--max-streams', unit: 'streams',
+    kind: { type: 'int', min: 1, max: 100_000 }, default: () => 64, doc: 'most concurrent /asr streams' },
+  { key: 'maxStreamSeconds', env: 'ACM_MAX_STREAM_SECONDS', flag: '--max-stream-seconds', unit: 's',
+    kind: { type: 'number', min: 0, max: 86_400, minExclusive: true }, default: () => 600, doc: 'longest audio of one /asr stream' },
+  { key: 'streamIdleTimeoutMs', env: 'ACM_STREAM_IDLE_TIMEOUT_MS', flag: '--stream-idle-timeout-ms', unit: 'ms',
+    kind: { type: 'int', min: 10, max: 3_600_000 }, default: () => 15_000, doc: 'close an /asr stream silent this long' },
+  { key: 'maxMessageBytes', env: 'ACM_MAX_MESSAGE_BYTES', flag: '--max-message-bytes', unit: 'bytes',
+    kind: { type: 'int', min: 1024, max: 64 * MIB }, default: () => MIB, doc: 'largest /asr WebSocket message' },
   { key: 'defaultBudget', env: 'ACM_DEFAULT_BUDGET', flag: '--default-budget', unit: 'fraction',
     kind: { type: 'number', min: 0, max: 1, minExclusive: true }, default: () => undefined,
     doc: "budget when a request names none (unset = the model's default_budget)" },

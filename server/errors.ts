@@ -15,13 +15,19 @@ export const ERROR_SPECS = {
   invalid_image: { http: 400, ws: 4403 },
   unknown_model: { http: 404, ws: 4404 },
   not_found: { http: 404, ws: 4405 },
+  invalid_audio: { http: 400, ws: 4406 },
+  protocol_error: { http: 400, ws: 4407 },
+  idle_timeout: { http: 408, ws: 4408 },
+  message_too_large: { http: 413, ws: 4409 },
   image_too_large: { http: 413, ws: 4413 },
+  audio_too_large: { http: 413, ws: 4414 },
   unsupported_media_type: { http: 415, ws: 4415 },
   client_closed: { http: 499, ws: 4499 },
   internal: { http: 500, ws: 4500 },
   queue_full: { http: 503, ws: 4503 },
   not_ready: { http: 503, ws: 4504 },
   deadline_exceeded: { http: 504, ws: 4505 },
+  too_many_streams: { http: 503, ws: 4506 },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERROR_SPECS;

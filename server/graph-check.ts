@@ -4,7 +4,7 @@
 import type { ImageManifest } from './manifest.js';
 import type { ValueInfo } from './ort-protocol.js';
 
-interface Expected {
+export interface Expected {
   role: string;
   name: string;
   types: readonly string[];
@@ -12,7 +12,7 @@ interface Expected {
   dims: ReadonlyArray<number | undefined>;
 }
 
-function checkOne(found: ValueInfo | undefined, want: Expected, problems: string[]): void {
+export function checkOne(found: ValueInfo | undefined, want: Expected, problems: string[]): void {
   if (found === undefined) {
     problems.push(`${want.role} ${JSON.stringify(want.name)} is not in the graph`);
     return;

@@ -11,6 +11,9 @@ import { InferenceService } from './inference.js';
 import { createLogger, type Logger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { ortBackends } from './ort-backend.js';
+import { attachAsr } from './speech/asr-socket.js';
+import { hasSpeechBundles, scanSpeechBundles, SPEECH_TASK } from './speech/bundle.js';
+import { SpeechService } from './speech/service.js';
 
 function configOrExit(): Config {
   if (process.argv.includes('--help') || process.argv.includes('-h')) {
@@ -35,10 +38,14 @@ function checkProvider(config: Config): void {
   }
 }
 
-async function loadModels(config: Config, inference: InferenceService, metrics: Metrics, log: Logger): Promise<void> {
+async function loadModels(config: Config, inference: InferenceService, speech: SpeechService | undefined,
+  metrics: Metrics, log: Logger): Promise<void> {
   checkProvider(config);
   const scan = await scanBundles(config.modelsDir);
-  for (const s of scan.skipped) log.warn({ dir: s.dir }, `bundle skipped: ${s.reason}`);
+  for (const s of scan.skipped) {
+    // Speech bundles are the speech service's; only bundles nobody serves are worth a warning.
+    if (!s.reason.includes(JSON.stringify(SPEECH_TASK))) log.warn({ dir: s.dir }, `bundle skipped: ${s.reason}`);
+  }
   if (scan.bundles.length === 0) {
     throw new Error(`no image-classification bundle (a folder with acm.json) under ${config.modelsDir}; set ACM_MODELS_DIR`);
   }
@@ -47,7 +54,9 @@ async function loadModels(config: Config, inference: InferenceService, metrics: 
     interOpThreads: config.interOpThreads, executionMode: config.executionMode, intraOpSpinning: config.intraOpSpinning,
     cpuMemArena: config.cpuMemArena, graphOptimization: config.graphOptimization },
     `inference runs on the ${config.executionProvider.toUpperCase()} execution provider`);
-  await inference.load(scan.bundles, ortBackends(config, log, (model) => metrics.workerRestarted(model)));
+  const backends = ortBackends(config, log, (model) => metrics.workerRestarted(model));
+  await Promise.all([inference.load(scan.bundles, backends),
+    speech ? scanSpeechBundles(config.modelsDir).then((bundles) => speech.load(bundles, backends)) : undefined]);
 }
 
 function main(): void {
@@ -55,8 +64,12 @@ function main(): void {
   const log = createLogger(config.logLevel);
   const metrics = new Metrics();
   const inference = new InferenceService(config, metrics, log);
-  const app = createApp({ inference, metrics, log, maxImageBytes: config.maxImageBytes });
+  // Speech is served only when the models folder holds a speech bundle.
+  const speech = hasSpeechBundles(config.modelsDir) ? new SpeechService(config, metrics, log) : undefined;
+  const app = createApp({ inference, metrics, log, maxImageBytes: config.maxImageBytes,
+    ...(speech ? { speech: { service: speech, maxAudioBytes: config.maxAudioBytes, maxAudioSeconds: config.maxAudioSeconds } } : {}) });
   const server = createServer(app);
+  const asr = speech ? attachAsr(server, speech, config, log) : undefined;
   // Bounded socket lifetimes: a slow or stalled client cannot hold a connection forever.
   server.requestTimeout = config.requestTimeoutMs + 5000;
   server.headersTimeout = Math.min(60_000, server.requestTimeout);
@@ -73,8 +86,8 @@ function main(): void {
   });
 
   let stopping = false;
-  loadModels(config, inference, metrics, log).then(
-    () => log.info({ models: inference.listModels().map((m) => m.name) }, 'ready'),
+  loadModels(config, inference, speech, metrics, log).then(
+    () => log.info({ models: [...inference.listModels(), ...(speech?.listModels() ?? [])].map((m) => m.name) }, 'ready'),
     (err: unknown) => {
       // A signal during loading stops the load too; the shutdown path reports and exits.
       if (stopping) return;
@@ -92,7 +105,8 @@ function main(): void {
     log.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down: draining in-flight requests');
     // Stop accepting connections first; requests already admitted finish within the grace period.
     server.close();
-    inference.shutdown(config.shutdownGraceMs).then(
+    asr?.close();
+    Promise.all([inference.shutdown(config.shutdownGraceMs), speech?.shutdown(config.shutdownGraceMs)]).then(
       () => {
         server.closeAllConnections();
         log.info('stopped');

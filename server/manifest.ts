@@ -60,7 +60,7 @@ export class ManifestError extends Error {
 type Obj = Record<string, unknown>;
 
 /** Field-level checks bound to one bundle so every message names it. */
-class Reader {
+export class Reader {
   constructor(private readonly bundle: string) {}
 
   fail(field: string, problem: string): never {
@@ -110,8 +110,8 @@ class Reader {
 }
 
 /** A file name inside the bundle folder: no absolute paths, no climbing out. */
-const RELATIVE_FILE = /^(?!\/)(?!.*(^|\/)\.\.(\/|$))[\w.\-/]+$/;
-const MODEL_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+export const RELATIVE_FILE = /^(?!\/)(?!.*(^|\/)\.\.(\/|$))[\w.\-/]+$/;
+export const MODEL_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 const TOP_KEYS = ['format', 'name', 'task', 'graph', 'inputs', 'outputs', 'image', 'labels', 'tokens', 'acms',
   'macs', 'budget_floor', 'default_budget', 'quality'] as const;
 const MAX = Number.MAX_SAFE_INTEGER;

@@ -7,16 +7,18 @@
 // at once, so its requests fail with deadline_exceeded and new batches go to the replacement.
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import type { Backend, BackendInfo, BatchItem, ItemResult, ModelShape } from './backend.js';
+import { sizeOf, type Backend, type BackendInfo, type BatchItem, type ItemResult, type ModelShape } from './backend.js';
 import { modelShape, type Bundle } from './bundle.js';
 import { sessionThreads, type Config } from './config.js';
 import { AcmError } from './errors.js';
 import type { BackendFactory } from './inference.js';
 import { checkGraph } from './graph-check.js';
+import { checkSpeechGraph, speechShape, type SpeechBundle } from './speech/bundle.js';
 import { DEFAULT_TUNING, packBatch, type FromWorker, type SessionTuning, type ToWorker, type WorkerInit } from './ort-protocol.js';
 
 export interface OrtBackendOptions {
-  readonly bundle: Bundle;
+  /** An image or a speech bundle: the runtime only needs its graph, tensor shapes and names. */
+  readonly bundle: Bundle | SpeechBundle;
   readonly provider: 'cpu' | 'cuda';
   readonly threads: number;
   readonly graphOptimization: WorkerInit['graphOptimization'];
@@ -72,7 +74,7 @@ export class OrtBackend implements Backend {
 
   constructor(private readonly opts: OrtBackendOptions) {
     this.concurrency = opts.workers;
-    this.shape = modelShape(opts.bundle);
+    this.shape = isSpeech(opts.bundle) ? speechShape(opts.bundle.manifest) : modelShape(opts.bundle);
     this.name = opts.bundle.manifest.name;
   }
 
@@ -131,10 +133,11 @@ export class OrtBackend implements Backend {
   private spawn(slot: Slot): void {
     const b = this.opts.bundle;
     const m = b.manifest;
+    const input = isSpeech(b) ? b.manifest.inputs.audio : b.manifest.inputs.pixels;
     const init: WorkerInit = {
       graphPath: b.graphPath, provider: this.opts.provider, threads: this.opts.threads,
       graphOptimization: this.opts.graphOptimization, tuning: this.opts.tuning ?? DEFAULT_TUNING, shape: this.shape,
-      names: { pixels: m.inputs.pixels, budget: m.inputs.budget, logits: m.outputs.logits, counts: m.outputs.learner_counts },
+      names: { input, budget: m.inputs.budget, logits: m.outputs.logits, counts: m.outputs.learner_counts },
     };
     const worker = new Worker(this.opts.workerUrl ?? new URL('./ort-worker.js', import.meta.url), { workerData: init });
     slot.worker = worker;
@@ -166,7 +169,8 @@ export class OrtBackend implements Backend {
     if (slot.worker !== worker) return;
     switch (msg.type) {
       case 'ready': {
-        const problems = checkGraph(this.opts.bundle.manifest, msg.inputs, msg.outputs);
+        const b = this.opts.bundle;
+        const problems = isSpeech(b) ? checkSpeechGraph(b.manifest, msg.inputs, msg.outputs) : checkGraph(b.manifest, msg.inputs, msg.outputs);
         if (problems.length > 0) {
           this.startFailed(new Error(`bundle ${JSON.stringify(this.name)}: graph does not match acm.json: ${problems.join('; ')}`));
           return;
@@ -266,7 +270,8 @@ export class OrtBackend implements Backend {
   }
 
   private finish(run: Run, logits: Float32Array, counts: Int32Array): void {
-    const { classes, acms, tokens } = this.shape;
+    const { acms, tokens } = this.shape;
+    const classes = sizeOf(this.shape.logits);
     const perCounts = acms * tokens;
     if (logits.length !== run.batch * classes || counts.length !== run.batch * perCounts) {
       this.settle(run, new AcmError('internal', `graph returned ${logits.length} logits and ${counts.length} learner counts ` +
@@ -303,10 +308,14 @@ export class OrtBackend implements Backend {
   }
 }
 
+function isSpeech(b: Bundle | SpeechBundle): b is SpeechBundle {
+  return b.manifest.task === 'speech-recognition';
+}
+
 /** One OrtBackend per bundle, configured from the process configuration. */
-export function ortBackends(config: Config, log: Logger, onWorkerRestart?: (model: string) => void): BackendFactory {
+export function ortBackends(config: Config, log: Logger, onWorkerRestart?: (model: string) => void): BackendFactory & ((b: SpeechBundle) => Backend) {
   const threads = sessionThreads(config);
-  return (bundle) => new OrtBackend({
+  return (bundle: Bundle | SpeechBundle) => new OrtBackend({
     bundle, provider: config.executionProvider, threads, graphOptimization: config.graphOptimization,
     tuning: { interOpThreads: config.interOpThreads, executionMode: config.executionMode,
       intraOpSpinning: config.intraOpSpinning, cpuMemArena: config.cpuMemArena },

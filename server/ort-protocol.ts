@@ -1,6 +1,6 @@
 // Messages between OrtBackend (main thread) and ort-worker (worker thread). Kept in one place so
 // both sides agree on every field.
-import type { BatchItem, ModelShape } from './backend.js';
+import { sizeOf, type BatchItem, type ModelShape } from './backend.js';
 
 export interface WorkerInit {
   readonly graphPath: string;
@@ -9,7 +9,7 @@ export interface WorkerInit {
   readonly graphOptimization: 'disabled' | 'basic' | 'extended' | 'all';
   readonly tuning: SessionTuning;
   /** Graph input and output names from the manifest. */
-  readonly names: { readonly pixels: string; readonly budget: string; readonly logits: string; readonly counts: string };
+  readonly names: { readonly input: string; readonly budget: string; readonly logits: string; readonly counts: string };
   readonly shape: ModelShape;
 }
 
@@ -45,13 +45,13 @@ export type FromWorker =
   | { type: 'result'; id: number; logits: Float32Array; counts: Int32Array }
   | { type: 'failed'; id: number; message: string };
 
-/** One Float32Array for the whole batch (NCHW) and one Float64Array of budgets, both transferable. */
+/** One Float32Array for the whole batch ([B, ...shape.input]) and one Float64Array of budgets, both transferable. */
 export function packBatch(items: readonly BatchItem[], shape: ModelShape): { pixels: Float32Array; budgets: Float64Array } {
-  const per = shape.channels * shape.height * shape.width;
+  const per = sizeOf(shape.input);
   const pixels = new Float32Array(items.length * per);
   const budgets = new Float64Array(items.length);
   items.forEach((item, i) => {
-    if (item.pixels.length !== per) throw new Error(`image tensor has ${item.pixels.length} values; expected ${per}`);
+    if (item.pixels.length !== per) throw new Error(`input tensor has ${item.pixels.length} values; expected ${per}`);
     pixels.set(item.pixels, i * per);
     budgets[i] = item.budget;
   });

@@ -77,10 +77,9 @@ async function load(): Promise<void> {
 }
 
 async function runBatch(s: ort.InferenceSession, msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
-  const { channels, height, width } = init.shape;
   try {
     const feeds = {
-      [init.names.pixels]: new ort.Tensor('float32', msg.pixels, [msg.batch, channels, height, width]),
+      [init.names.input]: new ort.Tensor('float32', msg.pixels, [msg.batch, ...init.shape.input]),
       [init.names.budget]: new ort.Tensor('float64', msg.budgets, [msg.batch]),
     };
     const out = await s.run(feeds, [init.names.logits, init.names.counts]);

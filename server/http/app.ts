@@ -6,6 +6,8 @@ import { AcmError, toAcmError } from '../errors.js';
 import type { InferenceService } from '../inference.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
+import { registerSpeechRoutes, type TranscribeRouteOptions } from '../speech/http.js';
+import type { SpeechService } from '../speech/service.js';
 import { classifyHandler } from './classify.js';
 import { isV2Path, registerKserveRoutes } from './kserve.js';
 import { openApiDocument, registeredRoutes } from './openapi.js';
@@ -16,6 +18,8 @@ export interface AppServices {
   readonly metrics: Metrics;
   readonly log: Logger;
   readonly maxImageBytes: number;
+  /** Present when speech bundles are configured: adds POST /transcribe and speech models to the listing. */
+  readonly speech?: { readonly service: SpeechService } & TranscribeRouteOptions;
 }
 
 /** Most elements in the batch dimension of one KServe v2 request; each is admitted like one request. */
@@ -53,7 +57,7 @@ export function createApp(s: AppServices): express.Express {
   app.post('/classify', classifyHandler(s.inference, { maxImageBytes: s.maxImageBytes }));
 
   app.get('/v1/models', (_req, res) => {
-    res.json({ models: s.inference.listModels() });
+    res.json({ models: [...s.inference.listModels(), ...(s.speech?.service.listModels() ?? [])] });
   });
 
   // Liveness: answering at all is the signal.
@@ -63,7 +67,7 @@ export function createApp(s: AppServices): express.Express {
 
   // Readiness: only once every model runs, so a load balancer sends no traffic to a loading server.
   app.get('/readyz', (_req, res) => {
-    if (!s.inference.ready) throw new AcmError('not_ready', 'models are still loading');
+    if (!s.inference.ready || (s.speech && !s.speech.service.ready)) throw new AcmError('not_ready', 'models are still loading');
     res.json({ status: 'ready' });
   });
 
@@ -74,6 +78,7 @@ export function createApp(s: AppServices): express.Express {
 
   registerKserveRoutes(app, s.inference, { maxImageBytes: s.maxImageBytes, maxBatch: MAX_V2_BATCH });
   registerWebRoutes(app);
+  if (s.speech) registerSpeechRoutes(app, s.speech.service, s.speech);
 
   // Built on first request, once every route (including ones added after createApp) is registered.
   let openApi: unknown;

@@ -11,12 +11,13 @@ export const HANG_BUDGET = 0.456;
 if (!isMainThread && parentPort) {
   const port = parentPort;
   const init = workerData as WorkerInit;
-  const { classes, acms, tokens } = init.shape;
+  const { acms, tokens } = init.shape;
+  const classes = init.shape.logits[0] ?? 0;
   const post = (msg: FromWorker, transfer: ArrayBuffer[] = []): void => port.postMessage(msg, transfer);
   post({
     type: 'ready',
     // Always declares one channel, so a manifest asking for three is caught by the graph check.
-    inputs: [{ name: init.names.pixels, type: 'float32', shape: ['batch', 1, 28, 28] },
+    inputs: [{ name: init.names.input, type: 'float32', shape: ['batch', 1, 28, 28] },
       { name: init.names.budget, type: 'float64', shape: ['batch'] }],
     outputs: [{ name: init.names.logits, type: 'float32', shape: ['batch', classes] },
       { name: init.names.counts, type: 'int64', shape: ['batch', acms, tokens] }],

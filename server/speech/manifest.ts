@@ -1,0 +1,132 @@
+// Strict reader of a speech-recognition acm.json (models/BUNDLE.md "Speech"). Besides the ACM
+// layout and costs every bundle has, it checks the audio contract for internal consistency: the
+// server cuts audio into windows from these numbers, and a window geometry that disagrees with the
+// graph would silently misalign every transcript.
+import { layoutFloor, MODEL_NAME, Reader, RELATIVE_FILE, type AcmSpec, type QualityPoint } from '../manifest.js';
+
+export interface AudioContract {
+  /** Samples per second the graph expects (mono float32 in [-1, 1]). */
+  readonly sample_rate: number;
+  /** Output frame period, ms. */
+  readonly frame_ms: number;
+  readonly frame_samples: number;
+  /** Samples past a chunk's end its last frame needs (receptive field - frame). */
+  readonly lookahead_samples: number;
+  readonly chunk_frames: number;
+  readonly left_context_frames: number;
+  readonly chunk_samples: number;
+  readonly left_context_samples: number;
+  /** Samples fed per window: left context + chunk + lookahead. */
+  readonly window_samples: number;
+  /** Frames out per window: left context + chunk; the last chunk_frames are kept. */
+  readonly window_frames: number;
+}
+
+export interface SpeechManifest {
+  readonly format: 'acm-bundle/1';
+  readonly name: string;
+  readonly task: 'speech-recognition';
+  readonly graph: string;
+  readonly dense_graph?: string;
+  readonly inputs: { readonly audio: string; readonly budget: string };
+  readonly outputs: { readonly logits: string; readonly learner_counts: string };
+  readonly audio: AudioContract;
+  readonly ctc: { readonly blank: number; readonly vocabulary: readonly string[]; readonly word_delimiter: string };
+  readonly tokens: { readonly count: number };
+  readonly acms: readonly AcmSpec[];
+  /** Per window. */
+  readonly macs: { readonly fixed: number; readonly dense: number };
+  readonly budget_floor: number;
+  readonly default_budget: number;
+  readonly quality: readonly QualityPoint[];
+  readonly architecture?: unknown;
+  readonly training?: unknown;
+}
+
+const TOP_KEYS = ['format', 'name', 'task', 'graph', 'inputs', 'outputs', 'audio', 'ctc', 'tokens', 'acms', 'macs',
+  'budget_floor', 'default_budget', 'quality'] as const;
+const AUDIO_KEYS = ['sample_rate', 'frame_ms', 'frame_samples', 'lookahead_samples', 'chunk_frames', 'left_context_frames',
+  'chunk_samples', 'left_context_samples', 'window_samples', 'window_frames'] as const;
+const MAX = Number.MAX_SAFE_INTEGER;
+
+/** Validates a parsed acm.json of a speech-recognition bundle; throws ManifestError naming the field. */
+export function parseSpeechManifest(bundle: string, raw: unknown): SpeechManifest {
+  const r: Reader = new Reader(bundle);
+  const m = r.obj(raw, 'manifest', TOP_KEYS, ['dense_graph', 'architecture', 'training']);
+  if (m.format !== 'acm-bundle/1') r.fail('format', `must be "acm-bundle/1"; got ${JSON.stringify(m.format)}`);
+  r.str(m.name, 'name', MODEL_NAME);
+  r.oneOf(m.task, 'task', ['speech-recognition']);
+  r.str(m.graph, 'graph', RELATIVE_FILE);
+  if (m.dense_graph !== undefined) r.str(m.dense_graph, 'dense_graph', RELATIVE_FILE);
+  const inputs = r.obj(m.inputs, 'inputs', ['audio', 'budget']);
+  r.str(inputs.audio, 'inputs.audio');
+  r.str(inputs.budget, 'inputs.budget');
+  const outputs = r.obj(m.outputs, 'outputs', ['logits', 'learner_counts']);
+  r.str(outputs.logits, 'outputs.logits');
+  r.str(outputs.learner_counts, 'outputs.learner_counts');
+
+  const a = r.obj(m.audio, 'audio', AUDIO_KEYS);
+  const n = (k: (typeof AUDIO_KEYS)[number], min: number, max: number): number => r.num(a[k], `audio.${k}`, min, max, { int: true });
+  const rate = n('sample_rate', 1000, 384_000);
+  const frame = n('frame_samples', 1, 1_000_000);
+  const lookahead = n('lookahead_samples', 0, 1_000_000);
+  const chunkFrames = n('chunk_frames', 1, 100_000);
+  const leftFrames = n('left_context_frames', 0, 100_000);
+  const derived: [string, number, number][] = [
+    ['frame_ms', n('frame_ms', 1, 10_000), (1000 * frame) / rate],
+    ['chunk_samples', n('chunk_samples', 1, MAX), chunkFrames * frame],
+    ['left_context_samples', n('left_context_samples', 0, MAX), leftFrames * frame],
+    ['window_frames', n('window_frames', 1, MAX), leftFrames + chunkFrames],
+    ['window_samples', n('window_samples', 1, MAX), (leftFrames + chunkFrames) * frame + lookahead],
+  ];
+  for (const [key, got, want] of derived) {
+    if (got !== want) r.fail(`audio.${key}`, `is ${got} but the other audio fields imply ${want}`);
+  }
+
+  const ctc = r.obj(m.ctc, 'ctc', ['blank', 'vocabulary', 'word_delimiter']);
+  const vocab = r.arr(ctc.vocabulary, 'ctc.vocabulary', 2);
+  vocab.forEach((v, i) => r.str(v, `ctc.vocabulary[${i}]`));
+  if (new Set(vocab).size !== vocab.length) r.fail('ctc.vocabulary', 'must not repeat an entry');
+  r.num(ctc.blank, 'ctc.blank', 0, vocab.length - 1, { int: true });
+  const delimiter = r.str(ctc.word_delimiter, 'ctc.word_delimiter');
+  if (!vocab.includes(delimiter)) r.fail('ctc.word_delimiter', `${JSON.stringify(delimiter)} is not in ctc.vocabulary`);
+
+  const tokens = r.obj(m.tokens, 'tokens', ['count']);
+  const windowFrames = leftFrames + chunkFrames;
+  if (tokens.count !== windowFrames) r.fail('tokens.count', `must equal audio.window_frames (${windowFrames}); got ${JSON.stringify(tokens.count)}`);
+
+  const names = new Set<string>();
+  r.arr(m.acms, 'acms', 1).forEach((v, i) => {
+    const f = `acms[${i}]`;
+    const acm = r.obj(v, f, ['name', 'layer', 'kind', 'n', 'width', 'min_choice', 'learner_macs', 'gate_macs']);
+    const name = r.str(acm.name, `${f}.name`);
+    if (names.has(name)) r.fail(`${f}.name`, `repeats ${JSON.stringify(name)}`);
+    names.add(name);
+    r.num(acm.layer, `${f}.layer`, 0, 10_000, { int: true });
+    const kind = r.oneOf(acm.kind, `${f}.kind`, ['ffn', 'q', 'k', 'v', 'o']);
+    const count = r.num(acm.n, `${f}.n`, 1, 64, { int: true });
+    r.num(acm.width, `${f}.width`, 1, 1_000_000, { int: true });
+    r.num(acm.min_choice, `${f}.min_choice`, kind === 'ffn' ? 0 : 1, count, { int: true });
+    r.num(acm.learner_macs, `${f}.learner_macs`, 0, MAX, { minOpen: true });
+    r.num(acm.gate_macs, `${f}.gate_macs`, 0, MAX);
+  });
+  const macs = r.obj(m.macs, 'macs', ['fixed', 'dense']);
+  r.num(macs.fixed, 'macs.fixed', 0, MAX);
+  r.num(macs.dense, 'macs.dense', 0, MAX, { minOpen: true });
+  const floor = r.num(m.budget_floor, 'budget_floor', 0, 1);
+  const implied = layoutFloor(m.acms as AcmSpec[]);
+  if (Math.abs(floor - implied) > 1e-6 * Math.max(1, implied)) r.fail('budget_floor', `is ${floor} but the acms' min_choice learners force ${implied}`);
+  r.num(m.default_budget, 'default_budget', 0, 1, { minOpen: true });
+  r.arr(m.quality, 'quality', 0).forEach((v, i) => {
+    const f = `quality[${i}]`;
+    const q = r.obj(v, f, ['budget', 'metric', 'value', 'dataset', 'items'], ['used', 'gflops']);
+    r.num(q.budget, `${f}.budget`, 0, 1, { minOpen: true });
+    r.str(q.metric, `${f}.metric`);
+    r.num(q.value, `${f}.value`, -MAX, MAX);
+    r.str(q.dataset, `${f}.dataset`);
+    r.num(q.items, `${f}.items`, 1, MAX, { int: true });
+    if (q.used !== undefined) r.num(q.used, `${f}.used`, 0, 1);
+    if (q.gflops !== undefined) r.num(q.gflops, `${f}.gflops`, 0, MAX, { minOpen: true });
+  });
+  return raw as SpeechManifest;
+}

@@ -1,0 +1,273 @@
+// The speech side of the inference service: per speech model a queue, a batcher and a backend
+// (the same classes /classify runs on), so the windows of every /transcribe request and every
+// /asr stream of a model meet in one queue and run in shared batches. A Recognition is one
+// request's or one stream's progress: audio in, windows out to the queue, transcript and compute
+// accumulated in window order.
+import type { Backend, BackendInfo, BatchItem } from '../backend.js';
+import { Batcher, type ItemOutcome } from '../batcher.js';
+import type { Config } from '../config.js';
+import { AcmError, shown } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { QualityPoint } from '../manifest.js';
+import type { Metrics } from '../metrics.js';
+import { checkBudget } from '../params.js';
+import { RequestQueue } from '../queue.js';
+import type { SpeechBundle } from './bundle.js';
+import { SpeechAccountant, type ComputeTally, type SpeechComputeReport } from './compute.js';
+import { CtcDecoder, type WordTiming } from './ctc.js';
+import type { AudioContract, SpeechManifest } from './manifest.js';
+import { WindowCutter } from './windows.js';
+
+export interface SpeechModelInfo {
+  name: string;
+  task: 'speech-recognition';
+  vocabulary: readonly string[];
+  input: AudioContract;
+  budget_floor: number;
+  default_budget: number;
+  quality: readonly QualityPoint[];
+}
+
+export interface TranscribeResult {
+  model: string;
+  text: string;
+  words: WordTiming[];
+  compute: SpeechComputeReport;
+  timings: { queueMs: number; inferenceMs: number; totalMs: number };
+}
+
+interface SpeechModel {
+  readonly bundle: SpeechBundle;
+  readonly manifest: SpeechManifest;
+  readonly queue: RequestQueue<BatchItem, ItemOutcome>;
+  readonly batcher: Batcher;
+  readonly backend: Backend;
+  readonly accountant: SpeechAccountant;
+  info?: BackendInfo;
+  inFlight: number;
+}
+
+const RETRY_AFTER_S = 1;
+
+export class SpeechService {
+  private readonly models = new Map<string, SpeechModel>();
+  private isReady = false;
+  private stopped = false;
+  private streams = 0;
+
+  constructor(private readonly config: Config, private readonly metrics: Metrics, private readonly log: Logger) {}
+
+  /** Starts every speech model's runtime. Throws on the first failure, leaving nothing running. */
+  async load(bundles: readonly SpeechBundle[], backendFor: (b: SpeechBundle) => Backend): Promise<void> {
+    if (this.stopped) throw new AcmError('not_ready', 'the server is shutting down');
+    for (const bundle of bundles) {
+      const m = bundle.manifest;
+      if (m.audio.window_frames > this.config.maxBatchTokens) {
+        throw new Error(`bundle ${JSON.stringify(m.name)} needs ${m.audio.window_frames} tokens per window but ` +
+          `ACM_MAX_BATCH_TOKENS is ${this.config.maxBatchTokens}; raise ACM_MAX_BATCH_TOKENS to at least ${m.audio.window_frames}`);
+      }
+      const queue = new RequestQueue<BatchItem, ItemOutcome>({ maxBatchSize: this.config.maxBatchSize,
+        maxBatchTokens: this.config.maxBatchTokens, maxWaitMs: this.config.maxWaitMs,
+        capacity: this.config.queueCapacity, retryAfterS: RETRY_AFTER_S });
+      const accountant = new SpeechAccountant(m);
+      const backend = backendFor(bundle);
+      const batcher = new Batcher(queue, backend, { model: m.name, gflopsOf: (r) => accountant.gflops(r.learnerCounts),
+        onBatch: (s) => this.metrics.observeBatch(s),
+        onError: (err) => this.log.error({ err, model: m.name }, 'batch failed unexpectedly') });
+      const model: SpeechModel = { bundle, manifest: m, queue, batcher, backend, accountant, inFlight: 0 };
+      this.models.set(m.name, model);
+      this.metrics.trackModel(m.name, { queueDepth: () => queue.depth, inFlight: () => model.inFlight });
+    }
+    try {
+      await Promise.all([...this.models.values()].map(async (model) => {
+        model.info = await model.backend.start();
+        model.batcher.start();
+        this.log.info({ model: model.manifest.name, task: model.manifest.task, provider: model.info.provider,
+          workers: model.info.workers, graph: model.bundle.graphPath }, 'model loaded');
+      }));
+    } catch (err) {
+      await this.shutdown(0);
+      throw err;
+    }
+    this.isReady = true;
+  }
+
+  get ready(): boolean {
+    return this.isReady;
+  }
+
+  /** Streams open now. */
+  get openStreams(): number {
+    return this.streams;
+  }
+
+  listModels(): SpeechModelInfo[] {
+    return [...this.models.values()].map(({ manifest: m, accountant }) => ({
+      name: m.name, task: m.task, vocabulary: m.ctc.vocabulary, input: m.audio, budget_floor: accountant.floor,
+      default_budget: this.config.defaultBudget ?? m.default_budget, quality: m.quality,
+    }));
+  }
+
+  /** The model a request names (the first speech model when none), ready to take work. */
+  resolve(name: string | undefined): SpeechManifest {
+    return this.model(name).manifest;
+  }
+
+  /** Refuses before a body is read or a stream opens: not ready, unknown model, no queue room. */
+  admit(name: string | undefined): { model: string; release: () => void } {
+    const model = this.model(name);
+    if (model.queue.full) {
+      throw new AcmError('queue_full', `model ${JSON.stringify(model.manifest.name)} has ${model.queue.depth} windows queued ` +
+        `(capacity ${this.config.queueCapacity}); retry after ${RETRY_AFTER_S} s`, RETRY_AFTER_S);
+    }
+    model.inFlight++;
+    let released = false;
+    return { model: model.manifest.name, release: () => {
+      if (!released) {
+        released = true;
+        model.inFlight--;
+      }
+    } };
+  }
+
+  /** Reserves a stream slot; throws too_many_streams past ACM_MAX_STREAMS. */
+  openStream(): () => void {
+    if (this.streams >= this.config.maxStreams) {
+      throw new AcmError('too_many_streams', `${this.streams} streams are open (ACM_MAX_STREAMS ${this.config.maxStreams}); ` +
+        `retry after ${RETRY_AFTER_S} s`, RETRY_AFTER_S);
+    }
+    this.streams++;
+    let closed = false;
+    return () => {
+      if (!closed) {
+        closed = true;
+        this.streams--;
+      }
+    };
+  }
+
+  /** Budget a request runs at: its own (checked), else the configured default, else the model's. */
+  budgetFor(name: string | undefined, budget: number | undefined): number {
+    return budget === undefined ? this.config.defaultBudget ?? this.model(name).manifest.default_budget : checkBudget(budget);
+  }
+
+  recognition(name: string | undefined, budget: number, signal?: AbortSignal): Recognition {
+    const model = this.model(name);
+    return new Recognition(model, budget, this.config.requestTimeoutMs, this.config.queueCapacity, signal);
+  }
+
+  /** Whole-file transcription: every window of the audio, batched with whatever else is queued. */
+  async transcribe(name: string | undefined, samples: Float32Array, opts: { budget?: number; signal?: AbortSignal; arrivedAt?: number } = {}): Promise<TranscribeResult> {
+    const arrivedAt = opts.arrivedAt ?? performance.now();
+    const model = this.model(name);
+    const budget = this.budgetFor(name, opts.budget);
+    const r = new Recognition(model, budget, this.config.requestTimeoutMs, this.config.queueCapacity, opts.signal);
+    r.push(samples);
+    await r.advance(true);
+    const compute = r.compute();
+    this.metrics.observeRequest(model.manifest.name, compute.used, r.queueMs);
+    return { model: model.manifest.name, text: r.text(), words: r.words(), compute,
+      timings: { queueMs: r.queueMs, inferenceMs: r.inferenceMs, totalMs: performance.now() - arrivedAt } };
+  }
+
+  async shutdown(graceMs: number): Promise<void> {
+    this.isReady = false;
+    this.stopped = true;
+    const models = [...this.models.values()];
+    let timer: NodeJS.Timeout | undefined;
+    const grace = new Promise<void>((resolve) => { timer = setTimeout(resolve, graceMs); });
+    await Promise.race([Promise.all(models.map((m) => m.queue.idle())), grace]);
+    clearTimeout(timer);
+    for (const m of models) m.queue.close();
+    await Promise.all(models.map((m) => m.backend.close()));
+    await Promise.all(models.map((m) => m.batcher.stopped()));
+  }
+
+  private model(name: string | undefined): SpeechModel {
+    if (!this.isReady) throw new AcmError('not_ready', 'models are still loading; retry shortly', RETRY_AFTER_S);
+    if (name === undefined || name === '') {
+      const first = this.models.values().next();
+      if (first.done) throw new AcmError('unknown_model', 'no speech-recognition model is loaded');
+      return first.value;
+    }
+    const model = this.models.get(name);
+    if (!model) {
+      throw new AcmError('unknown_model', `model must be one of the speech models ${[...this.models.keys()].join(', ')}; got ${shown(name)}`);
+    }
+    return model;
+  }
+}
+
+/**
+ * One request's or stream's recognition. push() audio, advance() to run the windows that are
+ * complete (all of them with `final`); the transcript grows in window order. advance() calls must
+ * not overlap (a stream chains them).
+ */
+export class Recognition {
+  private readonly cutter: WindowCutter;
+  private readonly decoder: CtcDecoder;
+  private readonly tally: ComputeTally;
+  queueMs = 0;
+  inferenceMs = 0;
+
+  private readonly slice: number;
+
+  constructor(private readonly model: SpeechModel, readonly budget: number, private readonly timeoutMs: number,
+    queueCapacity: number, private readonly signal?: AbortSignal) {
+    this.slice = Math.max(1, Math.floor(queueCapacity / 2));
+    this.cutter = new WindowCutter(model.manifest.audio);
+    this.decoder = new CtcDecoder(model.manifest);
+    this.tally = model.accountant.tally();
+  }
+
+  get modelName(): string {
+    return this.model.manifest.name;
+  }
+
+  /** Samples received so far. */
+  get samples(): number {
+    return this.cutter.samples;
+  }
+
+  push(samples: Float32Array): void {
+    this.cutter.push(samples);
+  }
+
+  /** Runs the windows that are ready; resolves with how many were decoded. */
+  async advance(final: boolean): Promise<number> {
+    const windows = this.cutter.take(final);
+    if (windows.length === 0) return 0;
+    const m = this.model.manifest;
+    const { queue } = this.model;
+    // Submitted in slices of at most half the queue, so one long file cannot fill the queue that
+    // live streams also need; each slice still batches with whatever else is queued.
+    for (let i = 0; i < windows.length; i += this.slice) {
+      const part = windows.slice(i, i + this.slice);
+      const outcomes = await Promise.all(part.map((w) => queue.submit({ pixels: w, budget: this.budget },
+        { tokens: m.audio.window_frames, timeoutMs: this.timeoutMs, ...(this.signal ? { signal: this.signal } : {}) })));
+      for (const o of outcomes) {
+        const keep = m.audio.left_context_frames * m.ctc.vocabulary.length;
+        this.decoder.push(o.result.logits.subarray(keep), m.audio.chunk_frames);
+        this.tally.add(o.result.learnerCounts);
+        this.queueMs = Math.max(this.queueMs, o.queueMs);
+        this.inferenceMs += o.inferenceMs;
+      }
+    }
+    return windows.length;
+  }
+
+  text(): string {
+    return this.decoder.transcript();
+  }
+
+  words(): WordTiming[] {
+    return this.decoder.timings();
+  }
+
+  /** Compute so far; per-frame values for the frames that hold received audio. */
+  compute(): SpeechComputeReport {
+    const frames = Math.ceil(this.cutter.samples / this.model.manifest.audio.frame_samples);
+    return this.tally.report(this.budget, frames);
+  }
+}
+
