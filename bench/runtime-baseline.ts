@@ -2,7 +2,7 @@
 // onnxruntime-node, sharp, pino, prom-client) and ACM_WORKERS idle worker threads that load
 // onnxruntime-node but create no session. Its resident memory is what a server costs before any
 // model; bench/server-memory.ts subtracts it from a ready server's to get the memory a model costs.
-// Prints "ready" on stdout, then waits for SIGTERM.
+// Prints "ready" on stdout, then waits for SIGTERM or the end of stdin.
 import { isMainThread, parentPort, Worker } from 'node:worker_threads';
 
 if (isMainThread) {
@@ -19,11 +19,10 @@ if (isMainThread) {
     w.once('message', () => resolve());
     w.once('error', reject);
   })));
-  const keepAlive = setInterval(() => undefined, 60_000);
-  process.once('SIGTERM', () => {
-    clearInterval(keepAlive);
-    process.exit(0);
-  });
+  // Alive until SIGTERM or until stdin closes: a bench that dies without stopping it closes the pipe.
+  process.stdin.resume();
+  process.stdin.once('end', () => process.exit(0));
+  process.once('SIGTERM', () => process.exit(0));
   console.log('ready');
 } else {
   await import('onnxruntime-node');

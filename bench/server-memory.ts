@@ -74,7 +74,7 @@ async function settledRss(pid: number): Promise<number> {
 
 async function runtimeBaseline(base: Record<string, string>): Promise<number> {
   const script = fileURLToPath(new URL('./runtime-baseline.js', import.meta.url));
-  const child = spawn(process.execPath, [script], { env: { PATH: process.env.PATH ?? '', ...base }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [script], { env: { PATH: process.env.PATH ?? '', ...base }, stdio: ['pipe', 'pipe', 'pipe'] });
   let err = '';
   child.stderr.on('data', (c: Buffer) => { err += c.toString(); });
   try {
@@ -110,7 +110,8 @@ async function measureStatic(base: Record<string, string>, target: (s: ServerPro
       const run = await closedLoop(target(server), settings.concurrency, settings.loadDurationS / 5, settings.loadDurationS);
       rows.rps.push(run.throughputRps);
       rows.load.push(await settledRss(server.pid));
-      rows.peak.push(server.memory().hwmKiB);
+      // The kernel updates VmHWM lazily, so it can trail an RSS read taken just before.
+      rows.peak.push(Math.max(server.memory().hwmKiB, rows.ready.at(-1)!, rows.seq.at(-1)!, rows.load.at(-1)!));
       if (run.non2xx + run.errors > 0) console.log(`  warning: ${run.non2xx} non-2xx answers and ${run.errors} errors under load`);
     } finally {
       await server.stop();
