@@ -28,10 +28,16 @@ process.on('exit', () => {
 process.once('SIGINT', () => process.exit(130));
 process.once('SIGTERM', () => process.exit(143));
 
-/** ACM_* settings of the bench's own environment: the base every started server gets. */
+/**
+ * ACM_* settings and LOG_LEVEL of the bench's own environment: the base every started server gets.
+ * Servers log at warn unless LOG_LEVEL says otherwise, so per-request log lines (info) cost
+ * nothing unless asked for.
+ */
 export function baseServerEnv(): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (k.startsWith('ACM_') && v !== undefined && v !== '') out[k] = v;
+  for (const [k, v] of Object.entries(process.env)) {
+    if ((k.startsWith('ACM_') || k === 'LOG_LEVEL') && v !== undefined && v !== '') out[k] = v;
+  }
   return out;
 }
 
