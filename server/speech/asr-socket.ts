@@ -85,6 +85,8 @@ class AsrStream {
   private idle?: NodeJS.Timeout;
   private readonly abort = new AbortController();
   private lastPartialSamples = 0;
+  /** Samples received, counted as frames arrive (the recognition takes them in turn). */
+  private received = 0;
   private sentFrames = 0;
   private readonly maxSamples: number;
   private readonly openedAt = performance.now();
@@ -161,22 +163,22 @@ class AsrStream {
       case 'stop':
         return this.onStop();
       default:
-        throw new AcmError('protocol_error', `message type must be "start" or "stop"; got ${shown(JSON.stringify(m.type) ?? 'none')}`);
+        throw new AcmError('protocol_error', `message type must be "start" or "stop"; got ${shown(m.type)}`);
     }
   }
 
   private onStart(m: Record<string, unknown>): void {
     if (this.state !== 'waiting') throw new AcmError('protocol_error', 'start was already received; send audio frames or stop');
     if (m.sample_rate !== this.rate) {
-      throw new AcmError('invalid_audio', `sample_rate must be ${this.rate} (the model's rate; resample on the client); got ${shown(JSON.stringify(m.sample_rate) ?? 'none')}`);
+      throw new AcmError('invalid_audio', `sample_rate must be ${this.rate} (the model's rate; resample on the client); got ${shown(m.sample_rate)}`);
     }
     const encoding = m.encoding ?? 'pcm_s16le';
     if (!PCM_ENCODINGS.includes(encoding as PcmEncoding)) {
-      throw new AcmError('invalid_audio', `encoding must be one of ${PCM_ENCODINGS.join(', ')}; got ${shown(JSON.stringify(encoding))}`);
+      throw new AcmError('invalid_audio', `encoding must be one of ${PCM_ENCODINGS.join(', ')}; got ${shown(encoding)}`);
     }
     let budget = this.upgradeBudget;
     if (m.budget !== undefined) {
-      if (typeof m.budget !== 'number') throw new AcmError('invalid_budget', `budget must be a number in (0, 1]; got ${shown(JSON.stringify(m.budget))}`);
+      if (typeof m.budget !== 'number') throw new AcmError('invalid_budget', `budget must be a number in (0, 1]; got ${shown(m.budget)}`);
       budget = m.budget;
     }
     const applied = this.speech.budgetFor(this.model, budget);
@@ -191,12 +193,15 @@ class AsrStream {
     if (this.state !== 'streaming') throw new AcmError('protocol_error', 'audio frames must not follow a stop message');
     const r = this.recognition as Recognition;
     const samples = decodePcm(bytes, this.encoding);
-    if (r.samples + samples.length > this.maxSamples) {
+    this.received += samples.length;
+    if (this.received > this.maxSamples) {
       throw new AcmError('audio_too_large', `a stream may carry at most ${this.config.maxStreamSeconds} s of audio ` +
-        `(ACM_MAX_STREAM_SECONDS); got more than ${((r.samples + samples.length) / this.rate).toFixed(2)} s`);
+        `(ACM_MAX_STREAM_SECONDS); got more than ${(this.received / this.rate).toFixed(2)} s`);
     }
-    r.push(samples);
+    // Each frame joins the recognition in its turn, so a client sending faster than real time
+    // still gets a partial for every chunk and every 500 ms of its audio.
     this.then(async () => {
+      r.push(samples);
       const decoded = await r.advance(false);
       if (decoded > 0 || r.samples - this.lastPartialSamples >= PARTIAL_EVERY_S * this.rate) this.sendUpdate('partial');
     });

@@ -3,6 +3,7 @@
 // /asr stream of a model meet in one queue and run in shared batches. A Recognition is one
 // request's or one stream's progress: audio in, windows out to the queue, transcript and compute
 // accumulated in window order.
+import { getMaxListeners, setMaxListeners } from 'node:events';
 import type { Backend, BackendInfo, BatchItem } from '../backend.js';
 import { Batcher, type ItemOutcome } from '../batcher.js';
 import type { Config } from '../config.js';
@@ -215,6 +216,8 @@ export class Recognition {
   constructor(private readonly model: SpeechModel, readonly budget: number, private readonly timeoutMs: number,
     queueCapacity: number, private readonly signal?: AbortSignal) {
     this.slice = Math.max(1, Math.floor(queueCapacity / 2));
+    // Every window in flight listens for the abort; a long file has many at once.
+    if (signal) setMaxListeners(Math.max(getMaxListeners(signal), this.slice + 10), signal);
     this.cutter = new WindowCutter(model.manifest.audio);
     this.decoder = new CtcDecoder(model.manifest);
     this.tally = model.accountant.tally();
