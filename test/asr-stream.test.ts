@@ -21,7 +21,7 @@ function connect(url: string, headers: Record<string, string> = {}): Promise<Ses
     const ws = new WebSocket(url, { headers });
     const messages: Msg[] = [];
     const closed = new Promise<{ code: number; reason: string }>((r) => ws.on('close', (code, reason) => r({ code, reason: reason.toString() })));
-    ws.on('message', (data) => messages.push(JSON.parse(String(data)) as Msg));
+    ws.on('message', (data: Buffer) => messages.push(JSON.parse(data.toString('utf8')) as Msg));
     ws.on('open', () => resolve({ ws, messages, closed }));
     ws.on('unexpected-response', (_req, res) => {
       let body = '';
