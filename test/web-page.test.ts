@@ -1,0 +1,122 @@
+// The web page in headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core)
+// against the shipped image model served in-process: choose a committed test image, read the
+// predictions at budget 0.5, move the slider to 1.0 with the keyboard, and check the page shows
+// what the server answers and that the compute overlay changes. The page must load nothing
+// from outside the server and log no errors. Screenshots go to test-artifacts/.
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { once } from 'node:events';
+import { after, before, describe, it } from 'node:test';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { AcmClient } from '../clients/sdk.js';
+import type { TestApp } from './support/fake.js';
+import { ortApp, REPO_ROOT } from './support/tiny-bundle.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+const FIXTURE = join(REPO_ROOT, 'test', 'fixtures', 'fashion-test', 'ankle-boot-6000.png');
+const ARTIFACTS = join(REPO_ROOT, 'test-artifacts');
+
+interface Overlay { url: string; painted: number }
+
+async function overlay(page: Page): Promise<Overlay> {
+  return page.evaluate(() => {
+    const canvas = document.getElementById('overlay') as HTMLCanvasElement;
+    const data = canvas.getContext('2d')?.getImageData(0, 0, canvas.width, canvas.height).data ?? new Uint8ClampedArray();
+    let painted = 0;
+    for (let i = 3; i < data.length; i += 4) if ((data[i] ?? 0) > 0) painted++;
+    return { url: canvas.toDataURL('image/png'), painted };
+  });
+}
+
+async function shownPredictions(page: Page): Promise<{ label: string; text: string }[]> {
+  return page.$$eval('#predictions li', (items) => items.map((li) => ({ label: (li as HTMLElement).dataset.label ?? '', text: li.textContent ?? '' })));
+}
+
+async function waitForBudget(page: Page, budget: string): Promise<void> {
+  await page.waitForSelector(`#image-panel[data-state="done"][data-budget="${budget}"]`, { timeout: 30_000 });
+}
+
+describe('web page in headless Chromium', () => {
+  let t: TestApp;
+  let server: Server;
+  let origin: string;
+  let browser: Browser;
+  let page: Page;
+  const requests: string[] = [];
+  const problems: string[] = [];
+
+  before(async () => {
+    assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: install the Debian package chromium (.ci/run does)`);
+    t = await ortApp(join(REPO_ROOT, 'models'));
+    server = createServer(t.app).listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    await mkdir(ARTIFACTS, { recursive: true });
+    // --no-sandbox: CI runs as root, where Chromium's sandbox cannot start.
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+    page = await browser.newPage({ viewport: { width: 1100, height: 1000 } });
+    page.on('request', (r) => requests.push(r.url()));
+    page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
+    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+    page.on('response', (r) => { if (r.status() >= 400) problems.push(`HTTP ${r.status()} for ${r.url()}`); });
+  });
+  after(async () => {
+    await browser?.close();
+    server?.close();
+    await t?.inference.shutdown(1000);
+  });
+
+  it('classifies a chosen image, and the slider re-classifies with a different overlay', { timeout: 120_000 }, async () => {
+    const client = new AcmClient({ url: origin });
+    const labels = JSON.parse(await readFile(join(REPO_ROOT, 'test', 'fixtures', 'fashion-test', 'labels.json'), 'utf8')) as Record<string, string>;
+    const expected = labels['ankle-boot-6000.png'];
+    const bytes = await readFile(FIXTURE);
+
+    await page.goto(`${origin}/`);
+    await page.waitForSelector('body[data-ready="true"]');
+    await page.setInputFiles('#image-file', FIXTURE);
+    await waitForBudget(page, '0.5');
+    const half = await shownPredictions(page);
+    const atHalf = await client.classify(bytes, { budget: 0.5, topK: 5 });
+    assert.deepEqual(half.map((p) => p.label), atHalf.predictions.map((p) => p.label), 'the page shows the server ranking at 0.5');
+    assert.equal(half[0]?.label, expected, `the image is a ${expected}`);
+    assert.ok(half[0]?.text.includes(`${((atHalf.predictions[0]?.score ?? 0) * 100).toFixed(1)}%`), half[0]?.text);
+    assert.equal(await page.textContent('#image-compute dd[data-field="budget requested"]'), '0.50');
+    assert.equal(await page.textContent('#image-compute dd[data-field="budget used"]'), atHalf.compute.used.toFixed(3));
+    const before = await overlay(page);
+    assert.ok(before.painted > 320 * 320 * 0.9, `the map covers the square image (${before.painted} pixels)`);
+    await page.screenshot({ path: join(ARTIFACTS, 'web-image-budget-0.5.png'), fullPage: true });
+
+    await page.focus('#image-budget');
+    await page.keyboard.press('End');
+    await waitForBudget(page, '1');
+    const full = await shownPredictions(page);
+    const atFull = await client.classify(bytes, { budget: 1, topK: 5 });
+    assert.deepEqual(full.map((p) => p.label), atFull.predictions.map((p) => p.label), 'the page shows the server ranking at 1.0');
+    assert.equal(full[0]?.label, expected);
+    assert.equal(await page.textContent('#image-budget-value'), '1.00');
+    assert.equal(await page.textContent('#image-compute dd[data-field="budget used"]'), atFull.compute.used.toFixed(3));
+    const afterMove = await overlay(page);
+    assert.notEqual(afterMove.url, before.url, 'the overlay changes with the budget');
+    await page.screenshot({ path: join(ARTIFACTS, 'web-image-budget-1.png'), fullPage: true });
+    await page.locator('.viewer').screenshot({ path: join(ARTIFACTS, 'web-overlay-budget-1.png') });
+  });
+
+  it('shows the speech panel only when a speech model is served', async () => {
+    const models = await new AcmClient({ url: origin }).models();
+    const speech = models.some((m) => m.task !== 'image-classification');
+    assert.equal(await page.isVisible('#speech-unavailable'), !speech);
+    assert.equal(await page.isDisabled('#mic-start'), !speech);
+    assert.equal(await page.isDisabled('#audio-file'), !speech);
+  });
+
+  it('loads everything from the server itself and logs no errors', () => {
+    assert.ok(requests.length >= 4, `requests seen: ${requests.join(', ')}`);
+    assert.deepEqual(requests.filter((u) => !u.startsWith(`${origin}/`)), [], 'no request leaves the server');
+    assert.deepEqual(problems, []);
+  });
+});
