@@ -92,13 +92,14 @@ interface TargetCheck { name: string; value: number | null; threshold: string; p
 
 async function modelName(server: ServerProcess): Promise<string> {
   const res = await fetch(`${server.url}/v1/models`);
-  const body = (await res.json()) as { models: { name: string }[] };
-  const names = body.models.map((m) => m.name).sort();
+  const body = (await res.json()) as { models: { name: string; task?: string }[] };
+  // /classify serves image models only; speech models are listed too.
+  const names = body.models.filter((m) => m.task === undefined || m.task === 'image-classification').map((m) => m.name).sort();
   if (opts.model !== undefined) {
     if (!names.includes(opts.model)) throw new Error(`--model ${JSON.stringify(opts.model)} is not loaded; loaded: ${names.join(', ')}`);
     return opts.model;
   }
-  if (names.length === 0) throw new Error('the server lists no models');
+  if (names.length === 0) throw new Error('the server lists no image-classification model');
   return names[0]!;
 }
 
