@@ -89,6 +89,8 @@ async function runtimeBaseline(base: Record<string, string>): Promise<number> {
 }
 
 interface Static {
+  /** Every model the server loaded: model_mib is their total. */
+  models: string[];
   runtime_mib: Summary;
   ready_mib: Summary;
   model_mib: Summary;
@@ -99,12 +101,15 @@ interface Static {
 }
 
 async function measureStatic(base: Record<string, string>, target: (s: ServerProcess) => Target): Promise<Static> {
+  let models: string[] = [];
   const rows = { runtime: [] as number[], ready: [] as number[], seq: [] as number[], load: [] as number[], peak: [] as number[], rps: [] as number[] };
   for (let rep = 0; rep < settings.repeats; rep++) {
     rows.runtime.push(await runtimeBaseline(base));
     const server = await ServerProcess.start({ label: 'memory' }, base);
     try {
       rows.ready.push(await settledRss(server.pid));
+      const listed = (await (await fetch(`${server.url}/v1/models`)).json()) as { models: { name: string }[] };
+      models = listed.models.map((m) => m.name).sort();
       await closedLoop(target(server), 1, 0, settings.loadDurationS / 2);
       rows.seq.push(await settledRss(server.pid));
       const run = await closedLoop(target(server), settings.concurrency, settings.loadDurationS / 5, settings.loadDurationS);
@@ -121,6 +126,7 @@ async function measureStatic(base: Record<string, string>, target: (s: ServerPro
   }
   const mib = (xs: number[]): Summary => summarize(xs.map((x) => x / MIB));
   return {
+    models,
     runtime_mib: mib(rows.runtime), ready_mib: mib(rows.ready),
     model_mib: mib(rows.ready.map((r, i) => r - rows.runtime[i]!)),
     after_sequential_mib: mib(rows.seq), after_load_mib: mib(rows.load), peak_mib: mib(rows.peak),
@@ -193,7 +199,7 @@ async function main(): Promise<void> {
   printTable('Resident memory (MiB), median [min-max] over fresh processes', ['stage', 'RSS MiB'], [
     ['runtime only (no model)', fmt(stat.runtime_mib)],
     ['server ready, model loaded', fmt(stat.ready_mib)],
-    ['= model (ready - runtime)', fmt(stat.model_mib)],
+    [`= models (ready - runtime): ${stat.models.join(', ')}`, fmt(stat.model_mib)],
     ['after sequential requests', fmt(stat.after_sequential_mib)],
     [`after load at concurrency ${settings.concurrency}`, fmt(stat.after_load_mib)],
     ['peak (VmHWM)', fmt(stat.peak_mib)],
