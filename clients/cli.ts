@@ -3,10 +3,10 @@
 // prints one line, "acm: <reason>", and exits 1 (2 for a mistake in the command line itself).
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import wavefile from 'wavefile';
 import { parseBudget, parseTopK } from '../server/params.js';
+import { decodeWav } from '../server/speech/audio.js';
 import { writeHeatmap, type ModelInput } from './heatmap.js';
-import { AcmClient, AcmError, type ClassifyResult, type ModelInfo, type StreamEvent, type TranscribeResult } from './sdk.js';
+import { AcmClient, AcmError, type ClassifyResult, type ModelInfo, type SpeechModelInfo, type StreamEvent, type TranscribeResult } from './sdk.js';
 
 const USAGE = `usage: acm <command> [options]
 
@@ -100,28 +100,10 @@ async function classify(client: AcmClient, args: string[], v: Values): Promise<v
   else printClassify(r);
 }
 
-/** Mono 16-bit samples of a WAV file (channels averaged), with its sample rate. */
-function pcm16(bytes: Buffer): { samples: Int16Array; sampleRate: number } {
-  let wav: InstanceType<typeof wavefile.WaveFile>;
-  try {
-    wav = new wavefile.WaveFile(bytes);
-    wav.toBitDepth('16');
-  } catch (err) {
-    throw new Error(`not a readable WAV file: ${(err as Error).message}`);
-  }
-  const fmt = wav.fmt as { numChannels: number; sampleRate: number };
-  const raw = wav.getSamples(true, Int16Array) as unknown as Int16Array;
-  const ch = Math.max(1, fmt.numChannels);
-  const samples = new Int16Array(Math.floor(raw.length / ch));
-  for (let i = 0; i < samples.length; i++) {
-    let s = 0;
-    for (let k = 0; k < ch; k++) s += raw[i * ch + k] ?? 0;
-    samples[i] = Math.round(s / ch);
-  }
-  return { samples, sampleRate: fmt.sampleRate };
-}
+/** Longest file --stream reads; the server applies its own limit to the stream. */
+const MAX_STREAM_FILE_SECONDS = 24 * 3600;
 
-function* chunks(samples: Int16Array, perChunk: number): Generator<Uint8Array> {
+function* chunks(samples: Float32Array, perChunk: number): Generator<Uint8Array> {
   for (let i = 0; i < samples.length; i += perChunk) {
     const part = samples.subarray(i, Math.min(samples.length, i + perChunk));
     yield new Uint8Array(part.buffer, part.byteOffset, part.byteLength);
@@ -139,11 +121,18 @@ async function transcribe(client: AcmClient, args: string[], v: Values): Promise
     else console.log(`${r.text}\n(${r.model}: ${speechLine(r.compute)})`);
     return;
   }
-  const { samples, sampleRate } = pcm16(bytes);
+  // A stream must arrive at the model's rate: decode and resample here, as the server does for a file.
+  const speechModels = (await client.models()).filter((m): m is SpeechModelInfo => m.task === 'speech-recognition');
+  const model = v.model === undefined ? speechModels[0] : speechModels.find((m) => m.name === v.model);
+  if (!model) {
+    throw new Error(v.model === undefined ? 'the server has no speech model' : `the server has no speech model ${JSON.stringify(v.model)}`);
+  }
+  const sampleRate = model.input.sample_rate;
+  const samples = decodeWav(bytes, sampleRate, MAX_STREAM_FILE_SECONDS).samples;
   const tty = process.stderr.isTTY;
   let final: StreamEvent | undefined;
   // 100 ms per message: small enough for timely partials, few enough messages for long files.
-  for await (const e of client.stream(chunks(samples, Math.max(1, Math.round(sampleRate / 10))), { sampleRate, encoding: 'pcm_s16le', budget, model: v.model })) {
+  for await (const e of client.stream(chunks(samples, Math.max(1, Math.round(sampleRate / 10))), { sampleRate, encoding: 'pcm_f32le', budget, model: model.name })) {
     if (v.json) console.log(JSON.stringify(e));
     else if (e.type === 'partial') process.stderr.write(tty ? `\r\x1b[K… ${e.text}` : `… ${e.text}\n`);
     if (e.type === 'final') final = e;

@@ -5,8 +5,11 @@
 import type { ComputeReport } from '../server/compute.js';
 import type { ErrorCode } from '../server/errors.js';
 import type { ModelInfo as ImageModelInfo, Prediction } from '../server/inference.js';
+import type { WordTiming } from '../server/speech/ctc.js';
+import type { SpeechComputeReport } from '../server/speech/compute.js';
+import type { SpeechModelInfo } from '../server/speech/service.js';
 
-export type { ComputeReport, ErrorCode, ImageModelInfo, Prediction };
+export type { ComputeReport, ErrorCode, ImageModelInfo, Prediction, SpeechComputeReport, SpeechModelInfo, WordTiming };
 
 /**
  * Failures the client detects itself, with no server code to carry: no connection, the caller's
@@ -42,12 +45,29 @@ export interface ClassifyResult {
   timings?: Timings;
 }
 
-export interface FrameCompute { frame_ms: number; values: number[] }
-export interface SpeechCompute { budget: number; used: number; gflops: number; frames: FrameCompute; [more: string]: unknown }
-export interface TranscribeResult { model: string; text: string; compute: SpeechCompute; words?: unknown[] }
-export interface StreamEvent { type: 'partial' | 'final'; text: string; compute: SpeechCompute }
+/** Per-frame compute; in a streamed partial only the frames since the previous message, from index `start`. */
+export type SpeechCompute = Omit<SpeechComputeReport, 'frames'> & { frames: SpeechComputeReport['frames'] & { start?: number } };
 
-export type ModelInfo = ImageModelInfo | { name: string; task: string; default_budget?: number; [more: string]: unknown };
+export interface TranscribeResult {
+  model: string;
+  text: string;
+  words: WordTiming[];
+  /** Seconds of audio. */
+  duration: number;
+  compute: SpeechComputeReport;
+  timings?: Timings;
+}
+
+export interface StreamEvent {
+  type: 'partial' | 'final';
+  /** The whole transcript so far. */
+  text: string;
+  /** Only on the final. */
+  words?: WordTiming[];
+  compute: SpeechCompute;
+}
+
+export type ModelInfo = ImageModelInfo | SpeechModelInfo;
 
 export type ImageInput = Uint8Array | ArrayBuffer | Blob;
 export type AudioChunk = Uint8Array | ArrayBuffer | ArrayBufferView;
@@ -181,7 +201,9 @@ export class AcmClient {
     const bytes = wav instanceof Uint8Array ? wav : new Uint8Array(wav instanceof ArrayBuffer ? wav : await wav.arrayBuffer());
     const query = opts.model !== undefined ? `?${new URLSearchParams({ model: opts.model })}` : '';
     const res = await this.request('POST', `/transcribe${query}`, bytes, { 'Content-Type': 'audio/wav', ...this.budgetHeader(opts.budget) }, opts.signal);
-    return (await this.json(res)) as TranscribeResult;
+    const result = (await this.json(res)) as TranscribeResult;
+    const timings = timingsOf(res.headers);
+    return timings ? { ...result, timings } : result;
   }
 
   /**
@@ -223,7 +245,7 @@ export class AcmClient {
         ...(opts.budget !== undefined ? { budget: opts.budget } : {}), ...(opts.model !== undefined ? { model: opts.model } : {}) }));
     };
     ws.onmessage = (ev) => {
-      let msg: { type?: unknown; text?: unknown; compute?: unknown; code?: unknown; message?: unknown };
+      let msg: { type?: unknown; text?: unknown; words?: unknown; compute?: unknown; code?: unknown; message?: unknown };
       try {
         msg = JSON.parse(typeof ev.data === 'string' ? ev.data : new TextDecoder().decode(toBytes(ev.data as AudioChunk))) as typeof msg;
       } catch {
@@ -232,7 +254,8 @@ export class AcmClient {
       }
       if (msg.type === 'ready') ready?.();
       else if ((msg.type === 'partial' || msg.type === 'final') && typeof msg.text === 'string') {
-        events.push({ type: msg.type, text: msg.text, compute: msg.compute as SpeechCompute });
+        events.push({ type: msg.type, text: msg.text, compute: msg.compute as SpeechCompute,
+          ...(Array.isArray(msg.words) ? { words: msg.words as WordTiming[] } : {}) });
         if (msg.type === 'final') finalSeen = true;
       } else if (msg.type === 'error') {
         const code = errorCodeOf(msg.code);

@@ -2,10 +2,12 @@
 // against the shipped image model served in-process: choose a committed test image, read the
 // predictions at budget 0.5, move the slider to 1.0 with the keyboard, and check the page shows
 // what the server answers and that the compute overlay changes. The page must load nothing
-// from outside the server and log no errors. Screenshots go to test-artifacts/.
+// from outside the server and log no errors. The speech panel streams a WAV chosen in its file
+// input through /asr (tiny random speech model) and must end on the text POST /transcribe gives
+// for the same file. Screenshots go to test-artifacts/.
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -14,7 +16,9 @@ import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { AcmClient } from '../clients/sdk.js';
 import type { TestApp } from './support/fake.js';
+import { speechServer, testTone, type SpeechTestServer } from './support/tiny-speech.js';
 import { ortApp, REPO_ROOT } from './support/tiny-bundle.js';
+import { wavFile } from './support/wav.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const FIXTURE = join(REPO_ROOT, 'test', 'fixtures', 'fashion-test', 'ankle-boot-6000.png');
@@ -117,6 +121,67 @@ describe('web page in headless Chromium', () => {
   it('loads everything from the server itself and logs no errors', () => {
     assert.ok(requests.length >= 4, `requests seen: ${requests.join(', ')}`);
     assert.deepEqual(requests.filter((u) => !u.startsWith(`${origin}/`)), [], 'no request leaves the server');
+    assert.deepEqual(problems, []);
+  });
+});
+
+describe('speech panel in headless Chromium', () => {
+  let s: SpeechTestServer;
+  let browser: Browser;
+  let page: Page;
+  const problems: string[] = [];
+  before(async () => {
+    assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: install the Debian package chromium (.ci/run does)`);
+    s = await speechServer();
+    await mkdir(ARTIFACTS, { recursive: true });
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+    page = await browser.newPage({ viewport: { width: 1100, height: 1000 } });
+    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+    page.on('requestfailed', (r) => problems.push(`request failed: ${r.url()}`));
+  });
+  after(async () => {
+    await browser?.close();
+    await s?.close();
+  });
+
+  it('streams a chosen WAV file: partials while it runs, the final text of POST /transcribe, compute over time', { timeout: 120_000 }, async () => {
+    const wav = wavFile(testTone(3, 16000, 2));
+    const path = join(ARTIFACTS, 'speech-input.wav');
+    await writeFile(path, wav);
+    await page.goto(`${s.url}/`);
+    await page.waitForSelector('body[data-ready="true"]');
+    assert.equal(await page.isVisible('#speech-unavailable'), false);
+    // Budget 0.5 with the keyboard: Home is 0.05, each step 0.05.
+    await page.focus('#speech-budget');
+    await page.keyboard.press('Home');
+    for (let i = 0; i < 9; i++) await page.keyboard.press('ArrowRight');
+    assert.equal(await page.textContent('#speech-budget-value'), '0.50');
+    const expected = await new AcmClient({ url: s.url }).transcribe(wav, { budget: 0.5 });
+    assert.ok(expected.text.length > 0, 'the model says something for the test audio');
+
+    await page.evaluate(() => {
+      const seen: string[] = [];
+      (window as unknown as { partials: string[] }).partials = seen;
+      const el = document.getElementById('partial-text') as HTMLElement;
+      new MutationObserver(() => { if (el.textContent) seen.push(el.textContent); }).observe(el, { childList: true, characterData: true, subtree: true });
+    });
+    await page.setInputFiles('#audio-file', path);
+    await page.waitForSelector('#speech-panel[data-state="done"]', { timeout: 60_000 });
+    assert.equal(await page.textContent('#final-text'), expected.text);
+    const partials = await page.evaluate(() => (window as unknown as { partials: string[] }).partials);
+    assert.ok(partials.length >= 2, `partial text shown while streaming (${partials.length} updates)`);
+    assert.equal(Number(await page.getAttribute('#compute-plot', 'data-frames')), expected.compute.frames.values.length,
+      'the plot holds one value per frame of the audio');
+    assert.equal(await page.textContent('#speech-compute dd[data-field="budget requested"]'), '0.50');
+    const painted = await page.evaluate(() => {
+      const c = document.getElementById('compute-plot') as HTMLCanvasElement;
+      const d = c.getContext('2d')?.getImageData(0, 0, c.width, c.height).data ?? new Uint8ClampedArray();
+      let n = 0;
+      for (let i = 3; i < d.length; i += 4) if ((d[i] ?? 0) > 0) n++;
+      return n;
+    });
+    assert.ok(painted > 200, `the compute plot is drawn (${painted} pixels)`);
+    await page.screenshot({ path: join(ARTIFACTS, 'web-speech.png'), fullPage: true });
     assert.deepEqual(problems, []);
   });
 });

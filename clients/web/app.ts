@@ -2,14 +2,13 @@
 // from the microphone or a file through WebSocket /asr and plot compute over time. Everything
 // goes through the SDK, against the server that served the page.
 import { colour, patchLookup, type Fit } from '../heatmap-core.js';
-import { AcmClient, AcmError, type ClassifyResult, type ModelInfo, type SpeechCompute, type StreamEvent } from '../sdk.js';
+import { AcmClient, AcmError, type ClassifyResult, type ModelInfo, type SpeechModelInfo, type StreamEvent } from '../sdk.js';
 
 const client = new AcmClient({ url: location.origin, timeoutMs: 30_000 });
 const VIEW = 320;
 const OVERLAY_ALPHA = 140;
 /** Slider moves closer together than this re-classify once. */
 const DEBOUNCE_MS = 120;
-const SPEECH_RATE = 16_000;
 /** Audio files are streamed in 100 ms pieces, four times faster than real time. */
 const FILE_CHUNK_S = 0.1;
 const FILE_SPEEDUP = 4;
@@ -198,6 +197,7 @@ function setupImage(models: ModelInfo[]): void {
   image.model.addEventListener('change', () => void classifyNow());
   if (image.models.length === 0) {
     image.panel.dataset.disabled = 'true';
+    for (const c of [file, image.budget, image.model]) c.disabled = true;
     image.error.textContent = 'this server has no image model loaded';
   }
 }
@@ -216,8 +216,11 @@ const speech = {
   plot: el<HTMLCanvasElement>('compute-plot'),
   compute: el('speech-compute'),
   error: el('speech-error'),
-  model: undefined as string | undefined,
+  model: undefined as SpeechModelInfo | undefined,
   running: false,
+  /** Compute per frame of the current stream: partials bring the frames since the previous message. */
+  frames: [] as number[],
+  frameMs: 20,
 };
 
 /** An async iterable of audio pieces that the producer pushes into and ends. */
@@ -246,12 +249,12 @@ class AudioQueue implements AsyncIterable<Uint8Array> {
   }
 }
 
-function plotCompute(c: SpeechCompute, budget: number): void {
+function plotCompute(budget: number): void {
   const ctx = speech.plot.getContext('2d');
   if (!ctx) return;
   const { width: W, height: H } = speech.plot;
-  const values = c.frames?.values ?? [];
-  const frameS = (c.frames?.frame_ms ?? 20) / 1000;
+  const values = speech.frames;
+  const frameS = speech.frameMs / 1000;
   ctx.clearRect(0, 0, W, H);
   ctx.fillStyle = '#666';
   ctx.font = '11px sans-serif';
@@ -283,12 +286,17 @@ function showSpeech(e: StreamEvent, budget: number): void {
     speech.final.textContent = e.text;
     speech.partial.textContent = '';
   }
+  const f = e.compute.frames;
+  speech.frameMs = f.frame_ms;
+  if (e.type === 'final') speech.frames = [...f.values];
+  else f.values.forEach((v, i) => { speech.frames[(f.start ?? 0) + i] = v; });
+  speech.plot.dataset.frames = String(speech.frames.length);
   fillCompute(speech.compute, [
     ['budget requested', budget.toFixed(2)],
     ['budget used', Number(e.compute.used).toFixed(3)],
     ['GFLOPs', Number(e.compute.gflops).toPrecision(3)],
   ]);
-  plotCompute(e.compute, budget);
+  plotCompute(budget);
 }
 
 async function runStream(audio: AudioQueue, sampleRate: number): Promise<void> {
@@ -298,8 +306,9 @@ async function runStream(audio: AudioQueue, sampleRate: number): Promise<void> {
   speech.error.textContent = '';
   speech.final.textContent = '';
   speech.partial.textContent = '';
+  speech.frames = [];
   try {
-    for await (const e of client.stream(audio, { sampleRate, encoding: 'pcm_f32le', budget, model: speech.model })) showSpeech(e, budget);
+    for await (const e of client.stream(audio, { sampleRate, encoding: 'pcm_f32le', budget, model: speech.model?.name })) showSpeech(e, budget);
     speech.panel.dataset.state = 'done';
   } catch (err) {
     speech.error.textContent = describeError(err);
@@ -311,7 +320,8 @@ async function runStream(audio: AudioQueue, sampleRate: number): Promise<void> {
 }
 
 async function startMicrophone(): Promise<void> {
-  if (speech.running) return;
+  const rate = speech.model?.input.sample_rate;
+  if (speech.running || !rate) return;
   let stream: MediaStream;
   try {
     stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1 } });
@@ -320,7 +330,7 @@ async function startMicrophone(): Promise<void> {
     return;
   }
   // The context resamples the microphone to the model's rate.
-  const ctx = new AudioContext({ sampleRate: SPEECH_RATE });
+  const ctx = new AudioContext({ sampleRate: rate });
   const source = ctx.createMediaStreamSource(stream);
   // ScriptProcessor needs no separate worklet file; 4096 samples is 256 ms at 16 kHz.
   const processor = ctx.createScriptProcessor(4096, 1, 1);
@@ -340,39 +350,43 @@ async function startMicrophone(): Promise<void> {
   speech.stop.onclick = stop;
   speech.start.disabled = true;
   speech.stop.disabled = false;
-  await runStream(audio, SPEECH_RATE);
+  await runStream(audio, rate);
   stop();
 }
 
-/** Decodes any audio file the browser reads, as mono at the model's rate. */
-async function decodeAudio(file: Blob): Promise<Float32Array> {
+/** Decodes any audio file the browser reads, resampled to the model's rate, channels averaged. */
+async function decodeAudio(file: Blob, rate: number): Promise<Float32Array> {
   const bytes = await file.arrayBuffer();
-  const probe = new AudioContext();
+  // A file already at this rate decodes to its own samples, exactly as the server reads it.
+  const ctx = new AudioContext({ sampleRate: rate });
   let decoded: AudioBuffer;
   try {
-    decoded = await probe.decodeAudioData(bytes);
+    decoded = await ctx.decodeAudioData(bytes);
   } finally {
-    void probe.close();
+    void ctx.close();
   }
-  const offline = new OfflineAudioContext(1, Math.max(1, Math.ceil(decoded.duration * SPEECH_RATE)), SPEECH_RATE);
-  const src = offline.createBufferSource();
-  src.buffer = decoded;
-  src.connect(offline.destination);
-  src.start();
-  return (await offline.startRendering()).getChannelData(0);
+  if (decoded.numberOfChannels === 1) return decoded.getChannelData(0);
+  const mono = new Float32Array(decoded.length);
+  for (let c = 0; c < decoded.numberOfChannels; c++) {
+    decoded.getChannelData(c).forEach((v, i) => { mono[i] = (mono[i] ?? 0) + v / decoded.numberOfChannels; });
+  }
+  return mono;
 }
 
 async function streamFile(file: Blob): Promise<void> {
-  if (speech.running) return;
+  const rate = speech.model?.input.sample_rate;
+  if (speech.running || !rate) return;
   let samples: Float32Array;
   try {
-    samples = await decodeAudio(file);
+    samples = await decodeAudio(file, rate);
   } catch (err) {
     speech.error.textContent = `the browser cannot decode this audio file: ${describeError(err)}`;
     return;
   }
   const audio = new AudioQueue();
-  const step = Math.round(SPEECH_RATE * FILE_CHUNK_S);
+  const step = Math.round(rate * FILE_CHUNK_S);
+  // Set before the feed starts: it stops as soon as the stream ends, successful or not.
+  speech.running = true;
   const feed = (async () => {
     for (let i = 0; i < samples.length; i += step) {
       if (!speech.running) break;
@@ -381,12 +395,12 @@ async function streamFile(file: Blob): Promise<void> {
     }
     audio.end();
   })();
-  await runStream(audio, SPEECH_RATE);
-  await feed;
+  const streamed = runStream(audio, rate);
+  await Promise.all([streamed, feed]);
 }
 
 function setupSpeech(models: ModelInfo[]): void {
-  const model = models.find((m) => m.task !== 'image-classification' && /speech|asr|audio/i.test(m.task));
+  const model = models.find((m): m is SpeechModelInfo => m.task === 'speech-recognition');
   speech.budget.addEventListener('input', () => {
     speech.budgetValue.value = Number(speech.budget.value).toFixed(2);
   });
@@ -396,7 +410,7 @@ function setupSpeech(models: ModelInfo[]): void {
     for (const c of [speech.budget, speech.start, speech.stop, speech.file]) c.disabled = true;
     return;
   }
-  speech.model = model.name;
+  speech.model = model;
   if (typeof model.default_budget === 'number') {
     speech.budget.value = String(model.default_budget);
     speech.budgetValue.value = model.default_budget.toFixed(2);

@@ -128,7 +128,8 @@ export const OPERATIONS: Readonly<Record<string, Described>> = {
   'POST /transcribe': { speech: true, operation: {
     summary: 'Transcribe a WAV file within a compute budget',
     parameters: [{ $ref: '#/components/parameters/X-Budget' }, { $ref: '#/components/parameters/budget' }, { $ref: '#/components/parameters/model' }],
-    requestBody: { required: true, content: { 'audio/wav': { schema: { type: 'string', format: 'binary' } } } },
+    requestBody: { required: true, content: Object.fromEntries(['audio/wav', 'audio/x-wav', 'audio/wave', 'audio/vnd.wave', 'application/octet-stream']
+      .map((t) => [t, { schema: { type: 'string', format: 'binary' }, description: 'a WAV file: PCM, float, A-law, mu-law or IMA ADPCM; any rate and channel count' }])) },
     responses: { 200: { ...json(ref('TranscribeResponse'), 'text and per-frame compute'), headers: TIMING_HEADERS },
       ...errors(['bad_request', 'invalid_budget', 'empty_body', 'unsupported_media_type', 'invalid_audio', 'audio_too_large', ...ADMISSION]) },
   } },
@@ -137,13 +138,20 @@ export const OPERATIONS: Readonly<Record<string, Described>> = {
 /** WebSocket routes live on the HTTP server's upgrade path, not the router; described beside /transcribe. */
 export const ASR_WEBSOCKET: Json = {
   summary: 'Streaming speech recognition over WebSocket (upgrade)',
-  description: 'Send {"type":"start","sample_rate":16000,"encoding":"pcm_s16le"|"pcm_f32le","budget":0.5}, binary audio ' +
+  parameters: [{ $ref: '#/components/parameters/X-Budget' }, { $ref: '#/components/parameters/budget' }, { $ref: '#/components/parameters/model' }],
+  description: 'Send {"type":"start","sample_rate":16000,"encoding":"pcm_s16le"|"pcm_f32le","budget":0.5} (sample_rate must be the model\'s), binary audio ' +
     'frames, then {"type":"stop"}. The server sends {"type":"ready"}, {"type":"partial","text","compute"} messages and ' +
     '{"type":"final","text","compute"}, then closes normally. Errors: {"type":"error","code","message"} and a close ' +
     'code 4xxx from the error map.',
   responses: { 101: { description: 'switching to the WebSocket protocol; later failures arrive as error messages and close codes' },
     ...errors(['not_ready', 'queue_full', 'too_many_streams', 'bad_request', 'invalid_budget', 'unknown_model', 'invalid_audio',
       'protocol_error', 'idle_timeout', 'message_too_large', 'audio_too_large', 'deadline_exceeded', 'internal']) },
+};
+
+const UI_ASSETS: Json = {
+  summary: "The web page's scripts and styles (.js, .css, .map); revalidated with ETag (Cache-Control: no-cache)",
+  parameters: [{ name: 'asset', in: 'path', required: true, schema: { type: 'string' }, description: 'e.g. web/app.js, web/style.css, sdk.js' }],
+  responses: { 200: { description: 'the asset' }, ...errors(['not_found']) },
 };
 
 function components(): Json {
@@ -231,6 +239,8 @@ export function openApiDocument(routes: readonly RegisteredRoute[]): Json {
     }
   }
   if (routes.some((r) => r.method === 'POST' && r.path === '/transcribe')) add('/asr', 'GET', ASR_WEBSOCKET);
+  // The page's assets are served by a static middleware, not a route; they belong with the page.
+  if (paths['/']) add('/ui/{asset}', 'GET', UI_ASSETS);
   return {
     openapi: '3.1.0',
     info: { title: 'ACM Serve', version: '1', description: 'Budget-controllable inference: every answer reports the compute ' +
