@@ -1,7 +1,7 @@
 """Train the dense Wav2Vec2 CTC recogniser from scratch on the synthetic corpus; resumable.
 
     nice -n 15 /usr/bin/python3 -m models.toolchain.speech.train --corpus .cache/speech/espeak-v1 \\
-        --run .cache/runs/speech --steps 4000
+        --run .cache/runs/speech --steps 1600
 
 Every batch runs exactly as the server will: conv encoder over the utterance, transformer over
 windows of left context + chunk, CTC over the chunks' frames. A checkpoint (<run>/base.ckpt) is
@@ -57,11 +57,11 @@ def main() -> None:
     ap.add_argument("--corpus", default=".cache/speech/espeak-v1")
     ap.add_argument("--run", default=".cache/runs/speech")
     ap.add_argument("--config", default="speech-small", choices=sorted(CONFIGS))
-    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--steps", type=int, default=1600)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--warmup", type=int, default=300)
-    ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--warmup", type=int, default=150)
+    ap.add_argument("--eval-every", type=int, default=400)
     ap.add_argument("--val-limit", type=int, default=200, help="validation utterances per evaluation")
     ap.add_argument("--checkpoint-minutes", type=float, default=3.0)
     ap.add_argument("--threads", type=int, default=2)

@@ -68,7 +68,7 @@ class WindowTest(unittest.TestCase):
     def test_window_geometry(self):
         cfg = CONFIGS["speech-small"]
         self.assertEqual((cfg.frame_samples, cfg.receptive_samples, cfg.lookahead_samples), (320, 400, 80))
-        self.assertEqual(cfg.window_samples, 75 * 320 + 80)
+        self.assertEqual(cfg.window_samples, 50 * 320 + 80)
         self.assertEqual(chunk_count(1, cfg), 1)
         self.assertEqual(chunk_count(cfg.chunk_samples, cfg), 1)
         self.assertEqual(chunk_count(cfg.chunk_samples + 1, cfg), 2)
