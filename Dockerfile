@@ -6,6 +6,7 @@ RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
 COPY server ./server
 COPY kernels ./kernels
+COPY clients ./clients
 RUN npx tsc -p tsconfig.json && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
@@ -14,6 +15,8 @@ WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json ./
+# The web page's HTML and CSS; its scripts are compiled into dist/clients.
+COPY clients/web ./clients/web
 # Bundles only: the toolchain's Python is not needed to serve.
 COPY models ./models
 USER node
