@@ -69,7 +69,7 @@ function main(): void {
   const app = createApp({ inference, metrics, log, maxImageBytes: config.maxImageBytes,
     ...(speech ? { speech: { service: speech, maxAudioBytes: config.maxAudioBytes, maxAudioSeconds: config.maxAudioSeconds } } : {}) });
   const server = createServer(app);
-  const asr = speech ? attachAsr(server, speech, config, log) : undefined;
+  const asr = speech ? attachAsr(server, speech, config, log, metrics) : undefined;
   // Bounded socket lifetimes: a slow or stalled client cannot hold a connection forever.
   server.requestTimeout = config.requestTimeoutMs + 5000;
   server.headersTimeout = Math.min(60_000, server.requestTimeout);

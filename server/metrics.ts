@@ -36,6 +36,8 @@ export class Metrics {
   private readonly queueWait: Histogram<'model'>;
   private readonly workerRestarts: Counter<'model'>;
   private readonly sources = new Map<string, ModelGauges>();
+  private readonly streamsEnded: Counter<'outcome'>;
+  private openStreams: () => number = () => 0;
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -60,6 +62,12 @@ export class Metrics {
       labelNames: ['model'], buckets: LATENCY_BUCKETS, registers });
     this.workerRestarts = new Counter({ name: `${PREFIX}worker_restarts_total`, help: 'Inference workers replaced after a crash or hang',
       labelNames: ['model'], registers });
+    this.streamsEnded = new Counter({ name: `${PREFIX}asr_streams_total`,
+      help: '/asr streams ended, by outcome: final, client_closed, or the error code', labelNames: ['outcome'], registers });
+    const streams = (): number => this.openStreams();
+    new Gauge({ name: `${PREFIX}asr_streams_open`, help: 'Open /asr streams', registers, collect() {
+      this.set(streams());
+    } });
     const sources = this.sources;
     new Gauge({ name: `${PREFIX}queue_depth`, help: 'Requests waiting for a batch', labelNames: ['model'], registers,
       collect() {
@@ -90,6 +98,15 @@ export class Metrics {
     this.batchTokens.observe({ model: s.model }, s.tokens);
     this.batchGflops.observe({ model: s.model }, s.gflops);
     this.batchDuration.observe({ model: s.model }, s.durationMs / 1000);
+  }
+
+  /** Reads the number of open /asr streams at scrape time. */
+  trackStreams(open: () => number): void {
+    this.openStreams = open;
+  }
+
+  streamEnded(outcome: string): void {
+    this.streamsEnded.inc({ outcome });
   }
 
   observeRequest(model: string, used: number, queueMs: number): void {

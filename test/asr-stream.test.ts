@@ -105,6 +105,17 @@ describe('/asr streaming', () => {
     assert.ok(Math.max(...sizes) > 1, `batch sizes ${sizes.join(',')}`);
   });
 
+  it('counts open and ended streams in the metrics', async () => {
+    // The server sees a socket close a moment after the client does.
+    let text = '';
+    for (let i = 0; i < 100 && !/acm_asr_streams_open 0/.test(text); i++) {
+      text = await s.metrics.registry.metrics();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.match(text, /acm_asr_streams_open 0/);
+    assert.match(text, /acm_asr_streams_total\{outcome="final"\} [1-9]/);
+  });
+
   it('accepts pcm_f32le', async () => {
     const sess = await connect(s.ws);
     sess.ws.send(JSON.stringify({ type: 'start', sample_rate: 16000, encoding: 'pcm_f32le' }));

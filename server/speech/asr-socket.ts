@@ -9,6 +9,7 @@ import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import type { Config } from '../config.js';
 import { AcmError, shown, toAcmError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import type { Metrics } from '../metrics.js';
 import { parseBudget } from '../params.js';
 import { decodePcm, PCM_ENCODINGS, type PcmEncoding } from './audio.js';
 import type { SpeechComputeReport } from './compute.js';
@@ -32,7 +33,8 @@ function refuse(socket: Duplex, err: AcmError): void {
     (err.retryAfterS !== undefined ? `Retry-After: ${err.retryAfterS}\r\n` : '') + `\r\n${body}`);
 }
 
-export function attachAsr(server: Server, speech: SpeechService, config: Config, log: Logger): AsrServer {
+export function attachAsr(server: Server, speech: SpeechService, config: Config, log: Logger, metrics?: Metrics): AsrServer {
+  metrics?.trackStreams(() => speech.openStreams);
   // The hard cap lets an oversized message through far enough to be answered with an error
   // message; past it ws closes the connection itself (1009).
   const wss = new WebSocketServer({ noServer: true, maxPayload: 2 * config.maxMessageBytes, perMessageDeflate: false });
@@ -53,9 +55,10 @@ export function attachAsr(server: Server, speech: SpeechService, config: Config,
       const manifest = speech.resolve(model);
       const release = speech.openStream();
       wss.handleUpgrade(req, socket, head, (ws) => {
-        const stream = new AsrStream(ws, speech, config, log, manifest.name, manifest.audio.sample_rate, budget, () => {
+        const stream = new AsrStream(ws, speech, config, log, manifest.name, manifest.audio.sample_rate, budget, (outcome) => {
           release();
           open.delete(stream);
+          metrics?.streamEnded(outcome);
         });
         open.add(stream);
       });
@@ -90,18 +93,23 @@ class AsrStream {
   private sentFrames = 0;
   private readonly maxSamples: number;
   private readonly openedAt = performance.now();
+  /** How the stream ended, for metrics: final, client_closed, or an error code. */
+  private outcome = 'client_closed';
 
   constructor(private readonly ws: WebSocket, private readonly speech: SpeechService, private readonly config: Config,
     private readonly log: Logger, private readonly model: string, private readonly rate: number,
-    private readonly upgradeBudget: number | undefined, private readonly onClose: () => void) {
+    private readonly upgradeBudget: number | undefined, private readonly onClose: (outcome: string) => void) {
     this.maxSamples = Math.floor(config.maxStreamSeconds * rate);
     ws.on('message', (data: RawData, isBinary: boolean) => this.onMessage(data, isBinary));
     ws.on('close', (code: number) => {
       this.abort.abort();
       clearTimeout(this.idle);
-      if (this.state !== 'done') this.log.info({ model, code, seconds: this.seconds() }, 'asr stream closed by the client');
+      if (this.state !== 'done') {
+        this.log.info({ model, code, seconds: this.seconds() }, 'asr stream closed by the client');
+        this.outcome = 'client_closed';
+      }
       this.state = 'done';
-      this.onClose();
+      this.onClose(this.outcome);
     });
     ws.on('error', (err) => this.log.warn({ err, model }, 'asr stream error'));
     this.touch();
@@ -111,6 +119,7 @@ class AsrStream {
   fail(err: AcmError): void {
     if (this.state === 'done') return;
     this.state = 'done';
+    this.outcome = err.code;
     clearTimeout(this.idle);
     this.abort.abort();
     this.log.info({ model: this.model, code: err.code, seconds: this.seconds() }, 'asr stream failed');
@@ -215,6 +224,7 @@ class AsrStream {
       await r.advance(true);
       this.sendUpdate('final');
       this.state = 'done';
+      this.outcome = 'final';
       clearTimeout(this.idle);
       this.log.info({ model: this.model, seconds: this.seconds(), ms: Math.round(performance.now() - this.openedAt) }, 'asr stream finished');
       this.ws.close(1000, 'done');

@@ -4,7 +4,7 @@
 // downsampling first removes what the new rate cannot hold instead of folding it into speech.
 
 /** Zero crossings each side of the kernel, at the lower of the two rates: quality vs. cost. */
-const ZEROS = 24;
+const ZEROS = 16;
 /** Cutoff as a fraction of the lower Nyquist frequency: leaves room for the transition band. */
 const ROLLOFF = 0.94;
 /** Kaiser window shape: about 80 dB of stop-band attenuation. */

@@ -163,6 +163,8 @@ export class SpeechService {
     const model = this.model(name);
     const budget = this.budgetFor(name, opts.budget);
     const r = new Recognition(model, budget, this.config.requestTimeoutMs, this.config.queueCapacity, opts.signal);
+    // A whole file has one deadline, counted from its arrival, however many windows it needs.
+    r.deadline = arrivedAt + this.config.requestTimeoutMs;
     r.push(samples);
     await r.advance(true);
     const compute = r.compute();
@@ -210,6 +212,8 @@ export class Recognition {
   private readonly tally: ComputeTally;
   queueMs = 0;
   inferenceMs = 0;
+  /** performance.now() by which every window must be answered; unset: each window gets timeoutMs. */
+  deadline?: number;
 
   private readonly slice: number;
 
@@ -246,8 +250,10 @@ export class Recognition {
     // live streams also need; each slice still batches with whatever else is queued.
     for (let i = 0; i < windows.length; i += this.slice) {
       const part = windows.slice(i, i + this.slice);
+      const timeoutMs = this.deadline === undefined ? this.timeoutMs : this.deadline - performance.now();
+      if (timeoutMs <= 0) throw new AcmError('deadline_exceeded', `request did not finish within its deadline of ${this.timeoutMs} ms`);
       const outcomes = await Promise.all(part.map((w) => queue.submit({ pixels: w, budget: this.budget },
-        { tokens: m.audio.window_frames, timeoutMs: this.timeoutMs, ...(this.signal ? { signal: this.signal } : {}) })));
+        { tokens: m.audio.window_frames, timeoutMs, ...(this.signal ? { signal: this.signal } : {}) })));
       for (const o of outcomes) {
         const keep = m.audio.left_context_frames * m.ctc.vocabulary.length;
         this.decoder.push(o.result.logits.subarray(keep), m.audio.chunk_frames);

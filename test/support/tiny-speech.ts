@@ -56,6 +56,7 @@ export interface SpeechTestServer {
   readonly speech: SpeechService;
   readonly config: Config;
   readonly app: ReturnType<typeof createApp>;
+  readonly metrics: Metrics;
   close(): Promise<void>;
 }
 
@@ -70,11 +71,11 @@ export async function speechServer(env: Record<string, string> = {}): Promise<Sp
     speech: { service: speech, maxAudioBytes: config.maxAudioBytes, maxAudioSeconds: config.maxAudioSeconds } });
   await speech.load(await scanSpeechBundles(config.modelsDir), ortBackends(config, log));
   const server = createServer(app);
-  const asr: AsrServer = attachAsr(server, speech, config, log);
+  const asr: AsrServer = attachAsr(server, speech, config, log, metrics);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
   return {
-    url: `http://127.0.0.1:${port}`, ws: `ws://127.0.0.1:${port}/asr`, server, speech, config, app,
+    url: `http://127.0.0.1:${port}`, ws: `ws://127.0.0.1:${port}/asr`, server, speech, config, app, metrics,
     async close() {
       asr.close();
       server.closeAllConnections();
