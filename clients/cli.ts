@@ -150,8 +150,8 @@ async function models(client: AcmClient, v: Values): Promise<void> {
     return;
   }
   for (const m of list) {
-    const extra = 'labels' in m && Array.isArray(m.labels) ? `, ${m.labels.length} classes` : '';
-    console.log(`${m.name}  ${m.task}${extra}, default budget ${String(m.default_budget)}, floor ${String((m as { budget_floor?: number }).budget_floor ?? '-')}`);
+    const extra = 'labels' in m ? `, ${m.labels.length} classes` : `, ${m.input.sample_rate} Hz, ${m.vocabulary.length} symbols`;
+    console.log(`${m.name}  ${m.task}${extra}, default budget ${String(m.default_budget)}, floor ${m.budget_floor}`);
   }
 }
 

@@ -265,9 +265,11 @@ export class AcmClient {
       }
       notify();
     };
-    ws.onerror = () => {
-      // The close event that follows carries the code; this only covers connections that never opened.
-      if (ws.readyState !== OPEN) fail(new AcmError('unreachable', `cannot open ${this.url}/asr`, 0));
+    ws.onerror = (ev) => {
+      // The close event that follows carries the code; this only covers connections that never opened
+      // (no server, or a refused handshake: browsers hide its answer, the ws package names its status).
+      const why = typeof (ev as { message?: unknown } | null)?.message === 'string' ? `: ${(ev as { message: string }).message}` : '';
+      if (ws.readyState !== OPEN) fail(new AcmError('unreachable', `cannot open ${this.url}/asr${why}`, 0));
     };
     ws.onclose = (ev) => {
       closed = true;

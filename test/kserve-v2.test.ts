@@ -193,5 +193,7 @@ describe('POST /v2/models/{name}/infer', () => {
     const huge = JSON.stringify(bytesRequest([Buffer.alloc(2_000_000, 1)]));
     const res = await request(small.app).post('/v2/models/fake-vit-acm/infer').set('Content-Type', 'application/json').send(huge).expect(413);
     assert.match(errorOf(res), /must be at most \d+ bytes/);
+    const one = await request(small.app).post('/v2/models/fake-vit-acm/infer').send(bytesRequest([Buffer.alloc(1001, 1)])).expect(413);
+    assert.equal(errorOf(one), 'inputs[0].data[0] must decode to at most 1000 bytes; got 1001');
   });
 });

@@ -130,6 +130,7 @@ describe('SDK failures without an answer', () => {
     server.close();
     await once(server, 'close');
     await rejectsWith(new AcmClient({ url }).models(), 'unreachable', 0, /cannot reach/);
+    await rejectsWith(new AcmClient({ url }).stream([], { sampleRate: 16000 }).next(), 'unreachable', 0, /cannot open .*\/asr: .*ECONNREFUSED/);
     assert.throws(() => new AcmClient({ url: 'ftp://x' }), /url must be an http\(s\) URL; got "ftp:\/\/x"/);
   });
 });

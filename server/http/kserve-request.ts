@@ -83,7 +83,7 @@ function batchSize(shape: readonly number[], field: string, maxBatch: number): n
   return b;
 }
 
-function parseBytes(input: Record<string, unknown>, maxBatch: number): InferInput[] {
+function parseBytes(input: Record<string, unknown>, maxBatch: number, maxImageBytes: number): InferInput[] {
   const shape = parseShape(input.shape, 'inputs[0].shape');
   const b = batchSize(shape, 'inputs[0].shape', maxBatch);
   if (shape.length > 2 || (shape.length === 2 && shape[1] !== 1)) {
@@ -97,7 +97,11 @@ function parseBytes(input: Record<string, unknown>, maxBatch: number): InferInpu
     if (!BASE64.test(text) || text.length % 4 === 1) {
       throw bad(`inputs[0].data[${i}] must be the image bytes in base64; got ${shown(e)}`);
     }
-    return { image: Buffer.from(text, 'base64') };
+    const image = Buffer.from(text, 'base64');
+    if (image.length > maxImageBytes) {
+      throw new AcmError('image_too_large', `inputs[0].data[${i}] must decode to at most ${maxImageBytes} bytes; got ${image.length}`);
+    }
+    return { image };
   });
 }
 
@@ -143,7 +147,7 @@ function parseOutputs(raw: unknown): Set<string> | undefined {
 }
 
 /** Parses the JSON body of POST /v2/models/{name}/infer for model m. */
-export function parseV2Request(body: Buffer, m: ImageManifest, maxBatch: number): V2Request {
+export function parseV2Request(body: Buffer, m: ImageManifest, maxBatch: number, maxImageBytes: number): V2Request {
   if (body.length === 0) throw new AcmError('empty_body', 'request body is empty; send an inference request as JSON');
   let json: unknown;
   try {
@@ -164,7 +168,7 @@ export function parseV2Request(body: Buffer, m: ImageManifest, maxBatch: number)
   let items: InferInput[];
   if (input.name === IMAGE_INPUT) {
     if (input.datatype !== 'BYTES') throw bad(`inputs[0].datatype must be BYTES for ${IMAGE_INPUT}; got ${val(input.datatype)}`);
-    items = parseBytes(input, maxBatch);
+    items = parseBytes(input, maxBatch, maxImageBytes);
   } else if (input.name === m.inputs.pixels) {
     if (input.datatype !== 'FP32') {
       throw bad(`inputs[0].datatype must be FP32 for ${m.inputs.pixels}; got ${val(input.datatype)}`);

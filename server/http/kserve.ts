@@ -128,7 +128,7 @@ function inferHandler(inference: InferenceService, opts: KserveOptions) {
     res.on('close', () => admissions.forEach((a) => a.release()));
     res.locals.model = name;
     const body = await readRawBody(req, res, limit);
-    const parsed = parseV2Request(body, inference.manifestOf(name), opts.maxBatch);
+    const parsed = parseV2Request(body, inference.manifestOf(name), opts.maxBatch, opts.maxImageBytes);
     while (admissions.length < parsed.items.length) admissions.push(inference.admit(name));
 
     let results: InferResult[];
