@@ -3,7 +3,7 @@
 import type { Express, Request, Response } from 'express';
 import { AcmError, shown } from '../errors.js';
 import { parseBudget, single } from '../params.js';
-import { decodeWav } from './audio.js';
+import { AudioDecoder } from './decoder.js';
 import type { SpeechService } from './service.js';
 
 export interface TranscribeRouteOptions {
@@ -59,6 +59,8 @@ function ms(v: number): string {
 }
 
 export function registerSpeechRoutes(app: Express, speech: SpeechService, opts: TranscribeRouteOptions): void {
+  const decoder = new AudioDecoder();
+  speech.onShutdown(() => decoder.close());
   app.post('/transcribe', async (req: Request, res: Response) => {
     const arrivedAt = performance.now();
     const abort = new AbortController();
@@ -80,7 +82,7 @@ export function registerSpeechRoutes(app: Express, speech: SpeechService, opts: 
     const body = await readBody(req, res, opts.maxAudioBytes);
     if (body.length === 0) throw new AcmError('empty_body', 'the request has no body; send a WAV file');
     const rate = speech.resolve(admission.model).audio.sample_rate;
-    const audio = decodeWav(body, rate, opts.maxAudioSeconds);
+    const audio = await decoder.decode(body, rate, opts.maxAudioSeconds);
     const r = await speech.transcribe(admission.model, audio.samples, { budget, signal: abort.signal, arrivedAt });
     const { queueMs, inferenceMs, totalMs } = r.timings;
     res.setHeader('X-Budget-Used', String(r.compute.used));

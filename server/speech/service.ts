@@ -55,6 +55,7 @@ export class SpeechService {
   private isReady = false;
   private stopped = false;
   private streams = 0;
+  private readonly shutdownHooks: (() => Promise<void>)[] = [];
 
   constructor(private readonly config: Config, private readonly metrics: Metrics, private readonly log: Logger) {}
 
@@ -173,6 +174,11 @@ export class SpeechService {
       timings: { queueMs: r.queueMs, inferenceMs: r.inferenceMs, totalMs: performance.now() - arrivedAt } };
   }
 
+  /** Runs `hook` at shutdown, after the queues drain (transports' own threads, e.g. audio decoding). */
+  onShutdown(hook: () => Promise<void>): void {
+    this.shutdownHooks.push(hook);
+  }
+
   async shutdown(graceMs: number): Promise<void> {
     this.isReady = false;
     this.stopped = true;
@@ -184,6 +190,7 @@ export class SpeechService {
     for (const m of models) m.queue.close();
     await Promise.all(models.map((m) => m.backend.close()));
     await Promise.all(models.map((m) => m.batcher.stopped()));
+    await Promise.all(this.shutdownHooks.map((h) => h()));
   }
 
   private model(name: string | undefined): SpeechModel {
