@@ -134,9 +134,12 @@ describe('speech panel in headless Chromium', () => {
     assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: install the Debian package chromium (.ci/run does)`);
     s = await speechServer();
     await mkdir(ARTIFACTS, { recursive: true });
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+    // A fake microphone (Chromium's test tone) that needs no permission prompt.
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true,
+      args: ['--no-sandbox', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'] });
     page = await browser.newPage({ viewport: { width: 1100, height: 1000 } });
     page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+    page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
     page.on('requestfailed', (r) => problems.push(`request failed: ${r.url()}`));
   });
   after(async () => {
@@ -182,6 +185,24 @@ describe('speech panel in headless Chromium', () => {
     });
     assert.ok(painted > 200, `the compute plot is drawn (${painted} pixels)`);
     await page.screenshot({ path: join(ARTIFACTS, 'web-speech.png'), fullPage: true });
+    assert.deepEqual(problems, []);
+  });
+
+  it('streams the microphone from Start to Stop and ends on a final transcript with compute over time', { timeout: 60_000 }, async () => {
+    await page.click('#mic-start');
+    await page.waitForSelector('#speech-panel[data-state="busy"]');
+    // Wait for audio to have reached the server: the first partial's compute is plotted.
+    await page.waitForFunction(() => Number(document.getElementById('compute-plot')?.dataset.frames ?? 0) > 0, undefined, { timeout: 30_000 });
+    assert.equal(await page.textContent('#speech-error'), '');
+    assert.equal(await page.isDisabled('#mic-start'), true);
+    await page.click('#mic-stop');
+    await page.waitForSelector('#speech-panel[data-state="done"]', { timeout: 30_000 });
+    assert.equal(await page.isDisabled('#mic-start'), false);
+    assert.equal(await page.isDisabled('#mic-stop'), true);
+    assert.ok(Number(await page.getAttribute('#compute-plot', 'data-frames')) > 0);
+    assert.match(await page.textContent('#speech-compute dd[data-field="budget used"]') ?? '', /^0\.\d{3}$/);
+    assert.equal(await page.textContent('#speech-error'), '');
+    await page.screenshot({ path: join(ARTIFACTS, 'web-speech-microphone.png'), fullPage: true });
     assert.deepEqual(problems, []);
   });
 });

@@ -307,6 +307,7 @@ async function runStream(audio: AudioQueue, sampleRate: number): Promise<void> {
   speech.final.textContent = '';
   speech.partial.textContent = '';
   speech.frames = [];
+  speech.plot.dataset.frames = '0';
   try {
     for await (const e of client.stream(audio, { sampleRate, encoding: 'pcm_f32le', budget, model: speech.model?.name })) showSpeech(e, budget);
     speech.panel.dataset.state = 'done';
@@ -338,7 +339,10 @@ async function startMicrophone(): Promise<void> {
   processor.onaudioprocess = (ev) => audio.push(new Float32Array(ev.inputBuffer.getChannelData(0)));
   source.connect(processor);
   processor.connect(ctx.destination);
+  let stopped = false;
   const stop = (): void => {
+    if (stopped) return;
+    stopped = true;
     audio.end();
     processor.disconnect();
     source.disconnect();
