@@ -49,9 +49,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg, dense, base = load_base(args.run)
-    model = from_dense(dense, cfg)
     phases = [p for p in ("phase3", "phase2") if os.path.exists(os.path.join(args.run, f"{p}.ckpt"))]
-    model.load_state_dict(load_state(os.path.join(args.run, f"{phases[0]}.ckpt"))["model"])
+    state = load_state(os.path.join(args.run, f"{phases[0]}.ckpt"))["model"]
+    # convert --no-projections leaves attention dense: the checkpoint says which it was.
+    model = from_dense(dense, cfg, projections=any(".q.w1" in k for k in state))
+    model.load_state_dict(state)
     model.eval()
     test = data.load(args.corpus, "test", args.test_limit)
     with open(os.path.join(args.corpus, "corpus.json")) as f:

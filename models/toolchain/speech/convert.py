@@ -36,6 +36,8 @@ def main() -> None:
     ap.add_argument("--corpus", default=".cache/speech/espeak-v1")
     ap.add_argument("--run", default=".cache/runs/speech")
     ap.add_argument("--n", type=int, default=4)
+    ap.add_argument("--projections", action=argparse.BooleanOptionalAction, default=True,
+                    help="also turn q/k/v/o into ACMs (--no-projections: FFNs only)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--phase1-steps", type=int, default=300)
     ap.add_argument("--phase2-steps", type=int, default=150)
@@ -48,7 +50,7 @@ def main() -> None:
     cfg, dense, _ = load_base(args.run)
     for p in dense.parameters():
         p.requires_grad_(False)
-    model = from_dense(dense, cfg, args.n)
+    model = from_dense(dense, cfg, args.n, args.projections)
     batches = data.Batches(data.load(args.corpus, "train"), args.batch, seed=1000)
 
     learner_params = [p for _, _, a in model.acms() for p in (a.w1, a.b1, a.w2)]

@@ -19,7 +19,8 @@ from torch import nn
 from torchaudio.models import Wav2Vec2Model, wav2vec2_model
 from torchaudio.models.wav2vec2.components import ConvolutionalPositionalEmbedding
 
-from ..acm import ACM
+from ..acm import ACM, PROJECTIONS, attention, projection_width
+from ..acm import _init_projection as init_projection
 from .text import VOCAB
 
 SAMPLE_RATE = 16000
@@ -160,28 +161,67 @@ def output_frames(samples: torch.Tensor, cfg: SpeechConfig) -> torch.Tensor:
 
 # --- ACM form ---------------------------------------------------------------------------------
 
-class ACMSpeechLayer(nn.Module):
-    """A pre-norm Wav2Vec2 encoder layer whose FFN is an ACM; attention is the dense module."""
+def cap_budgets(acms: list[ACM], tokens: int, budget: torch.Tensor) -> torch.Tensor:
+    """The budget each ACM's cap applies, per request, so the whole request stays within budget.
 
-    def __init__(self, cfg: SpeechConfig, dense_layer: nn.Module, n: int):
+    The image model's rule (ACMViT.cap_budgets): ACMs whose minimum choice costs more than the
+    budget (q/k/v/o run at least one learner) spend that minimum; the others share what is left.
+    Above every minimum it is the budget itself, so used <= max(budget, budget_floor) per window.
+    """
+    budget = budget.to(torch.float64)
+    by_floor: dict[float, float] = {}
+    for a in acms:
+        by_floor[a.min_choice / a.n] = by_floor.get(a.min_choice / a.n, 0.0) + a.n * a.learner_macs * tokens
+    total = sum(by_floor.values())
+    forced = torch.zeros_like(budget)
+    free = torch.zeros_like(budget)
+    for floor, full in by_floor.items():
+        above = (budget < floor).to(torch.float64)
+        forced = forced + above * (floor * full)
+        free = free + (1 - above) * full
+    shared = ((budget * total - forced) / free.clamp_min(1.0)).clamp(0.0, 1.0)
+    return torch.where(forced > 0, shared, budget)
+
+
+class ACMSpeechLayer(nn.Module):
+    """A pre-norm Wav2Vec2 encoder layer whose FFN is an ACM, and with `projections` its q, k, v
+    and o projections too (low-rank learners, DESIGN §2); otherwise attention is the dense module."""
+
+    def __init__(self, cfg: SpeechConfig, dense_layer: nn.Module, n: int, projections: bool):
         super().__init__()
-        self.attention = copy.deepcopy(dense_layer.attention)
+        d = cfg.hidden_dim
+        self.heads = cfg.num_heads
         self.layer_norm = copy.deepcopy(dense_layer.layer_norm)
         self.final_layer_norm = copy.deepcopy(dense_layer.final_layer_norm)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.mlp = ACM(cfg.hidden_dim, n, cfg.mlp_dim // n, "ffn")
+        self.attention = None if projections else copy.deepcopy(dense_layer.attention)
+        if projections:
+            width = projection_width(d, n)
+            self.q, self.k, self.v, self.o = (ACM(d, n, width, kind) for kind in PROJECTIONS)
+        self.mlp = ACM(d, n, cfg.mlp_dim // n, "ffn")
 
-    def attend(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.dropout(self.attention(self.layer_norm(x)))
+    def acms(self) -> list[tuple[str, ACM]]:
+        proj = [] if self.attention is not None else [(f"attention.{k}", getattr(self, k)) for k in PROJECTIONS]
+        return proj + [("feed_forward", self.mlp)]
+
+    def block(self, x: torch.Tensor, run) -> torch.Tensor:
+        """The layer, with run(acm, z) -> output deciding how each ACM executes (served or relaxed)."""
+        h = self.layer_norm(x)
+        if self.attention is not None:
+            a = self.attention(h)
+        else:
+            a = run(self.o, attention(run(self.q, h), run(self.k, h), run(self.v, h), self.heads))
+        x = x + self.dropout(a)
+        return x + run(self.mlp, self.final_layer_norm(x))
 
 
 class ACMWav2Vec2(nn.Module):
     """forward(audio [B, window_samples] float32, budget [B] float64)
     -> (logits [B, window_frames, vocab], learner_counts [B, A, window_frames])."""
 
-    def __init__(self, cfg: SpeechConfig, dense: Wav2Vec2Model, n: int = 4):
+    def __init__(self, cfg: SpeechConfig, dense: Wav2Vec2Model, n: int = 4, projections: bool = True):
         super().__init__()
-        self.cfg, self.n = cfg, n
+        self.cfg, self.n, self.projections = cfg, n, projections
         self.feature_extractor = copy.deepcopy(dense.feature_extractor)
         self.feature_projection = copy.deepcopy(dense.encoder.feature_projection)
         t = dense.encoder.transformer
@@ -193,11 +233,11 @@ class ACMWav2Vec2(nn.Module):
         # they are pre-norm (ours): mirror its choice exactly.
         self.norm_first = t.layer_norm_first
         self.dropout = nn.Dropout(cfg.dropout)
-        self.layers = nn.ModuleList(ACMSpeechLayer(cfg, layer, n) for layer in t.layers)
+        self.layers = nn.ModuleList(ACMSpeechLayer(cfg, layer, n, projections) for layer in t.layers)
         self.aux = copy.deepcopy(dense.aux)
 
     def acms(self) -> list[tuple[str, int, ACM]]:
-        return [(f"encoder.layers.{i}.feed_forward", i, layer.mlp) for i, layer in enumerate(self.layers)]
+        return [(f"encoder.layers.{i}.{name}", i, acm) for i, layer in enumerate(self.layers) for name, acm in layer.acms()]
 
     def embed_frames(self, x: torch.Tensor) -> torch.Tensor:
         """Projected frames [N, T, C] -> the first layer's input (positional conv, norm if first)."""
@@ -215,18 +255,21 @@ class ACMWav2Vec2(nn.Module):
     def forward(self, audio: torch.Tensor, budget: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.encode(audio)
         budget = budget.to(torch.float64)
-        counts = []
-        for layer in self.layers:
-            x = layer.attend(x)
-            # Only FFNs are ACMs (minimum choice 0), so no ACM has a forced floor and each cap
-            # applies the request's budget itself.
-            m, k = layer.mlp(layer.final_layer_norm(x), budget, budget)
+        cap = cap_budgets([a for _, _, a in self.acms()], self.cfg.window_frames, budget)
+        counts: list[torch.Tensor] = []
+
+        def run(acm: ACM, z: torch.Tensor) -> torch.Tensor:
+            y, k = acm(z, budget, cap)
             counts.append(k)
-            x = x + m
+            return y
+
+        for layer in self.layers:
+            x = layer.block(x, run)
+        # run() is called in acms() order: q, k, v, o, then the FFN, layer by layer.
         return self.head(x), torch.stack(counts, 1)
 
     def fixed_macs(self) -> int:
-        return fixed_macs(self.cfg)
+        return fixed_macs(self.cfg, self.projections)
 
 
 def conv_macs(cfg: SpeechConfig, samples: int) -> tuple[int, int]:
@@ -239,26 +282,32 @@ def conv_macs(cfg: SpeechConfig, samples: int) -> tuple[int, int]:
     return macs, length
 
 
-def fixed_macs(cfg: SpeechConfig) -> int:
-    """Per window: conv encoder, projection, positional conv, attention (projections and matmuls), head."""
+def fixed_macs(cfg: SpeechConfig, projection_acms: bool = True) -> int:
+    """Per window: conv encoder, feature projection, positional conv, attention matmuls (and the
+    q/k/v/o projections when they are not ACMs), head."""
     conv, frames = conv_macs(cfg, cfg.window_samples)
     assert frames == cfg.window_frames, (frames, cfg.window_frames)
     d, t = cfg.hidden_dim, frames
     proj = t * cfg.conv[-1][0] * d
     pos = t * d * (d // cfg.pos_conv_groups) * cfg.pos_conv_kernel
-    attn = cfg.num_layers * (4 * t * d * d + 2 * t * t * d)
+    attn = cfg.num_layers * ((0 if projection_acms else 4 * t * d * d) + 2 * t * t * d)
     return conv + proj + pos + attn + t * d * cfg.vocab
 
 
 def dense_macs(cfg: SpeechConfig) -> int:
-    return fixed_macs(cfg) + cfg.num_layers * cfg.window_frames * 2 * cfg.hidden_dim * cfg.mlp_dim
+    return fixed_macs(cfg, projection_acms=False) + cfg.num_layers * cfg.window_frames * 2 * cfg.hidden_dim * cfg.mlp_dim
 
 
 @torch.no_grad()
-def from_dense(dense: Wav2Vec2Model, cfg: SpeechConfig, n: int = 4) -> ACMWav2Vec2:
-    """The ACM model, its learners initialised from the dense FFNs (most important hidden units first)."""
-    model = ACMWav2Vec2(cfg, dense, n)
+def from_dense(dense: Wav2Vec2Model, cfg: SpeechConfig, n: int = 4, projections: bool = True) -> ACMWav2Vec2:
+    """The ACM model. FFN learners start as the dense FFN's most important hidden units; q/k/v/o
+    learners as blocks of the projection's singular directions (the image model's initialisation)."""
+    model = ACMWav2Vec2(cfg, dense, n, projections)
     for layer, block in zip(model.layers, dense.encoder.transformer.layers):
+        if projections:
+            attn = block.attention
+            for acm, linear in ((layer.q, attn.q_proj), (layer.k, attn.k_proj), (layer.v, attn.v_proj), (layer.o, attn.out_proj)):
+                init_projection(acm, linear.weight, linear.bias)
         fc1, fc2 = block.feed_forward.intermediate_dense, block.feed_forward.output_dense
         importance = fc1.weight.norm(dim=1) * fc2.weight.norm(dim=0)
         perm = importance.argsort(descending=True)
@@ -271,16 +320,23 @@ def from_dense(dense: Wav2Vec2Model, cfg: SpeechConfig, n: int = 4) -> ACMWav2Ve
 
 
 @torch.no_grad()
-def dense_trace(dense: Wav2Vec2Model, frames: torch.Tensor) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-    """Dense transformer over window frames [N, T, C] (projected features): logits and each FFN's (input, output)."""
+def dense_trace(dense: Wav2Vec2Model, frames: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
+    """Dense transformer over window frames [N, T, C] (projected features): logits and, per layer,
+    the (input, output) of q, k, v, o and the FFN. torchaudio's attention is recomputed from its
+    projections so their inputs and outputs can be recorded; the result equals its own."""
     t = dense.encoder.transformer
     x = t._preprocess(frames)
     pairs = []
     for layer in t.layers:
-        x = x + layer.dropout(layer.attention(layer.layer_norm(x)))
-        h = layer.final_layer_norm(x)
-        m = layer.feed_forward(h)
-        pairs.append((h, m))
+        attn = layer.attention
+        h = layer.layer_norm(x)
+        q, k, v = attn.q_proj(h), attn.k_proj(h), attn.v_proj(h)
+        a = attention(q, k, v, attn.num_heads)
+        o = attn.out_proj(a)
+        x = x + layer.dropout(o)
+        h2 = layer.final_layer_norm(x)
+        m = layer.feed_forward(h2)
+        pairs.append({"q": (h, q), "k": (h, k), "v": (h, v), "o": (a, o), "ffn": (h2, m)})
         x = x + m
     return dense.aux(x if t.layer_norm_first else t.layer_norm(x)), pairs
 

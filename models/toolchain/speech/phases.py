@@ -19,16 +19,25 @@ def window_frames(dense, audio: torch.Tensor, cfg: SpeechConfig) -> torch.Tensor
         return windowed_frames(features(dense, padded), cfg)
 
 
+def acm_pairs(model: ACMWav2Vec2, pairs: list[dict]) -> list[tuple[ACM, torch.Tensor, torch.Tensor]]:
+    """Each ACM with the (input, output) its dense block produced."""
+    out = []
+    for layer, layer_pairs in zip(model.layers, pairs):
+        for name, acm in layer.acms():
+            out.append((acm, *layer_pairs["ffn" if name == "feed_forward" else acm.kind]))
+    return out
+
+
 def distil_step(model: ACMWav2Vec2, dense, frames: torch.Tensor) -> torch.Tensor:
-    """Phase 1: every FFN ACM against its dense FFN, on the dense model's own activations."""
+    """Phase 1: every ACM against its dense block, on the dense model's own activations."""
     _, pairs = dense_trace(dense, frames)
-    return sum(phases.distil_loss(layer.mlp, z, o) for layer, (z, o) in zip(model.layers, pairs))
+    return sum(phases.distil_loss(acm, z, o) for acm, z, o in acm_pairs(model, pairs))
 
 
 def gate_step(model: ACMWav2Vec2, dense, frames: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
     """Phase 2: each gate against its error-ratio labels (budget per window, labels do not use it)."""
     _, pairs = dense_trace(dense, frames)
-    losses = [phases.gate_loss(layer.mlp, z, o, budget)[0] for layer, (z, o) in zip(model.layers, pairs)]
+    losses = [phases.gate_loss(acm, z, o, budget)[0] for acm, z, o in acm_pairs(model, pairs)]
     return sum(losses) / len(losses)
 
 
@@ -38,13 +47,14 @@ def relaxed_windows(model: ACMWav2Vec2, frames: torch.Tensor, budget: torch.Tens
     one-hots)."""
     x = model.embed_frames(frames)
     onehots: list[tuple[ACM, torch.Tensor]] = []
-    for layer in model.layers:
-        x = layer.attend(x)
-        acm = layer.mlp
-        z = layer.final_layer_norm(x)
+
+    def run(acm: ACM, z: torch.Tensor) -> torch.Tensor:
         onehot = F.gumbel_softmax(acm.gate_logits(z, budget), tau=tau, hard=True)
         onehots.append((acm, onehot))
-        x = x + (onehot.unsqueeze(-1) * acm.prefix_outputs(z)[..., acm.min_choice:, :]).sum(-2)
+        return (onehot.unsqueeze(-1) * acm.prefix_outputs(z)[..., acm.min_choice:, :]).sum(-2)
+
+    for layer in model.layers:
+        x = layer.block(x, run)
     spent = sum(a.learner_macs * (oh * torch.arange(a.min_choice, a.n + 1, dtype=oh.dtype)).sum((-1, -2)) for a, oh in onehots)
     full = sum(a.learner_macs * a.n * oh.shape[1] for a, oh in onehots)
     return model.head(x), spent / full, onehots

@@ -8,7 +8,7 @@ import unittest
 import torch
 
 from models.toolchain.speech import corpus, text
-from models.toolchain.speech.model import (CONFIGS, build_dense, chunk_count, dense_windows_logits, edit_distance,
+from models.toolchain.speech.model import (CONFIGS, build_dense, chunk_count, dense_trace, dense_windows_logits, edit_distance,
                                            error_rates, features, from_dense, greedy_decode, keep_chunk, windows)
 from models.toolchain.speech.phases import acm_windows_logits, distil_step, window_frames
 
@@ -106,28 +106,34 @@ class ACMSpeechModelTest(unittest.TestCase):
                     p.mul_(4.0)
         self.audio = torch.randn(3, TINY.window_samples) * 0.3
 
-    def test_forward_shapes_and_every_ffn_is_an_acm(self):
+    def test_forward_shapes_and_every_ffn_and_projection_is_an_acm(self):
         logits, counts = self.model(self.audio, torch.tensor([1.0, 0.5, 0.2], dtype=torch.float64))
         self.assertEqual(logits.shape, (3, TINY.window_frames, TINY.vocab))
-        self.assertEqual(counts.shape, (3, TINY.num_layers, TINY.window_frames))
-        self.assertEqual([a.kind for _, _, a in self.model.acms()], ["ffn"] * TINY.num_layers)
+        self.assertEqual(counts.shape, (3, 5 * TINY.num_layers, TINY.window_frames))
+        self.assertEqual([a.kind for _, _, a in self.model.acms()], ["q", "k", "v", "o", "ffn"] * TINY.num_layers)
+        ffn_only = from_dense(self.dense, TINY, projections=False)
+        self.assertEqual([a.kind for _, _, a in ffn_only.acms()], ["ffn"] * TINY.num_layers)
 
     def test_budget_bounds_each_window(self):
         budgets = [1.0, 0.75, 0.5, 0.3, 0.1, 0.02]
         audio = self.audio[:1].expand(len(budgets), -1)
         _, counts = self.model(audio, torch.tensor(budgets, dtype=torch.float64))
-        for row, b in enumerate(budgets):
-            for a in range(counts.shape[1]):
-                self.assertLessEqual(counts[row, a].sum().item(), int(b * 4 * TINY.window_frames), (b, a))
-        used = counts.sum((1, 2)).tolist()
+        acms = [a for _, _, a in self.model.acms()]
+        cost = torch.tensor([a.learner_macs for a in acms], dtype=torch.float64)
+        full = sum(a.n * a.learner_macs for a in acms) * TINY.window_frames
+        floor = sum(a.min_choice * a.learner_macs for a in acms) / sum(a.n * a.learner_macs for a in acms)
+        used = ((counts.double().sum(-1) * cost).sum(-1) / full).tolist()
+        for b, u in zip(budgets, used):
+            self.assertLessEqual(u, max(b, floor) + 1e-9, (b, u))
         self.assertEqual(used, sorted(used, reverse=True), "less budget, fewer learners")
         self.assertGreater(used[0], used[-1])
+        self.assertTrue(bool((counts[:, [i for i, a in enumerate(acms) if a.kind != "ffn"]] >= 1).all()), "projections run >= 1")
 
     def test_full_learners_reproduce_the_dense_model_up_to_the_dropped_output_bias(self):
         with torch.no_grad():
             for layer in self.dense.encoder.transformer.layers:
                 layer.feed_forward.output_dense.bias.zero_()
-            model = from_dense(self.dense, TINY).eval()
+            model = from_dense(self.dense, TINY, projections=False).eval()
             for _, _, acm in model.acms():
                 last = acm.gate[-1]
                 last.weight.zero_(); last.bias.zero_(); last.bias[-1] = 10.0  # always choose k = n
@@ -135,6 +141,16 @@ class ACMSpeechModelTest(unittest.TestCase):
             dense = self.dense.aux(self.dense.encoder.transformer(features(self.dense, self.audio)))
         self.assertTrue(bool((counts == 4).all()))
         torch.testing.assert_close(logits, dense, atol=1e-4, rtol=1e-4)
+
+    def test_dense_trace_reproduces_the_dense_model(self):
+        frames = torch.randn(2, TINY.window_frames, TINY.hidden_dim)
+        with torch.no_grad():
+            logits, pairs = dense_trace(self.dense, frames)
+            t = self.dense.encoder.transformer
+            self.assertFalse(t.layer_norm_first)
+            expected = self.dense.aux(t(frames))
+        torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+        self.assertEqual(sorted(pairs[0]), ["ffn", "k", "o", "q", "v"])
 
     def test_served_path_and_distillation_step_run(self):
         audio = torch.randn(2, TINY.chunk_samples * 2) * 0.2
