@@ -1,11 +1,13 @@
 // POST /transcribe and the model listing over the tiny random speech bundle (real onnxruntime):
 // answer shape, compute bound, per-frame values, WAV layouts, and every refusal with its code.
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
 import wavefile from 'wavefile';
 import { fakeApp } from './support/fake.js';
-import { pcm16, speechServer, testTone, type SpeechTestServer } from './support/tiny-speech.js';
+import { pcm16, speechServer, testTone, tinySpeechDir, type SpeechTestServer } from './support/tiny-speech.js';
 
 interface Answer {
   model: string;
@@ -96,6 +98,18 @@ describe('POST /transcribe', () => {
     } finally {
       await short.close();
     }
+  });
+
+  it('transcribes an utterance to the text the toolchain served path gives in PyTorch', async () => {
+    const ref = JSON.parse(await readFile(join(await tinySpeechDir(), 'tiny-speech-acm', 'reference.json'), 'utf8')) as
+      { utterance: { audio: number[]; budget: number; text: string } };
+    const w = new wavefile.WaveFile();
+    // Float WAV: the server sees exactly the samples PyTorch saw.
+    w.fromScratch(1, 16000, '32f', ref.utterance.audio);
+    const body = (await request(s.url).post(`/transcribe?budget=${ref.utterance.budget}`).set('Content-Type', 'audio/wav')
+      .send(Buffer.from(w.toBuffer())).expect(200)).body as Answer;
+    assert.ok(ref.utterance.text.length > 0);
+    assert.equal(body.text, ref.utterance.text);
   });
 
   it('lists the speech model with its task, vocabulary and audio contract', async () => {

@@ -14,7 +14,8 @@ import os
 import torch
 
 from .export import export_bundle, manifest
-from .model import CONFIGS, build_dense, from_dense
+from .model import CONFIGS, build_dense, from_dense, greedy_decode
+from .phases import acm_windows_logits
 
 
 def build(seed: int = 0, config: str = "tiny"):
@@ -54,8 +55,13 @@ def main() -> None:
             cases.append({"budget": budgets, "audio": audio.flatten().tolist(), "shape": list(audio.shape),
                           "logits": logits.flatten().tolist(), "logits_shape": list(logits.shape),
                           "learner_counts": counts.flatten().tolist(), "counts_shape": list(counts.shape)})
+        # A whole utterance (not a whole number of chunks) through the served path: windows,
+        # cap, greedy CTC. The server must transcribe the same samples to the same text.
+        utterance = torch.randn(1, cfg.chunk_samples * 4 + 1234, generator=gen) * 0.3
+        with torch.no_grad():
+            text = greedy_decode(acm_windows_logits(model, utterance, 0.5)[0])
         with open(os.path.join(args.out, "reference.json"), "w") as f:
-            json.dump({"cases": cases}, f)
+            json.dump({"cases": cases, "utterance": {"audio": utterance.flatten().tolist(), "budget": 0.5, "text": text}}, f)
 
 
 if __name__ == "__main__":
