@@ -9,7 +9,7 @@ from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
 from kernels.grouped import cap_counts, grouped_learners
-from .vit import ViTConfig
+from .vit import ViTConfig, embedding_macs, patch_embedding
 
 PROJECTIONS = ("q", "k", "v", "o")
 KINDS = PROJECTIONS + ("ffn",)
@@ -133,7 +133,7 @@ class ACMViT(nn.Module):
         super().__init__()
         self.cfg, self.n = cfg, n
         d = cfg.hidden_dim
-        self.conv_proj = nn.Conv2d(cfg.channels, d, cfg.patch_size, cfg.patch_size)
+        self.conv_proj = patch_embedding(cfg)
         self.class_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embedding = nn.Parameter(torch.zeros(1, cfg.tokens, d))
         self.layers = nn.ModuleList(ACMEncoderLayer(cfg, n) for _ in range(cfg.num_layers))
@@ -144,6 +144,17 @@ class ACMViT(nn.Module):
         bonus = torch.zeros(cfg.tokens)
         bonus[0] = float(n + 1)
         self.register_buffer("token_bonus", bonus, persistent=False)
+        # False evaluates a model trained the published way (one budget target, no request cap):
+        # the gates alone decide, and the budget input is only what the gates were trained with.
+        self.capped = True
+        self.conv_proj.eval()  # see train()
+
+    def train(self, mode: bool = True) -> "ACMViT":
+        # The stem's batch-norm statistics stay those of the dense base: fine-tuning batches carry
+        # one budget each and would otherwise drift them.
+        super().train(mode)
+        self.conv_proj.eval()
+        return self
 
     def acms(self) -> list[tuple[str, int, ACM]]:
         names = []
@@ -183,7 +194,7 @@ class ACMViT(nn.Module):
 
     def forward(self, pixels: torch.Tensor, budget: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.embed(pixels)
-        cap = self.cap_budgets(budget)
+        cap = self.cap_budgets(budget) if self.capped else torch.ones_like(budget, dtype=torch.float64)
         counts: list[torch.Tensor] = []
         for layer in self.layers:
             x = layer(x, budget, cap, self.token_bonus, counts)
@@ -192,8 +203,7 @@ class ACMViT(nn.Module):
     def fixed_macs(self) -> int:
         """Per image: patch embedding, attention matmuls and head (norms and gates not included)."""
         c, t, d = self.cfg, self.cfg.tokens, self.cfg.hidden_dim
-        patch = (t - 1) * c.channels * c.patch_size ** 2 * d
-        return patch + c.num_layers * 2 * t * t * d + d * c.num_classes
+        return embedding_macs(c) + c.num_layers * 2 * t * t * d + d * c.num_classes
 
 
 # --- conversion from a dense torchvision model -------------------------------------------------

@@ -1,6 +1,7 @@
 """Dense torchvision VisionTransformer configurations used by the toolchain."""
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -19,6 +20,16 @@ class ViTConfig:
     mlp_dim: int = 384
     num_classes: int = 10
     dropout: float = 0.0
+    # Convolutional stem (Xiao et al. 2021, "Early convolutions help transformers see better"):
+    # output channels of stride-2 3x3 conv + BN + ReLU layers, then a 1x1 conv to hidden_dim.
+    # Empty: the classic single patch_size x patch_size convolution.
+    stem: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "stem", tuple(self.stem))  # lists come back from JSON checkpoints
+        if self.stem and 2 ** len(self.stem) != self.patch_size:
+            raise ValueError(f"a stem of {len(self.stem)} stride-2 convs makes {2 ** len(self.stem)}-pixel "
+                             f"patches, not patch_size {self.patch_size}")
 
     @property
     def tokens(self) -> int:
@@ -29,8 +40,11 @@ class ViTConfig:
 
 
 CONFIGS = {
-    # The bundled image model: small enough to train on two CPU cores.
+    # The first bundled image model: patchify stem; trains on two CPU cores in half an hour.
     "fashion-small": ViTConfig(),
+    # The bundled image model: the same transformer behind a small convolutional stem, which costs
+    # 3% of the dense MACs and lifts test accuracy past 91%.
+    "fashion-conv": ViTConfig(stem=(24, 48)),
     # ViT-B/16 geometry (random weights) for performance measurements at the paper's size.
     "vit-b16": ViTConfig(image_size=224, channels=3, patch_size=16, num_layers=12, num_heads=12,
                          hidden_dim=768, mlp_dim=3072, num_classes=1000),
@@ -45,22 +59,53 @@ def build_vit(cfg: ViTConfig) -> VisionTransformer:
         num_heads=cfg.num_heads, hidden_dim=cfg.hidden_dim, mlp_dim=cfg.mlp_dim,
         num_classes=cfg.num_classes, dropout=cfg.dropout,
     )
-    if cfg.channels != 3:
-        # torchvision hard-codes RGB input; greyscale data gets a one-channel patch projection.
-        model.conv_proj = nn.Conv2d(cfg.channels, cfg.hidden_dim, cfg.patch_size, cfg.patch_size)
-        fan_in = cfg.channels * cfg.patch_size ** 2
-        nn.init.trunc_normal_(model.conv_proj.weight, std=(1.0 / fan_in) ** 0.5)
-        nn.init.zeros_(model.conv_proj.bias)
+    if cfg.channels != 3 or cfg.stem:
+        # torchvision hard-codes an RGB patchify stem; greyscale data and conv stems get their own.
+        model.conv_proj = patch_embedding(cfg)
     return model
+
+
+def patch_embedding(cfg: ViTConfig) -> nn.Module:
+    """Image [B, C, H, W] -> token features [B, hidden, H/patch, W/patch]."""
+    if not cfg.stem:
+        conv = nn.Conv2d(cfg.channels, cfg.hidden_dim, cfg.patch_size, cfg.patch_size)
+        fan_in = cfg.channels * cfg.patch_size ** 2
+        nn.init.trunc_normal_(conv.weight, std=(1.0 / fan_in) ** 0.5)
+        nn.init.zeros_(conv.bias)
+        return conv
+    layers: list[nn.Module] = []
+    c = cfg.channels
+    for out in cfg.stem:
+        layers += [nn.Conv2d(c, out, 3, 2, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+        c = out
+    layers.append(nn.Conv2d(c, cfg.hidden_dim, 1))
+    return nn.Sequential(*layers)
+
+
+def embedding_macs(cfg: ViTConfig) -> int:
+    """Multiply-adds of the patch embedding for one image."""
+    if not cfg.stem:
+        return (cfg.tokens - 1) * cfg.channels * cfg.patch_size ** 2 * cfg.hidden_dim
+    macs, c, side = 0, cfg.channels, cfg.image_size
+    for out in cfg.stem:
+        side = (side + 1) // 2
+        macs += side * side * out * c * 9
+        c = out
+    return macs + side * side * c * cfg.hidden_dim
 
 
 def dense_macs(cfg: ViTConfig) -> int:
     """Multiply-adds of one image through the dense model (linear layers + attention matmuls)."""
     t, d = cfg.tokens, cfg.hidden_dim
-    patch = (t - 1) * cfg.channels * cfg.patch_size ** 2 * d
     per_layer = t * (4 * d * d + 2 * d * cfg.mlp_dim) + 2 * t * t * d
-    return patch + cfg.num_layers * per_layer + d * cfg.num_classes
+    return embedding_macs(cfg) + cfg.num_layers * per_layer + d * cfg.num_classes
 
 
 def set_threads() -> None:
-    torch.set_num_threads(2)
+    """Two threads (the reference machine's cores), or ACM_TORCH_THREADS.
+
+    With other work on the same cores, one thread is faster than two: a preempted thread stalls
+    the other at every parallel region (measured: 290 img/s alone with two threads, 48 img/s with
+    two threads beside builds and tests).
+    """
+    torch.set_num_threads(int(os.environ.get("ACM_TORCH_THREADS", "2")))

@@ -1,0 +1,50 @@
+"""The convolutional stem: its cost, its checks, and that fine-tuning leaves its statistics alone."""
+import json
+import unittest
+
+import torch
+
+from models.toolchain.acm import from_dense
+from models.toolchain.vit import CONFIGS, ViTConfig, build_vit, dense_macs, embedding_macs
+
+torch.set_num_threads(2)
+
+
+class StemTest(unittest.TestCase):
+    def test_embedding_macs_by_hand(self):
+        cfg = CONFIGS["fashion-conv"]  # 1 -> 24 (3x3, 14x14 out), 24 -> 48 (3x3, 7x7 out), 48 -> 96 (1x1)
+        self.assertEqual(embedding_macs(cfg), 14 * 14 * 24 * 1 * 9 + 7 * 7 * 48 * 24 * 9 + 7 * 7 * 48 * 96)
+        patchify = CONFIGS["fashion-small"]
+        self.assertEqual(embedding_macs(patchify), 49 * 16 * 96)
+        self.assertEqual(dense_macs(cfg) - dense_macs(patchify), embedding_macs(cfg) - embedding_macs(patchify))
+
+    def test_stem_must_match_the_patch_size(self):
+        with self.assertRaisesRegex(ValueError, "patch_size 8"):
+            ViTConfig(stem=(24, 48), patch_size=8)
+
+    def test_config_survives_json(self):
+        cfg = CONFIGS["fashion-conv"]
+        self.assertEqual(ViTConfig(**json.loads(json.dumps(cfg.to_dict()))), cfg)
+
+    def test_stem_tokens_and_acm_copy(self):
+        torch.manual_seed(0)
+        cfg = CONFIGS["fashion-conv"]
+        vit = build_vit(cfg).eval()
+        x = torch.randn(3, 1, 28, 28)
+        self.assertEqual(tuple(vit._process_input(x).shape), (3, cfg.tokens - 1, cfg.hidden_dim))
+        model = from_dense(vit, cfg)
+        self.assertTrue(torch.allclose(model.conv_proj(x), vit.conv_proj(x)))
+
+    def test_fine_tuning_keeps_the_stem_statistics(self):
+        cfg = CONFIGS["fashion-conv"]
+        model = from_dense(build_vit(cfg).eval(), cfg)
+        model.train()
+        before = model.conv_proj[1].running_mean.clone()
+        model(torch.randn(4, 1, 28, 28) * 3 + 1, torch.full((4,), 0.5, dtype=torch.float64))
+        self.assertFalse(model.conv_proj.training)
+        self.assertTrue(torch.equal(before, model.conv_proj[1].running_mean))
+        self.assertTrue(model.layers[0].training)
+
+
+if __name__ == "__main__":
+    unittest.main()
