@@ -1,11 +1,16 @@
 """Convert the trained dense ViT into an ACM model: the phases of DESIGN §2, each resumable.
 
-    python3 -m models.toolchain.convert --run .cache/runs/fashion
+    python3 -m models.toolchain.convert --run .cache/runs/fashion-conv               # one model, every budget
+    python3 -m models.toolchain.convert --run .cache/runs/fashion-conv --target 0.5  # published way, one target
 
-The defaults (300 / 150 / 300 steps of 128 images) are the ones the bundled model was made with.
+Phases 1 and 2 are shared. Phase 3 then either trains the single budget-conditioned model
+(<run>/phase3.ckpt: a budget target drawn per batch, fine-tuned under the request cap it is served
+with) or, with --target, one model the published way (<run>/phase3-t<target>.ckpt: that target
+only, no cap). The defaults are the ones the bundled model was made with.
 
-Every phase checkpoints to <run>/phaseN.ckpt at least every few minutes and at its end; a rerun
-skips finished phases and resumes an interrupted one at its last step.
+Every phase checkpoints at least every few minutes and at its end; a rerun skips finished phases
+and resumes an interrupted one at its last step. Each phase ends with its metrics on validation
+items (index 5500..5999 of each class file).
 """
 from __future__ import annotations
 
@@ -20,9 +25,14 @@ import torch
 from . import data
 from .acm import from_dense
 from .checkpoint import load_state, save_state
+from .metrics import used_fraction
 from .phases import acm_pairs, distil_loss, gate_loss, phase3_loss, teacher_pairs
 from .train_base import augment
 from .vit import ViTConfig, build_vit, set_threads
+
+
+def phase3_name(target: float | None) -> str:
+    return "phase3" if target is None else f"phase3-t{target:.2f}"
 
 
 def load_base(run: str):
@@ -48,22 +58,28 @@ class Batches:
         return x, torch.from_numpy(self.split.y[idx])
 
 
-def run_phase(name: str, run: str, steps: int, model, params, lr: float, step_fn, every_minutes: float) -> None:
+def run_phase(name: str, run: str, steps: int, model, params, lr: float, step_fn, every_minutes: float) -> bool:
+    """Train `params` for `steps`, resuming from <run>/<name>.ckpt. Returns False if it was already done.
+
+    params: a list of tensors, or of optimizer groups each with its own "lr"; `lr` scales them all.
+    """
     path = os.path.join(run, f"{name}.ckpt")
-    opt = torch.optim.Adam(params, lr=lr)
+    groups = params if params and isinstance(params[0], dict) else [{"params": params, "lr": lr}]
+    base_lrs = [g["lr"] for g in groups]
+    opt = torch.optim.Adam(groups, lr=lr)
     state = load_state(path)
     step = 0
     if state:
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); step = state["step"]
         if step >= steps:
             print(f"{name}: already done ({step} steps)", flush=True)
-            return
+            return False
         print(f"{name}: resumed at step {step}/{steps}", flush=True)
     t0, last_save, running, start = time.time(), time.time(), None, step
     first_loss = None
     while step < steps:
-        for g in opt.param_groups:  # cosine decay to 10%
-            g["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / steps)))
+        for g, base in zip(opt.param_groups, base_lrs):  # cosine decay to 10%
+            g["lr"] = base * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / steps)))
         loss, info = step_fn(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -78,6 +94,36 @@ def run_phase(name: str, run: str, steps: int, model, params, lr: float, step_fn
         if time.time() - last_save > every_minutes * 60 or step == steps:
             save_state(path, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step})
             last_save = time.time()
+    return True
+
+
+@torch.no_grad()
+def phase_metrics(name: str, model, vit, val: data.Split, items: int = 1000) -> None:
+    """Print how far the phase got, on `items` validation items spread evenly over the classes."""
+    pick = np.linspace(0, len(val.y) - 1, items).round().astype(int)
+    x = data.to_tensor(val.x[pick])
+    y = torch.from_numpy(val.y[pick])
+    pairs = acm_pairs(model, teacher_pairs(vit, x))
+    if name == "phase1":
+        # Relative error of h(z, k) against the dense block, averaged over ACMs, for every k.
+        rel = torch.stack([(a.prefix_outputs(z) - o.unsqueeze(-2)).norm(dim=-1).mean(tuple(range(z.dim() - 1)))
+                           / o.norm(dim=-1).mean() for a, z, o in pairs]).mean(0)
+        print(f"phase1 metrics: relative error by k = {[round(v, 3) for v in rel.tolist()]}", flush=True)
+    elif name == "phase2":
+        hits, total = 0, 0
+        for a, z, o in pairs:
+            _, labels = gate_loss(a, z, o, torch.full((len(y),), 1.0))
+            hits += (a.gate_logits(z, torch.full((len(y),), 1.0)).argmax(-1) + a.min_choice == labels).sum().item()
+            total += labels.numel()
+        print(f"phase2 metrics: gate label accuracy {hits / total:.4f}", flush=True)
+    model.eval()
+    report = []
+    for b in (0.25, 0.5, 1.0):
+        logits, counts = model(x, torch.full((len(y),), b, dtype=torch.float64))
+        acc = (logits.argmax(-1) == y).float().mean().item()
+        report.append(f"b={b}: acc {acc:.4f} used {used_fraction(model, counts).mean().item():.3f}")
+    print(f"{name} metrics ({'capped' if model.capped else 'uncapped'}, {items} validation items): "
+          + "; ".join(report), flush=True)
 
 
 def main() -> None:
@@ -87,7 +133,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--phase1-steps", type=int, default=300)
     ap.add_argument("--phase2-steps", type=int, default=150)
-    ap.add_argument("--phase3-steps", type=int, default=300)
+    ap.add_argument("--phase3-steps", type=int, default=600)
+    ap.add_argument("--target", type=float, default=None,
+                    help="train phase 3 the published way for this one budget target (no cap)")
+    ap.add_argument("--gate-lr", type=float, default=1e-3, help="phase 3 learning rate of the gates")
+    ap.add_argument("--lr", type=float, default=1e-4, help="phase 3 learning rate of everything else")
     ap.add_argument("--checkpoint-minutes", type=float, default=3.0)
     args = ap.parse_args()
     set_threads()
@@ -97,6 +147,7 @@ def main() -> None:
         p.requires_grad_(False)
     model = from_dense(vit, cfg, args.n)
     batches = Batches(data.load("train"), args.batch, seed=1000)
+    val = data.load("val")
 
     # Phase 1: learners distilled on their own block's inputs; gates unused.
     learner_params = [p for _, _, a in model.acms() for p in (a.w1, a.b1, a.w2)]
@@ -106,7 +157,8 @@ def main() -> None:
         pairs = acm_pairs(model, teacher_pairs(vit, x))
         return sum(distil_loss(acm, z, o) for acm, z, o in pairs), {}
 
-    run_phase("phase1", args.run, args.phase1_steps, model, learner_params, 1e-3, phase1, args.checkpoint_minutes)
+    if run_phase("phase1", args.run, args.phase1_steps, model, learner_params, 1e-3, phase1, args.checkpoint_minutes):
+        phase_metrics("phase1", model, vit, val)
 
     # Phase 2: learners frozen, gates trained on error-ratio labels. The budget input is random
     # here (labels do not depend on it); phase 3 teaches the gates to use it.
@@ -120,20 +172,30 @@ def main() -> None:
         losses = [gate_loss(acm, z, o, budget)[0] for acm, z, o in acm_pairs(model, teacher_pairs(vit, x))]
         return sum(losses) / len(losses), {}
 
-    run_phase("phase2", args.run, args.phase2_steps, model, gate_params, 3e-3, phase2, args.checkpoint_minutes)
+    if run_phase("phase2", args.run, args.phase2_steps, model, gate_params, 3e-3, phase2, args.checkpoint_minutes):
+        phase_metrics("phase2", model, vit, val)
     model.load_state_dict(load_state(os.path.join(args.run, "phase2.ckpt"))["model"])
 
     if args.phase3_steps:
-        targets = [0.25, 0.4, 0.5, 0.6, 0.75, 1.0]
+        if args.target is None:
+            name, targets, capped = "phase3", [0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 1.0], True
+        else:
+            name, targets, capped = phase3_name(args.target), [args.target], False
+        gates = [p for _, _, a in model.acms() for p in a.gate.parameters()]
+        gate_ids = {id(p) for p in gates}
+        groups = [{"params": gates, "lr": args.gate_lr},
+                  {"params": [p for p in model.parameters() if id(p) not in gate_ids], "lr": args.lr}]
+        model.capped = capped
 
         def phase3(step: int):
             x, y = batches(args.phase1_steps + args.phase2_steps + step)
             # One budget target per batch, chosen by step so a resumed run sees the same sequence.
-            return phase3_loss(model, x, y, random.Random(step).choice(targets))
+            return phase3_loss(model, x, y, random.Random(step).choice(targets), capped=capped)
 
         model.train()
-        run_phase("phase3", args.run, args.phase3_steps, model, list(model.parameters()), 1e-4, phase3,
-                  args.checkpoint_minutes)
+        run_phase(name, args.run, args.phase3_steps, model, groups, 1.0, phase3, args.checkpoint_minutes)
+        model.load_state_dict(load_state(os.path.join(args.run, f"{name}.ckpt"))["model"])
+        phase_metrics(name, model, vit, val)
     print("conversion done", flush=True)
 
 

@@ -4,9 +4,12 @@ Kept free of data loading and checkpointing so tests can run each step on a smal
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
+from kernels.grouped import cap_counts
 from .acm import KINDS, ACM, ACMViT, attention, dense_trace
 
 RATIO = 1.2
@@ -46,21 +49,52 @@ def teacher_pairs(vit, pixels: torch.Tensor) -> list[dict]:
     return dense_trace(vit, pixels)[1]
 
 
-def relaxed_forward(model: ACMViT, pixels: torch.Tensor, budget: torch.Tensor, tau: float = 0.8):
+class Relaxed(NamedTuple):
+    """What one relaxed forward pass produced."""
+    logits: torch.Tensor
+    fractions: torch.Tensor  # [B] cost-weighted fraction of learners the gates asked for
+    executed: torch.Tensor   # [B] the same for the learners that ran (after the cap, if any)
+    onehots: list            # per ACM: (acm, straight-through one-hot of the gate's choice [B, T, choices])
+    counts: list             # per ACM: learner counts that ran [B, T]
+
+
+def relaxed_forward(model: ACMViT, pixels: torch.Tensor, budget: torch.Tensor, tau: float = 0.8,
+                    capped: bool = False) -> Relaxed:
     """Phase 3 forward: straight-through Gumbel-softmax gates, exactly k learners per token.
 
     Each ACM outputs sum_k onehot_k * h(z, k), so the task loss reaches the gates through the
-    one-hot while the forward value is h(z, k) itself. Returns (logits, fractions [B]), with
-    fractions the cost-weighted learner fraction of each sample, and the per-ACM one-hots.
+    one-hot while the forward value is h(z, k) itself. With `capped`, the request cap the server
+    applies (ACMViT.cap_budgets, cap_counts) lowers the sampled choices before they run, so the
+    network is fine-tuned in the regime it is served in; the gradient still reaches the gate
+    through its relaxed probabilities. Budget, entropy and diversity losses read the gate's own
+    (uncapped) choices, which teaches the gate to ask for what the budget allows.
     """
     x = model.embed(pixels)
-    onehots: list[tuple[ACM, torch.Tensor]] = []
+    cap = model.cap_budgets(budget) if capped else None
+    asked: list[tuple[ACM, torch.Tensor]] = []
+    ran: list[tuple[ACM, torch.Tensor]] = []
+    counts: list[torch.Tensor] = []
 
     def run(acm: ACM, z: torch.Tensor) -> torch.Tensor:
-        onehot = F.gumbel_softmax(acm.gate_logits(z, budget), tau=tau, hard=True)
-        onehots.append((acm, onehot))
+        logits = acm.gate_logits(z, budget)
+        gumbel = -torch.empty_like(logits).exponential_().log()
+        soft = ((logits + gumbel) / tau).softmax(-1)
+        choice = soft.argmax(-1)
+        if cap is not None:
+            with torch.no_grad():
+                values = torch.arange(acm.min_choice, acm.n + 1, dtype=logits.dtype)
+                priority = (logits.softmax(-1) * values).sum(-1) + model.token_bonus
+                k = cap_counts(choice + acm.min_choice, cap, acm.n, acm.min_choice, priority) - acm.min_choice
+        else:
+            k = choice
+        relax = soft - soft.detach()
+        ask = F.one_hot(choice, acm.choices).to(soft.dtype) + relax
+        hot = F.one_hot(k, acm.choices).to(soft.dtype) + relax
+        asked.append((acm, ask))
+        ran.append((acm, hot))
+        counts.append(k + acm.min_choice)
         prefix = acm.prefix_outputs(z)[..., acm.min_choice:, :]
-        return (onehot.unsqueeze(-1) * prefix).sum(-2)
+        return (hot.unsqueeze(-1) * prefix).sum(-2)
 
     for layer in model.layers:
         h = layer.ln_1(x)
@@ -68,10 +102,15 @@ def relaxed_forward(model: ACMViT, pixels: torch.Tensor, budget: torch.Tensor, t
         x = x + run(layer.o, a)
         x = x + run(layer.mlp, layer.ln_2(x))
     logits = model.head(model.ln(x)[:, 0])
+    return Relaxed(logits, compute_fraction(asked), compute_fraction(ran).detach(), asked, counts)
+
+
+def compute_fraction(onehots: list[tuple[ACM, torch.Tensor]]) -> torch.Tensor:
+    """Cost-weighted fraction of all learners that the one-hot choices run, per sample [B]."""
     spent = sum(acm.learner_macs * (oh * torch.arange(acm.min_choice, acm.n + 1, dtype=oh.dtype)).sum((-1, -2))
                 for acm, oh in onehots)
     full = sum(acm.learner_macs * acm.n * oh.shape[1] for acm, oh in onehots)
-    return logits, spent / full, onehots
+    return spent / full
 
 
 def budget_loss(fractions: torch.Tensor, target: float) -> torch.Tensor:
@@ -95,9 +134,16 @@ def diversity_loss(fractions: torch.Tensor) -> torch.Tensor:
     return -(fractions[:, None] - fractions[None, :]).abs().mean()
 
 
-def phase3_loss(model: ACMViT, pixels: torch.Tensor, labels: torch.Tensor, target: float, tau: float = 0.8):
-    budget = torch.full((pixels.shape[0],), target)
-    logits, fractions, onehots = relaxed_forward(model, pixels, budget, tau)
-    task = F.cross_entropy(logits, labels)
-    total = task + 0.1 * budget_loss(fractions, target) + 0.05 * entropy_loss(onehots) + 0.05 * diversity_loss(fractions)
-    return total, {"task": task.item(), "fraction": fractions.mean().item()}
+def phase3_loss(model: ACMViT, pixels: torch.Tensor, labels: torch.Tensor, target: float, tau: float = 0.8,
+                capped: bool = False):
+    """Task + 0.1 budget + 0.05 entropy + 0.05 diversity (DESIGN §2) at one budget target.
+
+    `capped` trains the single every-budget model as it is served (see relaxed_forward); without
+    it this is the published per-target recipe.
+    """
+    budget = torch.full((pixels.shape[0],), target, dtype=torch.float64)
+    out = relaxed_forward(model, pixels, budget, tau, capped)
+    task = F.cross_entropy(out.logits, labels)
+    total = (task + 0.1 * budget_loss(out.fractions, target) + 0.05 * entropy_loss(out.onehots)
+             + 0.05 * diversity_loss(out.fractions))
+    return total, {"task": task.item(), "asked": out.fractions.mean().item(), "ran": out.executed.mean().item()}

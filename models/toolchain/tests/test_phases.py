@@ -5,6 +5,8 @@ import torch
 
 from models.toolchain import phases
 from models.toolchain.acm import ACM, from_dense
+from models.toolchain.export import budget_floor
+from models.toolchain.metrics import used_fraction
 from models.toolchain.vit import CONFIGS, build_vit
 
 torch.set_num_threads(2)
@@ -81,6 +83,44 @@ class PhaseLearningTest(unittest.TestCase):
         first, last = self._train(list(self.model.parameters()),
                                   lambda: phases.phase3_loss(self.model, self.x, self.y, 0.5)[0], steps=40, lr=1e-3)
         self.assertLess(last, first)
+
+
+class RelaxedForwardTest(unittest.TestCase):
+    """Phase 3's forward runs exactly the learners it reports, and under the cap, never more than it allows."""
+
+    def setUp(self):
+        torch.manual_seed(2)
+        self.cfg = CONFIGS["tiny"]
+        vit = build_vit(self.cfg).eval()
+        torch.nn.init.normal_(vit.heads.head.weight, std=0.5)  # torchvision starts the head at zero
+        self.model = from_dense(vit, self.cfg)
+        self.x = torch.randn(6, 1, 28, 28)
+
+    def _asked(self, out):
+        return [oh.argmax(-1) + acm.min_choice for acm, oh in out.onehots]
+
+    def test_cap_bounds_every_request_and_never_raises_a_choice(self):
+        budget = torch.tensor([0.1, 0.2, 0.3, 0.5, 0.8, 1.0], dtype=torch.float64)
+        out = phases.relaxed_forward(self.model, self.x, budget, capped=True)
+        counts = torch.stack(out.counts, 1)
+        used = used_fraction(self.model, counts)
+        floor = budget_floor(self.model)
+        self.assertTrue(bool((used <= torch.clamp(budget, min=floor) + 1e-9).all()), (used, budget))
+        for asked, ran in zip(self._asked(out), out.counts):
+            self.assertTrue(bool((ran <= asked).all()))
+        self.assertTrue(torch.allclose(out.executed.double(), used, atol=1e-6))
+
+    def test_uncapped_runs_what_the_gates_ask(self):
+        out = phases.relaxed_forward(self.model, self.x, torch.full((6,), 0.1, dtype=torch.float64), capped=False)
+        for asked, ran in zip(self._asked(out), out.counts):
+            self.assertTrue(torch.equal(asked, ran))
+        self.assertTrue(torch.allclose(out.fractions.detach(), out.executed))
+
+    def test_task_loss_reaches_the_gates(self):
+        out = phases.relaxed_forward(self.model, self.x, torch.full((6,), 0.5, dtype=torch.float64), capped=True)
+        out.logits.sum().backward()
+        grads = [a.gate[0].weight.grad for _, _, a in self.model.acms()]
+        self.assertTrue(all(g is not None and g.abs().sum() > 0 for g in grads))
 
 
 if __name__ == "__main__":
