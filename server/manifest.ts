@@ -24,6 +24,8 @@ export interface QualityPoint {
   readonly items: number;
   /** Mean fraction of learner compute used at this budget, when the exporter measured it. */
   readonly used?: number;
+  /** Mean GFLOPs per item at this budget (fixed + gates + executed learners), when measured. */
+  readonly gflops?: number;
 }
 
 export interface ImageManifest {
@@ -200,13 +202,14 @@ export function parseImageManifest(bundle: string, raw: unknown): ImageManifest 
 
   r.arr(m.quality, 'quality', 0).forEach((v, i) => {
     const f = `quality[${i}]`;
-    const q = r.obj(v, f, ['budget', 'metric', 'value', 'dataset', 'items'], ['used']);
+    const q = r.obj(v, f, ['budget', 'metric', 'value', 'dataset', 'items'], ['used', 'gflops']);
     r.num(q.budget, `${f}.budget`, 0, 1, { minOpen: true });
     r.str(q.metric, `${f}.metric`);
     r.num(q.value, `${f}.value`, -MAX, MAX);
     r.str(q.dataset, `${f}.dataset`);
     r.num(q.items, `${f}.items`, 1, MAX, { int: true });
     if (q.used !== undefined) r.num(q.used, `${f}.used`, 0, 1);
+    if (q.gflops !== undefined) r.num(q.gflops, `${f}.gflops`, 0, MAX, { minOpen: true });
   });
   return raw as ImageManifest;
 }

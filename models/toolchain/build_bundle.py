@@ -1,12 +1,16 @@
-"""Evaluate the converted model on the held-out test split, export the bundle, write test fixtures.
+"""Evaluate the converted models on the held-out test split, export the bundle, write test fixtures.
 
-    python3 -m models.toolchain.build_bundle --run .cache/runs/fashion --out models/fashion-vit-acm
+    python3 -m models.toolchain.build_bundle --run .cache/runs/fashion-conv --out models/fashion-vit-acm
 
+Evaluates the dense base, the single every-budget model (<run>/phase3.ckpt) at every budget of
+BUDGETS, and each model trained the published way (<run>/phase3-t*.ckpt) at its own target, with
+no cap; writes that comparison to --comparison, then exports the single model as the bundle.
 Test items (index >= 6000 in each class file) are used here only, never in training or selection.
 """
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 
@@ -19,18 +23,12 @@ from .acm import from_dense
 from .checkpoint import load_state
 from .convert import load_base
 from .export import export_bundle, manifest
+from .metrics import gflops, used_fraction
+from .vit import dense_macs
 from .vit import set_threads
 
-BUDGETS = [0.1, 0.25, 0.5, 0.75, 1.0]
+BUDGETS = [0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 1.0]
 FIXTURE_PER_CLASS = 20
-
-
-def used_fraction(model, counts: torch.Tensor) -> torch.Tensor:
-    """Cost-weighted fraction of learner compute per image, as the server reports it."""
-    acms = [a for _, _, a in model.acms()]
-    cost = torch.tensor([a.learner_macs for a in acms], dtype=torch.float64)
-    full = sum(a.n * a.learner_macs for a in acms) * counts.shape[-1]
-    return (counts.double().sum(-1) * cost).sum(-1) / full
 
 
 @torch.no_grad()
@@ -40,18 +38,33 @@ def evaluate(model, vit, split: data.Split, budgets, batch: int = 500) -> dict:
     dense_correct = 0
     correct = {b: 0 for b in budgets}
     used = {b: 0.0 for b in budgets}
+    cost = {b: 0.0 for b in budgets}
     for i in range(0, len(split.y), batch):
         x = data.to_tensor(split.x[i:i + batch])
         y = torch.from_numpy(split.y[i:i + batch])
-        dense_correct += (vit(x).argmax(-1) == y).sum().item()
+        if vit is not None:
+            dense_correct += (vit(x).argmax(-1) == y).sum().item()
         for b in budgets:
             logits, counts = model(x, torch.full((len(y),), b, dtype=torch.float64))
             correct[b] += (logits.argmax(-1) == y).sum().item()
             used[b] += used_fraction(model, counts).sum().item()
+            cost[b] += gflops(model, counts).sum().item()
     n = len(split.y)
     out["dense"] = dense_correct / n
-    out["acm"] = {b: {"accuracy": correct[b] / n, "used": used[b] / n} for b in budgets}
+    out["acm"] = {b: {"accuracy": correct[b] / n, "used": used[b] / n, "gflops": cost[b] / n} for b in budgets}
     return out
+
+
+def per_target_models(run: str, vit, cfg) -> list[tuple[float, object]]:
+    """The models trained the published way in this run, as (target, model) sorted by target."""
+    found = []
+    for path in glob.glob(os.path.join(run, "phase3-t*.ckpt")):
+        target = float(os.path.basename(path)[len("phase3-t"):-len(".ckpt")])
+        model = from_dense(vit, cfg)
+        model.load_state_dict(load_state(path)["model"])
+        model.capped = False  # served as published: the gates alone decide
+        found.append((target, model.eval()))
+    return sorted(found, key=lambda tm: tm[0])
 
 
 def fixture_subset(split: data.Split) -> np.ndarray:
@@ -77,7 +90,7 @@ def write_fixtures(model, vit, split: data.Split, out_dir: str, budgets=(1.0, 0.
     with open(os.path.join(out_dir, "labels.json"), "w") as f:
         json.dump(labels, f, indent=1, sort_keys=True)
     expected = {"items": len(picks), "accuracy": acc,
-                "source": "fashion-mnist test split (index >= 6000), first 20 items per class",
+                "source": f"fashion-mnist test split (index >= 6000), first {FIXTURE_PER_CLASS} items per class",
                 "measured_with": "python3 -m models.toolchain.build_bundle (PyTorch, same graph as the bundle)"}
     with open(os.path.join(out_dir, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1)
@@ -86,7 +99,8 @@ def write_fixtures(model, vit, split: data.Split, out_dir: str, budgets=(1.0, 0.
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--run", default=".cache/runs/fashion")
+    ap.add_argument("--run", default=".cache/runs/fashion-conv")
+    ap.add_argument("--comparison", default="docs/fashion-comparison.json")
     ap.add_argument("--out", default="models/fashion-vit-acm")
     ap.add_argument("--name", default="fashion-vit-acm")
     ap.add_argument("--fixtures", default="test/fixtures/fashion-test")
@@ -101,11 +115,32 @@ def main() -> None:
     test = data.load("test")
     result = evaluate(model, vit, test, BUDGETS)
     print(json.dumps(result, indent=1), flush=True)
+    published = []
+    for target, m in per_target_models(args.run, vit, cfg):
+        r = evaluate(m, None, test, [target])["acm"][target]
+        published.append({"target": target, "accuracy": round(r["accuracy"], 4), "used": round(r["used"], 4),
+                          "gflops": round(r["gflops"], 6)})
+        print(f"published-way model for target {target}: {published[-1]}", flush=True)
+    comparison = {
+        "dataset": "fashion-mnist test split (index >= 6000 in each class file)", "items": len(test.y),
+        "measured_with": "python3 -m models.toolchain.build_bundle (PyTorch)",
+        "dense": {"accuracy": round(result["dense"], 4), "gflops": round(dense_macs(cfg) / 1e9, 6)},
+        "single": [{"budget": b, "accuracy": round(r["accuracy"], 4), "used": round(r["used"], 4),
+                    "gflops": round(r["gflops"], 6)} for b, r in result["acm"].items()],
+        "per_target": published,
+    }
+    os.makedirs(os.path.dirname(args.comparison), exist_ok=True)
+    with open(args.comparison, "w") as f:
+        json.dump(comparison, f, indent=1)
+        f.write("\n")
     dataset = "fashion-mnist test split (index >= 6000 in each class file)"
     quality = [{"budget": b, "metric": "accuracy", "value": round(r["accuracy"], 4), "used": round(r["used"], 4),
-                "dataset": dataset, "items": len(test.y)} for b, r in result["acm"].items()]
+                "gflops": round(r["gflops"], 6), "dataset": dataset, "items": len(test.y)}
+               for b, r in result["acm"].items()]
     done = "1, 2 and 3" if phases[0] == "phase3" else "1 and 2"
-    training = {"recipe": f"dense base, then phases {done} of the conversion recipe",
+    training = {"recipe": f"dense base, then phases {done} of the conversion recipe"
+                          + ("; phase 3 with a budget target drawn per batch, under the request cap"
+                             if phases[0] == "phase3" else ""),
                 "dense_accuracy": round(result["dense"], 4), "base_val_accuracy": round(float(base["val_acc"]), 4),
                 "steps": {"base_epochs": int(base["epoch"]) + 1,
                           **{p: load_state(os.path.join(args.run, f"{p}.ckpt"))["step"] for p in ("phase1", *reversed(phases))}},
