@@ -1,10 +1,11 @@
 // The web page in headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core)
 // against the shipped image model served in-process: choose a committed test image, read the
 // predictions at budget 0.5, move the slider to 1.0 with the keyboard, and check the page shows
-// what the server answers and that the compute overlay changes. The page must load nothing
-// from outside the server and log no errors. The speech panel streams a WAV chosen in its file
-// input through /asr (tiny random speech model) and must end on the text POST /transcribe gives
-// for the same file. Screenshots go to test-artifacts/.
+// what the server answers and that the compute overlay changes; a file dropped on the page is
+// classified too. The page must load nothing from outside the server and log no errors. The
+// speech panel streams a WAV chosen in its file input, and Chromium's fake microphone, through
+// /asr (tiny random speech model); the file must end on the text POST /transcribe gives for it.
+// Screenshots go to test-artifacts/.
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -108,6 +109,22 @@ describe('web page in headless Chromium', () => {
     assert.notEqual(afterMove.url, before.url, 'the overlay changes with the budget');
     await page.screenshot({ path: join(ARTIFACTS, 'web-image-budget-1.png'), fullPage: true });
     await page.locator('.viewer').screenshot({ path: join(ARTIFACTS, 'web-overlay-budget-1.png') });
+
+    // Dropping a file on the drop zone classifies it at the slider's budget.
+    const trouser = await readFile(join(REPO_ROOT, 'test', 'fixtures', 'fashion-test', 'trouser-6000.png'));
+    const atDrop = await client.classify(trouser, { budget: 1, topK: 5 });
+    const transfer = await page.evaluateHandle((b64) => {
+      const dt = new DataTransfer();
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      dt.items.add(new File([bytes], 'trouser.png', { type: 'image/png' }));
+      return dt;
+    }, trouser.toString('base64'));
+    await page.dispatchEvent('#drop', 'drop', { dataTransfer: transfer });
+    await page.waitForSelector(`#predictions li:first-child[data-label="${atDrop.predictions[0]?.label ?? ''}"]`, { timeout: 30_000 });
+    await waitForBudget(page, '1');
+    assert.deepEqual((await shownPredictions(page)).map((p) => p.label), atDrop.predictions.map((p) => p.label));
+    assert.equal(atDrop.predictions[0]?.label, labels['trouser-6000.png']);
+    assert.notEqual((await overlay(page)).url, afterMove.url, 'the overlay is the dropped image\'s');
   });
 
   it('shows the speech panel only when a speech model is served', async () => {
