@@ -12,6 +12,8 @@ const DEBOUNCE_MS = 120;
 /** Audio files are streamed in 100 ms pieces, four times faster than real time. */
 const FILE_CHUNK_S = 0.1;
 const FILE_SPEEDUP = 4;
+const MODEL_LIST_ATTEMPTS = 15;
+const MODEL_LIST_RETRY_MS = 2000;
 
 function el<T extends HTMLElement>(id: string): T {
   const e = document.getElementById(id);
@@ -430,12 +432,18 @@ async function main(): Promise<void> {
   drawLegend();
   const status = el('server-status');
   let models: ModelInfo[] = [];
-  try {
-    models = await client.models();
-    status.textContent = `Serving ${models.map((m) => `${m.name} (${m.task})`).join(', ') || 'no models yet'}.`;
-  } catch (err) {
-    status.textContent = `The server did not list its models: ${describeError(err)}`;
+  // A server that has just started lists its models once it begins loading them: wait a little.
+  for (let attempt = 0; attempt < MODEL_LIST_ATTEMPTS; attempt++) {
+    try {
+      models = await client.models();
+      if (models.length > 0) break;
+      status.textContent = 'Waiting for the server to load its models…';
+    } catch (err) {
+      status.textContent = `The server did not list its models: ${describeError(err)}`;
+    }
+    await new Promise((r) => setTimeout(r, MODEL_LIST_RETRY_MS));
   }
+  if (models.length > 0) status.textContent = `Serving ${models.map((m) => `${m.name} (${m.task})`).join(', ')}.`;
   setupImage(models);
   setupSpeech(models);
   document.body.dataset.ready = 'true';
