@@ -143,7 +143,7 @@ class AsrStream {
 
   private onMessage(data: RawData, isBinary: boolean): void {
     if (this.state === 'done') return;
-    this.touch();
+    if (this.state !== 'stopping') this.touch();
     try {
       const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
       if (bytes.length > this.config.maxMessageBytes) {
@@ -219,6 +219,9 @@ class AsrStream {
   private onStop(): void {
     if (this.state !== 'streaming') throw new AcmError('protocol_error', this.state === 'waiting' ? 'stop before start' : 'stop was already received');
     this.state = 'stopping';
+    // The client has said everything: from here only the server works (each window under the
+    // request deadline), so silence is no longer a reason to close.
+    clearTimeout(this.idle);
     const r = this.recognition as Recognition;
     this.then(async () => {
       await r.advance(true);
