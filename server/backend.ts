@@ -5,9 +5,9 @@
 export interface BatchItem {
   /**
    * The graph input of one item, laid out per ModelShape.input: normalised CHW pixels of one
-   * image, or one audio window of a speech model (the name predates speech).
+   * image, or one audio window of a speech model.
    */
-  readonly pixels: Float32Array;
+  readonly input: Float32Array;
   /** Requested budget in (0, 1]. */
   readonly budget: number;
 }

@@ -225,7 +225,7 @@ export class InferenceService {
     const remaining = this.config.requestTimeoutMs - (performance.now() - arrivedAt);
     if (remaining <= 0) throw new AcmError('deadline_exceeded', `request did not finish within ${this.config.requestTimeoutMs} ms`);
 
-    const outcome = await model.queue.submit({ pixels, budget }, { tokens: m.tokens.count, timeoutMs: remaining, signal: opts.signal });
+    const outcome = await model.queue.submit({ input: pixels, budget }, { tokens: m.tokens.count, timeoutMs: remaining, signal: opts.signal });
     const compute = model.accountant.report(outcome.result.learnerCounts, budget);
     this.metrics.observeRequest(m.name, compute.used, outcome.queueMs);
     return {

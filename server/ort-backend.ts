@@ -38,7 +38,7 @@ export interface OrtBackendOptions {
 interface Run {
   readonly id: number;
   readonly batch: number;
-  readonly pixels: Float32Array;
+  readonly input: Float32Array;
   readonly budgets: Float64Array;
   readonly resolve: (r: ItemResult[]) => void;
   readonly reject: (e: Error) => void;
@@ -94,15 +94,15 @@ export class OrtBackend implements Backend {
 
   run(items: readonly BatchItem[]): Promise<ItemResult[]> {
     if (this.closing) return Promise.reject(shuttingDown());
-    let pixels: Float32Array;
+    let input: Float32Array;
     let budgets: Float64Array;
     try {
-      ({ pixels, budgets } = packBatch(items, this.shape));
+      ({ input, budgets } = packBatch(items, this.shape));
     } catch (err) {
       return Promise.reject(new AcmError('internal', (err as Error).message));
     }
     return new Promise((resolve, reject) => {
-      const run: Run = { id: this.nextId++, batch: items.length, pixels, budgets, resolve, reject, settled: false };
+      const run: Run = { id: this.nextId++, batch: items.length, input, budgets, resolve, reject, settled: false };
       run.timer = setTimeout(() => this.timeOut(run), this.opts.runTimeoutMs);
       this.waiting.push(run);
       this.dispatch();
@@ -258,9 +258,9 @@ export class OrtBackend implements Backend {
       if (!slot.ready || slot.current !== undefined || slot.worker === undefined) continue;
       const run = this.waiting.shift() as Run;
       slot.current = run;
-      const msg: ToWorker = { type: 'run', id: run.id, batch: run.batch, pixels: run.pixels, budgets: run.budgets };
+      const msg: ToWorker = { type: 'run', id: run.id, batch: run.batch, input: run.input, budgets: run.budgets };
       try {
-        slot.worker.postMessage(msg, [run.pixels.buffer as ArrayBuffer, run.budgets.buffer as ArrayBuffer]);
+        slot.worker.postMessage(msg, [run.input.buffer as ArrayBuffer, run.budgets.buffer as ArrayBuffer]);
       } catch (err) {
         // dispatch() also runs from worker events, where a throw would take the process down.
         slot.current = undefined;

@@ -35,7 +35,7 @@ export interface ValueInfo {
 
 export type ToWorker =
   /** Budgets travel as float64, the graph's input type, so the cap sees the request's exact value. */
-  | { type: 'run'; id: number; batch: number; pixels: Float32Array; budgets: Float64Array }
+  | { type: 'run'; id: number; batch: number; input: Float32Array; budgets: Float64Array }
   /** Exit once the current load or run returns: terminating a thread inside onnxruntime aborts the process. */
   | { type: 'close' };
 
@@ -46,14 +46,14 @@ export type FromWorker =
   | { type: 'failed'; id: number; message: string };
 
 /** One Float32Array for the whole batch ([B, ...shape.input]) and one Float64Array of budgets, both transferable. */
-export function packBatch(items: readonly BatchItem[], shape: ModelShape): { pixels: Float32Array; budgets: Float64Array } {
+export function packBatch(items: readonly BatchItem[], shape: ModelShape): { input: Float32Array; budgets: Float64Array } {
   const per = sizeOf(shape.input);
-  const pixels = new Float32Array(items.length * per);
+  const input = new Float32Array(items.length * per);
   const budgets = new Float64Array(items.length);
   items.forEach((item, i) => {
-    if (item.pixels.length !== per) throw new Error(`input tensor has ${item.pixels.length} values; expected ${per}`);
-    pixels.set(item.pixels, i * per);
+    if (item.input.length !== per) throw new Error(`input tensor has ${item.input.length} values; expected ${per}`);
+    input.set(item.input, i * per);
     budgets[i] = item.budget;
   });
-  return { pixels, budgets };
+  return { input, budgets };
 }

@@ -79,7 +79,7 @@ async function load(): Promise<void> {
 async function runBatch(s: ort.InferenceSession, msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
   try {
     const feeds = {
-      [init.names.input]: new ort.Tensor('float32', msg.pixels, [msg.batch, ...init.shape.input]),
+      [init.names.input]: new ort.Tensor('float32', msg.input, [msg.batch, ...init.shape.input]),
       [init.names.budget]: new ort.Tensor('float64', msg.budgets, [msg.batch]),
     };
     const out = await s.run(feeds, [init.names.logits, init.names.counts]);

@@ -15,7 +15,7 @@ import { fakeBundle, fakeManifest } from './support/fake.js';
 import { CRASH_BUDGET, HANG_BUDGET } from './support/fake-worker.js';
 
 const FAKE_WORKER = new URL('./support/fake-worker.js', import.meta.url);
-const item = (budget: number): BatchItem => ({ budget, pixels: new Float32Array(28 * 28) });
+const item = (budget: number): BatchItem => ({ budget, input: new Float32Array(28 * 28) });
 
 function backend(extra: Partial<OrtBackendOptions> = {}): OrtBackend {
   return new OrtBackend({ bundle: fakeBundle(), provider: 'cpu', threads: 1, graphOptimization: 'all', workers: 1,

@@ -52,7 +52,7 @@ describe('tiny ONNX bundle', () => {
       const classes = bundle.manifest.labels.length;
       const perCounts = bundle.manifest.acms.length * bundle.manifest.tokens.count;
       for (const c of ref.cases) {
-        const items = c.budget.map((budget, i) => ({ budget, pixels: Float32Array.from(c.pixels.slice(i * per, (i + 1) * per)) }));
+        const items = c.budget.map((budget, i) => ({ budget, input: Float32Array.from(c.pixels.slice(i * per, (i + 1) * per)) }));
         const results = await backend.run(items);
         results.forEach((r, i) => {
           const want = c.logits.slice(i * classes, (i + 1) * classes);
@@ -75,7 +75,7 @@ describe('tiny ONNX bundle', () => {
     const plain = new OrtBackend(base);
     await Promise.all([tuned.start(), plain.start()]);
     try {
-      const items = [0.3, 1].map((budget, i) => ({ budget, pixels: new Float32Array(28 * 28).fill(0.1 + i / 3) }));
+      const items = [0.3, 1].map((budget, i) => ({ budget, input: new Float32Array(28 * 28).fill(0.1 + i / 3) }));
       const [a, b] = await Promise.all([tuned.run(items), plain.run(items)]);
       a.forEach((r, i) => {
         assert.deepEqual(Array.from(r.learnerCounts), Array.from(b[i]?.learnerCounts ?? []));
@@ -97,7 +97,7 @@ describe('tiny ONNX bundle', () => {
 
     const running = new OrtBackend(options);
     await running.start();
-    const items = Array.from({ length: 512 }, (_, i) => ({ budget: 1, pixels: new Float32Array(28 * 28).fill(i / 512) }));
+    const items = Array.from({ length: 512 }, (_, i) => ({ budget: 1, input: new Float32Array(28 * 28).fill(i / 512) }));
     const outcome = running.run(items).then(() => 'done', (e: { code?: string }) => e.code);
     await running.close();
     assert.equal(await outcome, 'not_ready');

@@ -20,7 +20,7 @@ function setup(opts: Partial<QueueOptions> = {}) {
   const batcher = new Batcher(queue, backend, { model: 'fake', gflopsOf: () => 0.001, onBatch: (s) => stats.push(s) });
   batcher.start();
   const submit = (budget: number, extra: { tokens?: number; timeoutMs?: number; signal?: AbortSignal } = {}) =>
-    queue.submit({ pixels: PIXELS, budget }, { tokens: extra.tokens ?? 17, timeoutMs: extra.timeoutMs ?? 5000, signal: extra.signal });
+    queue.submit({ input: PIXELS, budget }, { tokens: extra.tokens ?? 17, timeoutMs: extra.timeoutMs ?? 5000, signal: extra.signal });
   const stop = async () => {
     backend.release();
     queue.close();

@@ -37,7 +37,7 @@ describe('speech bundle (tiny random model)', () => {
       const perLogits = m.audio.window_frames * m.ctc.vocabulary.length;
       const perCounts = m.acms.length * m.audio.window_frames;
       for (const c of ref.cases) {
-        const items = c.budget.map((budget, i) => ({ budget, pixels: Float32Array.from(c.audio.slice(i * per, (i + 1) * per)) }));
+        const items = c.budget.map((budget, i) => ({ budget, input: Float32Array.from(c.audio.slice(i * per, (i + 1) * per)) }));
         const results = await backend.run(items);
         assert.equal(results.length, c.budget.length);
         let worst = 0;

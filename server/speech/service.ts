@@ -259,7 +259,7 @@ export class Recognition {
       const part = windows.slice(i, i + this.slice);
       const timeoutMs = this.deadline === undefined ? this.timeoutMs : this.deadline - performance.now();
       if (timeoutMs <= 0) throw new AcmError('deadline_exceeded', `request did not finish within its deadline of ${this.timeoutMs} ms`);
-      const outcomes = await Promise.all(part.map((w) => queue.submit({ pixels: w, budget: this.budget },
+      const outcomes = await Promise.all(part.map((w) => queue.submit({ input: w, budget: this.budget },
         { tokens: m.audio.window_frames, timeoutMs, ...(this.signal ? { signal: this.signal } : {}) })));
       for (const o of outcomes) {
         const keep = m.audio.left_context_frames * m.ctc.vocabulary.length;

@@ -43,7 +43,7 @@ export function fakeBundle(manifest = fakeManifest()): Bundle {
 /** Deterministic output of one item: class from the mean pixel, k per token capped by the budget. */
 export function fakeResult(m: ImageManifest, item: BatchItem): ItemResult {
   const classes = m.labels.length;
-  const mean = item.pixels.reduce((s, v) => s + v, 0) / item.pixels.length;
+  const mean = item.input.reduce((s, v) => s + v, 0) / item.input.length;
   const top = Math.abs(Math.floor(mean * 7)) % classes;
   const logits = Float32Array.from({ length: classes }, (_, c) => (c === top ? 3 : -Math.abs(c - top) / 2));
   const T = m.tokens.count;
