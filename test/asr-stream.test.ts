@@ -2,6 +2,8 @@
 // partials and final, the final text equal to POST /transcribe of the same audio, streams batched
 // together, and every misuse answered with its error message and close code.
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect as connectTcp } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
 import wavefile from 'wavefile';
@@ -47,6 +49,14 @@ async function misuse(url: string, send: (ws: WebSocket) => void): Promise<{ err
   send(s.ws);
   const { code } = await s.closed;
   return { error: s.messages.find((m) => m.type === 'error'), code };
+}
+
+async function until(probe: () => boolean, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!probe()) {
+    if (Date.now() > end) assert.fail('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 const start = JSON.stringify({ type: 'start', sample_rate: 16000, encoding: 'pcm_s16le', budget: 0.5 });
@@ -169,6 +179,21 @@ describe('/asr streaming', () => {
     const again = await connect(s.ws);
     again.ws.close();
     await again.closed;
+  });
+
+  it('frees the stream slot of a handshake the WebSocket layer rejects', async () => {
+    const port = new URL(s.url).port;
+    for (let i = 0; i < 4; i++) {
+      // No Sec-WebSocket-Key: ws answers 400 itself and never opens the stream.
+      const sock = connectTcp(Number(port), '127.0.0.1');
+      sock.end('GET /asr HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n');
+      sock.resume();
+      await once(sock, 'close');
+    }
+    await until(() => s.speech.openStreams === 0);
+    const ok = await connect(s.ws);
+    ok.ws.close();
+    await ok.closed;
   });
 
   it('refuses a bad budget and an unknown model at the handshake', async () => {

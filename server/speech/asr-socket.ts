@@ -54,7 +54,13 @@ export function attachAsr(server: Server, speech: SpeechService, config: Config,
       const model = url.searchParams.get('model') ?? undefined;
       const manifest = speech.resolve(model);
       const release = speech.openStream();
+      // ws answers a malformed handshake itself and never calls back: free the slot then too.
+      let upgraded = false;
+      socket.once('close', () => {
+        if (!upgraded) release();
+      });
       wss.handleUpgrade(req, socket, head, (ws) => {
+        upgraded = true;
         const stream = new AsrStream(ws, speech, config, log, manifest.name, manifest.audio.sample_rate, budget, (outcome) => {
           release();
           open.delete(stream);
