@@ -10,7 +10,7 @@ import torch
 from models.toolchain.speech import corpus, text
 from models.toolchain.speech.model import (CONFIGS, build_dense, chunk_count, dense_trace, dense_windows_logits, edit_distance,
                                            error_rates, features, from_dense, greedy_decode, keep_chunk, windows)
-from models.toolchain.speech.phases import acm_windows_logits, distil_step, window_frames
+from models.toolchain.speech.phases import acm_pairs, acm_windows_logits, distil_step, window_frames
 
 torch.set_num_threads(2)
 TINY = CONFIGS["tiny"]
@@ -151,6 +151,19 @@ class ACMSpeechModelTest(unittest.TestCase):
             expected = self.dense.aux(t(frames))
         torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
         self.assertEqual(sorted(pairs[0]), ["ffn", "k", "o", "q", "v"])
+
+    def test_each_acm_is_paired_with_its_own_dense_block(self):
+        frames = torch.randn(2, TINY.window_frames, TINY.hidden_dim)
+        with torch.no_grad():
+            _, pairs = dense_trace(self.dense, frames)
+            matched = acm_pairs(self.model, pairs)
+        self.assertEqual([a.kind for a, _, _ in matched], ["q", "k", "v", "o", "ffn"] * TINY.num_layers)
+        for layer, block in zip(self.model.layers, self.dense.encoder.transformer.layers):
+            ffn = [(z, o) for a, z, o in matched if a is layer.mlp][0]
+            # All learners equal the dense FFN without its output bias (dropped at conversion).
+            with torch.no_grad():
+                full = layer.mlp.prefix_outputs(ffn[0])[..., -1, :] + block.feed_forward.output_dense.bias
+            torch.testing.assert_close(full, ffn[1], atol=1e-4, rtol=1e-4)
 
     def test_served_path_and_distillation_step_run(self):
         audio = torch.randn(2, TINY.chunk_samples * 2) * 0.2
