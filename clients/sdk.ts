@@ -309,7 +309,9 @@ export class AcmClient {
     } finally {
       opts.signal?.removeEventListener('abort', onAbort);
       if (!closed) ws.close(1000);
-      await pump;
+      // Not awaited: a live source (a microphone) may not yield again for a while; the pump stops
+      // at its next chunk, and its failures are already caught.
+      void pump;
     }
   }
 

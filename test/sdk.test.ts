@@ -196,6 +196,19 @@ describe('SDK stream() against the documented /asr protocol', () => {
     }
   });
 
+  it('fails at once when the server refuses, even while the audio source has nothing to give', { timeout: 10_000 }, async () => {
+    const d = await asrDouble('error');
+    try {
+      const silent = (async function* (): AsyncGenerator<Uint8Array> {
+        await new Promise(() => undefined);
+        yield new Uint8Array(0);
+      })();
+      await rejectsWith(new AcmClient({ url: d.url }).stream(silent, { sampleRate: 16000, budget: 7 }).next(), 'invalid_budget', 0);
+    } finally {
+      d.close();
+    }
+  });
+
   it('reports a close without a final transcript or error message as stream_closed with the close code', async () => {
     const d = await asrDouble('close');
     try {
