@@ -12,6 +12,7 @@ index.jsonl (one line per utterance: id, text, voice, and the augmentation appli
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -200,8 +201,14 @@ def generate(out: str, counts: dict[str, int], seed: int, jobs: int = 1) -> dict
         with open(os.path.join(folder, "index.jsonl"), "w") as f:
             for row in done[split]:
                 f.write(json.dumps(row, sort_keys=True) + "\n")
+    # The sentences depend on the installed word list and the audio on espeak-ng's version: both
+    # are recorded, so a corpus can be compared with one generated elsewhere.
+    words = textmod.system_words()
+    espeak = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout.strip()
+    provenance = {"word_list": textmod.WORDLIST if words else None, "words": len(words),
+                  "words_sha1": hashlib.sha1("\n".join(words).encode()).hexdigest(), "espeak_ng": espeak}
     with open(os.path.join(out, "corpus.json"), "w") as f:
-        json.dump({"seed": seed, "counts": counts, "sample_rate": SAMPLE_RATE, "voices": voice_split(seed)}, f, indent=1)
+        json.dump({"seed": seed, "counts": counts, "sample_rate": SAMPLE_RATE, "voices": voice_split(seed), **provenance}, f, indent=1)
     return done
 
 
