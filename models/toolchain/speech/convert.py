@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--phase1-steps", type=int, default=300)
     ap.add_argument("--phase2-steps", type=int, default=150)
     ap.add_argument("--phase3-steps", type=int, default=400)
+    ap.add_argument("--capped", action=argparse.BooleanOptionalAction, default=True,
+                    help="fine-tune under the request cap, as served (--no-capped: the published relaxation)")
     ap.add_argument("--checkpoint-minutes", type=float, default=3.0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -82,7 +84,8 @@ def main() -> None:
             audio = data.gain_augment(audio, step, seed=2)
             frames = window_frames(dense, audio, cfg)
             # Only the transformer trains in phase 3: the conv encoder stays the dense one's.
-            return phase3_loss(model, frames, audio.shape[0], samples, tg, tl, random.Random(step).choice(targets))
+            return phase3_loss(model, frames, audio.shape[0], samples, tg, tl, random.Random(step).choice(targets),
+                               capped=args.capped)
 
         model.train()
         params = [p for name, p in model.named_parameters() if not name.startswith(("feature_extractor", "feature_projection"))]

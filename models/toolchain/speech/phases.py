@@ -8,8 +8,9 @@ import torch.nn.functional as F
 
 from .. import phases
 from ..acm import ACM
-from .model import ACMWav2Vec2, SpeechConfig, dense_trace, features, keep_chunk, output_frames, pad_for_windows, \
-    chunk_count, windowed_frames
+from kernels.grouped import cap_counts
+from .model import ACMWav2Vec2, SpeechConfig, cap_budgets, chunk_count, dense_trace, features, keep_chunk, output_frames, \
+    pad_for_windows, windowed_frames
 
 
 def window_frames(dense, audio: torch.Tensor, cfg: SpeechConfig) -> torch.Tensor:
@@ -41,37 +42,55 @@ def gate_step(model: ACMWav2Vec2, dense, frames: torch.Tensor, budget: torch.Ten
     return sum(losses) / len(losses)
 
 
-def relaxed_windows(model: ACMWav2Vec2, frames: torch.Tensor, budget: torch.Tensor, tau: float = 0.8):
+def relaxed_windows(model: ACMWav2Vec2, frames: torch.Tensor, budget: torch.Tensor, tau: float = 0.8, capped: bool = True):
     """Phase 3 forward over window frames [N, T, C] with budgets [N]: straight-through
-    Gumbel-softmax gates, exactly k learners per token. Returns (logits [N, T, V], fractions [N],
-    one-hots)."""
+    Gumbel-softmax gates, exactly k learners per token.
+
+    With `capped` (the default, as the image model's phase 3), the per-request cap the graph
+    applies lowers the sampled choices before they run, so the one every-budget model is
+    fine-tuned as it is served; the gradient reaches the gates through their relaxed
+    probabilities, and the budget, entropy and diversity losses read the gates' own choices.
+    Returns (logits [N, T, V], asked fractions [N], executed fractions [N], asked one-hots).
+    """
     x = model.embed_frames(frames)
-    onehots: list[tuple[ACM, torch.Tensor]] = []
+    cap = cap_budgets([a for _, _, a in model.acms()], frames.shape[1], budget) if capped else None
+    asked: list[tuple[ACM, torch.Tensor]] = []
+    ran: list[tuple[ACM, torch.Tensor]] = []
 
     def run(acm: ACM, z: torch.Tensor) -> torch.Tensor:
-        onehot = F.gumbel_softmax(acm.gate_logits(z, budget), tau=tau, hard=True)
-        onehots.append((acm, onehot))
-        return (onehot.unsqueeze(-1) * acm.prefix_outputs(z)[..., acm.min_choice:, :]).sum(-2)
+        logits = acm.gate_logits(z, budget)
+        gumbel = -torch.empty_like(logits).exponential_().log()
+        soft = ((logits + gumbel) / tau).softmax(-1)
+        choice = soft.argmax(-1)
+        k = choice
+        if cap is not None:
+            with torch.no_grad():
+                values = torch.arange(acm.min_choice, acm.n + 1, dtype=logits.dtype)
+                priority = (logits.softmax(-1) * values).sum(-1)
+                k = cap_counts(choice + acm.min_choice, cap, acm.n, acm.min_choice, priority) - acm.min_choice
+        relax = soft - soft.detach()
+        asked.append((acm, F.one_hot(choice, acm.choices).to(soft.dtype) + relax))
+        hot = F.one_hot(k, acm.choices).to(soft.dtype) + relax
+        ran.append((acm, hot))
+        return (hot.unsqueeze(-1) * acm.prefix_outputs(z)[..., acm.min_choice:, :]).sum(-2)
 
     for layer in model.layers:
         x = layer.block(x, run)
-    spent = sum(a.learner_macs * (oh * torch.arange(a.min_choice, a.n + 1, dtype=oh.dtype)).sum((-1, -2)) for a, oh in onehots)
-    full = sum(a.learner_macs * a.n * oh.shape[1] for a, oh in onehots)
-    return model.head(x), spent / full, onehots
+    return model.head(x), phases.compute_fraction(asked), phases.compute_fraction(ran).detach(), asked
 
 
 def phase3_loss(model: ACMWav2Vec2, frames: torch.Tensor, batch: int, samples: torch.Tensor, targets: torch.Tensor,
-                target_lengths: torch.Tensor, target: float, tau: float = 0.8):
+                target_lengths: torch.Tensor, target: float, tau: float = 0.8, capped: bool = True):
     """CTC + 0.1 budget + 0.05 entropy + 0.05 diversity, one budget target for the batch."""
     cfg = model.cfg
     budget = torch.full((frames.shape[0],), target, dtype=torch.float64)
-    logits, fractions, onehots = relaxed_windows(model, frames, budget, tau)
+    logits, fractions, executed, onehots = relaxed_windows(model, frames, budget, tau, capped)
     log_probs = keep_chunk(logits, batch, cfg).log_softmax(-1).transpose(0, 1)
     lengths = output_frames(samples, cfg).clamp_max(log_probs.shape[0])
     task = F.ctc_loss(log_probs, targets, lengths, target_lengths, blank=0, zero_infinity=True)
     total = (task + 0.1 * phases.budget_loss(fractions, target) + 0.05 * phases.entropy_loss(onehots)
              + 0.05 * phases.diversity_loss(fractions))
-    return total, {"ctc": task.item(), "fraction": fractions.mean().item()}
+    return total, {"ctc": task.item(), "asked": fractions.mean().item(), "ran": executed.mean().item()}
 
 
 def acm_windows_logits(model: ACMWav2Vec2, audio: torch.Tensor, budget: float) -> torch.Tensor:

@@ -10,7 +10,8 @@ import torch
 from models.toolchain.speech import corpus, text
 from models.toolchain.speech.model import (CONFIGS, build_dense, chunk_count, dense_trace, dense_windows_logits, edit_distance,
                                            error_rates, features, from_dense, greedy_decode, keep_chunk, windows)
-from models.toolchain.speech.phases import acm_pairs, acm_windows_logits, distil_step, window_frames
+from models.toolchain.speech.phases import (acm_pairs, acm_windows_logits, distil_step, phase3_loss, relaxed_windows,
+                                            window_frames)
 
 torch.set_num_threads(2)
 TINY = CONFIGS["tiny"]
@@ -151,6 +152,23 @@ class ACMSpeechModelTest(unittest.TestCase):
             expected = self.dense.aux(t(frames))
         torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
         self.assertEqual(sorted(pairs[0]), ["ffn", "k", "o", "q", "v"])
+
+    def test_phase3_runs_under_the_cap_and_reaches_the_gates(self):
+        audio = torch.randn(2, TINY.chunk_samples * 2) * 0.2
+        frames = window_frames(self.dense, audio, TINY)
+        budget = torch.full((frames.shape[0],), 0.3, dtype=torch.float64)
+        torch.manual_seed(1)
+        _, asked, ran, _ = relaxed_windows(self.model, frames, budget)
+        acms = [a for _, _, a in self.model.acms()]
+        floor = sum(a.min_choice * a.learner_macs for a in acms) / sum(a.n * a.learner_macs for a in acms)
+        self.assertTrue(bool((ran <= max(0.3, floor) + 1e-9).all()), ran)
+        self.assertTrue(bool((ran <= asked + 1e-9).all()))
+        samples = torch.tensor([audio.shape[1]] * 2)
+        targets = torch.tensor([3, 4, 5, 6])
+        loss, info = phase3_loss(self.model, frames, 2, samples, targets, torch.tensor([2, 2]), 0.3)
+        loss.backward()
+        self.assertIsNotNone(self.model.layers[0].q.gate[0].weight.grad, "the task loss reaches the gates")
+        self.assertLessEqual(info["ran"], max(0.3, floor) + 1e-9)
 
     def test_each_acm_is_paired_with_its_own_dense_block(self):
         frames = torch.randn(2, TINY.window_frames, TINY.hidden_dim)
