@@ -118,10 +118,11 @@ export async function linePlot(series: Series[], axes: { x: string; y: string; t
     if (s.line && s.points.length > 1) {
       parts.push(`<polyline fill="none" stroke="${s.colour}" stroke-width="2" points="${s.points.map((p) => `${px(p.x)},${py(p.y)}`).join(' ')}"/>`);
     }
-    for (const p of s.points) {
+    s.points.forEach((p, i) => {
       parts.push(`<circle cx="${px(p.x)}" cy="${py(p.y)}" r="4.5" fill="${s.colour}"/>`);
-      if (p.note) parts.push(`<text x="${px(p.x) + 6}" y="${py(p.y) + 14}" font-size="10" fill="${s.colour}">${escape(p.note)}</text>`);
-    }
+      // Notes alternate below and above their points, so neighbours do not overwrite each other.
+      if (p.note) parts.push(`<text x="${px(p.x) + 6}" y="${py(p.y) + (i % 2 ? -8 : 15)}" font-size="10" fill="${s.colour}">${escape(p.note)}</text>`);
+    });
   }
   series.forEach((s, i) => {
     const y = H - B - 14 - i * 18;
