@@ -87,6 +87,23 @@ class ACM(nn.Module):
         return y.view_as(z), k
 
 
+def cap_budgets(acms: list[ACM], tokens: int, budget: torch.Tensor) -> torch.Tensor:
+    """Per request [B], the budget each ACM's cap applies; see ACMViT.cap_budgets for the rule."""
+    budget = budget.to(torch.float64)
+    by_floor: dict[float, float] = {}
+    for a in acms:
+        by_floor[a.min_choice / a.n] = by_floor.get(a.min_choice / a.n, 0.0) + a.n * a.learner_macs * tokens
+    total = sum(by_floor.values())
+    forced = torch.zeros_like(budget)
+    free = torch.zeros_like(budget)
+    for floor, full in by_floor.items():
+        above = (budget < floor).to(torch.float64)
+        forced = forced + above * (floor * full)
+        free = free + (1 - above) * full
+    shared = ((budget * total - forced) / free.clamp_min(1.0)).clamp(0.0, 1.0)
+    return torch.where(forced > 0, shared, budget)
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
     b, t, d = q.shape
     split = lambda x: x.view(b, t, heads, d // heads).transpose(1, 2)  # noqa: E731
@@ -177,20 +194,7 @@ class ACMViT(nn.Module):
         is the budget itself. So used <= max(budget, budget_floor) holds for the whole model, not
         only per ACM.
         """
-        budget = budget.to(torch.float64)
-        t = self.cfg.tokens
-        by_floor: dict[float, float] = {}
-        for _, _, a in self.acms():
-            by_floor[a.min_choice / a.n] = by_floor.get(a.min_choice / a.n, 0.0) + a.n * a.learner_macs * t
-        total = sum(by_floor.values())
-        forced = torch.zeros_like(budget)
-        free = torch.zeros_like(budget)
-        for floor, full in by_floor.items():
-            above = (budget < floor).to(torch.float64)
-            forced = forced + above * (floor * full)
-            free = free + (1 - above) * full
-        shared = ((budget * total - forced) / free.clamp_min(1.0)).clamp(0.0, 1.0)
-        return torch.where(forced > 0, shared, budget)
+        return cap_budgets([a for _, _, a in self.acms()], self.cfg.tokens, budget)
 
     def forward(self, pixels: torch.Tensor, budget: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.embed(pixels)

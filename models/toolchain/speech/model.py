@@ -19,7 +19,7 @@ from torch import nn
 from torchaudio.models import Wav2Vec2Model, wav2vec2_model
 from torchaudio.models.wav2vec2.components import ConvolutionalPositionalEmbedding
 
-from ..acm import ACM, PROJECTIONS, attention, projection_width
+from ..acm import ACM, PROJECTIONS, attention, cap_budgets, projection_width
 from ..acm import _init_projection as init_projection
 from .text import VOCAB
 
@@ -160,28 +160,6 @@ def output_frames(samples: torch.Tensor, cfg: SpeechConfig) -> torch.Tensor:
 
 
 # --- ACM form ---------------------------------------------------------------------------------
-
-def cap_budgets(acms: list[ACM], tokens: int, budget: torch.Tensor) -> torch.Tensor:
-    """The budget each ACM's cap applies, per request, so the whole request stays within budget.
-
-    The image model's rule (ACMViT.cap_budgets): ACMs whose minimum choice costs more than the
-    budget (q/k/v/o run at least one learner) spend that minimum; the others share what is left.
-    Above every minimum it is the budget itself, so used <= max(budget, budget_floor) per window.
-    """
-    budget = budget.to(torch.float64)
-    by_floor: dict[float, float] = {}
-    for a in acms:
-        by_floor[a.min_choice / a.n] = by_floor.get(a.min_choice / a.n, 0.0) + a.n * a.learner_macs * tokens
-    total = sum(by_floor.values())
-    forced = torch.zeros_like(budget)
-    free = torch.zeros_like(budget)
-    for floor, full in by_floor.items():
-        above = (budget < floor).to(torch.float64)
-        forced = forced + above * (floor * full)
-        free = free + (1 - above) * full
-    shared = ((budget * total - forced) / free.clamp_min(1.0)).clamp(0.0, 1.0)
-    return torch.where(forced > 0, shared, budget)
-
 
 class ACMSpeechLayer(nn.Module):
     """A pre-norm Wav2Vec2 encoder layer whose FFN is an ACM, and with `projections` its q, k, v

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import phases
-from ..acm import ACM
+from ..acm import ACM, cap_budgets
 from kernels.grouped import cap_counts
-from .model import ACMWav2Vec2, SpeechConfig, cap_budgets, chunk_count, dense_trace, features, keep_chunk, output_frames, \
+from .model import ACMWav2Vec2, SpeechConfig, chunk_count, dense_trace, features, keep_chunk, output_frames, \
     pad_for_windows, windowed_frames
 
 
