@@ -5,7 +5,8 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { isDeepStrictEqual } from 'node:util';
 import { join } from 'node:path';
 import type { ModelShape } from './backend.js';
-import { parseImageManifest, ManifestError, type ImageManifest } from './manifest.js';
+import { ManifestError } from './manifest-fields.js';
+import { parseImageManifest, type ImageManifest } from './manifest.js';
 import { readOnnxMetadata } from './onnx-metadata.js';
 
 export interface Bundle {

@@ -1,6 +1,7 @@
 // Compute accounting of one request, exactly as models/BUNDLE.md "Compute accounting" defines it:
 // the fraction of learner compute executed, GFLOPs used and dense, and the per-patch map.
-import { layoutFloor, type ImageManifest } from './manifest.js';
+import { layoutFloor } from './manifest-fields.js';
+import type { ImageManifest } from './manifest.js';
 
 export interface ComputeReport {
   /** Budget the request asked for. */

@@ -5,7 +5,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ModelShape } from '../backend.js';
 import { checkEmbeddedManifest, isFile, readJson } from '../bundle.js';
-import { ManifestError } from '../manifest.js';
+import { ManifestError } from '../manifest-fields.js';
 import type { ValueInfo } from '../ort-protocol.js';
 import { checkOne } from '../graph-check.js';
 import { parseSpeechManifest, type SpeechManifest } from './manifest.js';

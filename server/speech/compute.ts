@@ -1,7 +1,7 @@
 // Compute accounting of a speech request (models/BUNDLE.md "Speech"): every window the model ran
 // counts, its left-context frames included, because that work was done for this request. The
 // per-frame values cover the frames the request kept (one per frame_ms of its audio).
-import { layoutFloor } from '../manifest.js';
+import { layoutFloor } from '../manifest-fields.js';
 import type { SpeechManifest } from './manifest.js';
 
 export interface SpeechComputeReport {

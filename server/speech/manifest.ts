@@ -1,8 +1,8 @@
-// Strict reader of a speech-recognition acm.json (models/BUNDLE.md "Speech"). Besides the ACM
-// layout and costs every bundle has, it checks the audio contract for internal consistency: the
+// Strict reader of a speech-recognition acm.json (models/BUNDLE.md "Speech"). Besides the fields
+// every bundle has (manifest-fields.ts), it checks the audio contract for internal consistency: the
 // server cuts audio into windows from these numbers, and a window geometry that disagrees with the
 // graph would silently misalign every transcript.
-import { layoutFloor, MODEL_NAME, Reader, RELATIVE_FILE, type AcmSpec, type QualityPoint } from '../manifest.js';
+import { checkAcmLayout, checkHeader, checkTensorNames, Reader, type AcmSpec, type QualityPoint } from '../manifest-fields.js';
 
 export interface AudioContract {
   /** Samples per second the graph expects (mono float32 in [-1, 1]). */
@@ -52,18 +52,9 @@ const MAX = Number.MAX_SAFE_INTEGER;
 /** Validates a parsed acm.json of a speech-recognition bundle; throws ManifestError naming the field. */
 export function parseSpeechManifest(bundle: string, raw: unknown): SpeechManifest {
   const r: Reader = new Reader(bundle);
-  const m = r.obj(raw, 'manifest', TOP_KEYS, ['dense_graph', 'architecture', 'training']);
-  if (m.format !== 'acm-bundle/1') r.fail('format', `must be "acm-bundle/1"; got ${JSON.stringify(m.format)}`);
-  r.str(m.name, 'name', MODEL_NAME);
-  r.oneOf(m.task, 'task', ['speech-recognition']);
-  r.str(m.graph, 'graph', RELATIVE_FILE);
-  if (m.dense_graph !== undefined) r.str(m.dense_graph, 'dense_graph', RELATIVE_FILE);
-  const inputs = r.obj(m.inputs, 'inputs', ['audio', 'budget']);
-  r.str(inputs.audio, 'inputs.audio');
-  r.str(inputs.budget, 'inputs.budget');
-  const outputs = r.obj(m.outputs, 'outputs', ['logits', 'learner_counts']);
-  r.str(outputs.logits, 'outputs.logits');
-  r.str(outputs.learner_counts, 'outputs.learner_counts');
+  const m = checkHeader(r, raw, 'speech-recognition', TOP_KEYS);
+  checkTensorNames(r, m.inputs, 'inputs', ['audio', 'budget']);
+  checkTensorNames(r, m.outputs, 'outputs', ['logits', 'learner_counts']);
 
   const a = r.obj(m.audio, 'audio', AUDIO_KEYS);
   const n = (k: (typeof AUDIO_KEYS)[number], min: number, max: number): number => r.num(a[k], `audio.${k}`, min, max, { int: true });
@@ -95,38 +86,6 @@ export function parseSpeechManifest(bundle: string, raw: unknown): SpeechManifes
   const windowFrames = leftFrames + chunkFrames;
   if (tokens.count !== windowFrames) r.fail('tokens.count', `must equal audio.window_frames (${windowFrames}); got ${JSON.stringify(tokens.count)}`);
 
-  const names = new Set<string>();
-  r.arr(m.acms, 'acms', 1).forEach((v, i) => {
-    const f = `acms[${i}]`;
-    const acm = r.obj(v, f, ['name', 'layer', 'kind', 'n', 'width', 'min_choice', 'learner_macs', 'gate_macs']);
-    const name = r.str(acm.name, `${f}.name`);
-    if (names.has(name)) r.fail(`${f}.name`, `repeats ${JSON.stringify(name)}`);
-    names.add(name);
-    r.num(acm.layer, `${f}.layer`, 0, 10_000, { int: true });
-    const kind = r.oneOf(acm.kind, `${f}.kind`, ['ffn', 'q', 'k', 'v', 'o']);
-    const count = r.num(acm.n, `${f}.n`, 1, 64, { int: true });
-    r.num(acm.width, `${f}.width`, 1, 1_000_000, { int: true });
-    r.num(acm.min_choice, `${f}.min_choice`, kind === 'ffn' ? 0 : 1, count, { int: true });
-    r.num(acm.learner_macs, `${f}.learner_macs`, 0, MAX, { minOpen: true });
-    r.num(acm.gate_macs, `${f}.gate_macs`, 0, MAX);
-  });
-  const macs = r.obj(m.macs, 'macs', ['fixed', 'dense']);
-  r.num(macs.fixed, 'macs.fixed', 0, MAX);
-  r.num(macs.dense, 'macs.dense', 0, MAX, { minOpen: true });
-  const floor = r.num(m.budget_floor, 'budget_floor', 0, 1);
-  const implied = layoutFloor(m.acms as AcmSpec[]);
-  if (Math.abs(floor - implied) > 1e-6 * Math.max(1, implied)) r.fail('budget_floor', `is ${floor} but the acms' min_choice learners force ${implied}`);
-  r.num(m.default_budget, 'default_budget', 0, 1, { minOpen: true });
-  r.arr(m.quality, 'quality', 0).forEach((v, i) => {
-    const f = `quality[${i}]`;
-    const q = r.obj(v, f, ['budget', 'metric', 'value', 'dataset', 'items'], ['used', 'gflops']);
-    r.num(q.budget, `${f}.budget`, 0, 1, { minOpen: true });
-    r.str(q.metric, `${f}.metric`);
-    r.num(q.value, `${f}.value`, -MAX, MAX);
-    r.str(q.dataset, `${f}.dataset`);
-    r.num(q.items, `${f}.items`, 1, MAX, { int: true });
-    if (q.used !== undefined) r.num(q.used, `${f}.used`, 0, 1);
-    if (q.gflops !== undefined) r.num(q.gflops, `${f}.gflops`, 0, MAX, { minOpen: true });
-  });
+  checkAcmLayout(r, m);
   return raw as SpeechManifest;
 }

@@ -9,7 +9,7 @@ import { Batcher, type ItemOutcome } from '../batcher.js';
 import type { Config } from '../config.js';
 import { AcmError, shown } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { QualityPoint } from '../manifest.js';
+import type { QualityPoint } from '../manifest-fields.js';
 import type { Metrics } from '../metrics.js';
 import { checkBudget } from '../params.js';
 import { RequestQueue } from '../queue.js';
