@@ -1,57 +1,31 @@
 // Speech bundles: sub-folders of the models folder whose acm.json has task "speech-recognition".
-// Loaded and refused exactly like image bundles (manifest, graph file, embedded manifest copy).
+// Loaded and refused exactly like image bundles (bundle-files.ts: manifest, graph file, embedded copy).
 import { readdirSync, readFileSync } from 'node:fs';
-import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ModelShape } from '../backend.js';
-import { checkEmbeddedManifest, isFile, readJson } from '../bundle.js';
-import { ManifestError } from '../manifest-fields.js';
+import { bundleDirs, MANIFEST_FILE, ModelNames, manifestTask, openBundle, readManifest, type LoadedBundle } from '../bundle-files.js';
 import type { ValueInfo } from '../ort-protocol.js';
 import { checkOne } from '../graph-check.js';
 import { parseSpeechManifest, type SpeechManifest } from './manifest.js';
 
-export interface SpeechBundle {
-  readonly dir: string;
-  readonly graphPath: string;
-  readonly manifest: SpeechManifest;
-  readonly embeddedManifest: boolean;
-}
+export type SpeechBundle = LoadedBundle<SpeechManifest>;
 
-const MANIFEST_FILE = 'acm.json';
 export const SPEECH_TASK = 'speech-recognition';
 
 export async function loadSpeechBundle(dir: string): Promise<SpeechBundle> {
-  const folder = dir.split('/').filter(Boolean).pop() ?? dir;
-  const raw = await readJson(folder, join(dir, MANIFEST_FILE));
-  const manifest = parseSpeechManifest(folder, raw);
-  const graphPath = join(dir, manifest.graph);
-  if (!(await isFile(graphPath))) throw new ManifestError(folder, 'graph', `names ${manifest.graph}, which does not exist`);
-  if (manifest.dense_graph !== undefined && !(await isFile(join(dir, manifest.dense_graph)))) {
-    throw new ManifestError(folder, 'dense_graph', `names ${manifest.dense_graph}, which does not exist`);
-  }
-  const embeddedManifest = await checkEmbeddedManifest(folder, graphPath, raw);
-  return { dir, graphPath, manifest, embeddedManifest };
+  const { folder, raw } = await readManifest(dir);
+  return openBundle(dir, folder, raw, parseSpeechManifest);
 }
 
 /** Every speech bundle under modelsDir, in folder-name order; none is not an error. */
 export async function scanSpeechBundles(modelsDir: string): Promise<SpeechBundle[]> {
-  let entries;
-  try {
-    entries = await readdir(modelsDir, { withFileTypes: true });
-  } catch (err) {
-    throw new Error(`models folder ${modelsDir} cannot be read (${(err as Error).message}); set ACM_MODELS_DIR`);
-  }
   const out: SpeechBundle[] = [];
-  const names = new Map<string, string>();
-  for (const entry of entries.sort((a, b) => a.name.localeCompare(b.name))) {
-    const dir = join(modelsDir, entry.name);
-    if (!entry.isDirectory() || !(await isFile(join(dir, MANIFEST_FILE)))) continue;
-    const raw = await readJson(entry.name, join(dir, MANIFEST_FILE));
-    if ((raw as { task?: unknown } | null)?.task !== SPEECH_TASK) continue;
-    const bundle = await loadSpeechBundle(dir);
-    const other = names.get(bundle.manifest.name);
-    if (other !== undefined) throw new ManifestError(entry.name, 'name', `${JSON.stringify(bundle.manifest.name)} is also used by ${other}`);
-    names.set(bundle.manifest.name, dir);
+  const names = new ModelNames();
+  for (const { name, dir } of await bundleDirs(modelsDir)) {
+    const { folder, raw } = await readManifest(dir);
+    if (manifestTask(raw) !== SPEECH_TASK) continue;
+    const bundle = await openBundle(dir, folder, raw, parseSpeechManifest);
+    names.claim(name, bundle.manifest.name, dir);
     out.push(bundle);
   }
   return out;
@@ -91,8 +65,7 @@ export function hasSpeechBundles(modelsDir: string): boolean {
   }
   return names.some((name) => {
     try {
-      const raw = JSON.parse(readFileSync(join(modelsDir, name, MANIFEST_FILE), 'utf8')) as { task?: unknown } | null;
-      return raw?.task === SPEECH_TASK;
+      return manifestTask(JSON.parse(readFileSync(join(modelsDir, name, MANIFEST_FILE), 'utf8'))) === SPEECH_TASK;
     } catch {
       return false;
     }
