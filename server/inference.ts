@@ -1,8 +1,7 @@
-// The one inference service every transport calls. It owns the models (queue, batcher and
-// backend each), admits or refuses requests, decodes images, and turns a batch result into the
-// answer: top-k labels, compute report and timings. Transports only parse and encode.
-import type { Backend, BackendInfo, BatchItem } from './backend.js';
-import { Batcher, type ItemOutcome } from './batcher.js';
+// The one inference service every transport calls. It owns the image models (a model pool:
+// queue, batcher and backend each), admits or refuses requests, decodes images, and turns a batch
+// result into the answer: top-k labels, compute report and timings. Transports only parse and encode.
+import type { Backend } from './backend.js';
 import type { Bundle } from './bundle.js';
 import { ComputeAccountant, type ComputeReport } from './compute.js';
 import type { Config } from './config.js';
@@ -12,8 +11,10 @@ import type { Logger } from './logger.js';
 import type { QualityPoint } from './manifest-fields.js';
 import type { ImageManifest } from './manifest.js';
 import type { BatchStats, Metrics } from './metrics.js';
+import { ModelPool, RETRY_AFTER_S, type Admission, type PooledModel } from './model-pool.js';
 import { checkBudget, checkTopK } from './params.js';
-import { RequestQueue } from './queue.js';
+
+export type { Admission } from './model-pool.js';
 
 export interface ClassifyOptions {
   readonly budget?: number;
@@ -23,12 +24,6 @@ export interface ClassifyOptions {
   readonly arrivedAt?: number;
   /** From admit(), when the transport admitted the request before reading its body. */
   readonly admission?: Admission;
-}
-
-/** A request's place among a model's requests in flight; release() exactly once when answered. */
-export interface Admission {
-  readonly model: string;
-  release(): void;
 }
 
 export interface Prediction { label: string; score: number }
@@ -70,72 +65,25 @@ export interface ModelInfo {
   quality: readonly QualityPoint[];
 }
 
-interface Model {
-  readonly bundle: Bundle;
-  readonly manifest: ImageManifest;
-  readonly queue: RequestQueue<BatchItem, ItemOutcome>;
-  readonly batcher: Batcher;
-  readonly backend: Backend;
-  readonly accountant: ComputeAccountant;
-  info?: BackendInfo;
-  /** Admitted and not yet answered: reading the body, decoding, queued or running. */
-  inFlight: number;
-}
+type Model = PooledModel<Bundle, ComputeAccountant>;
 
 export type BackendFactory = (bundle: Bundle) => Backend;
 
 const DEFAULT_TOP_K = 5;
-const RETRY_AFTER_S = 1;
 
 export class InferenceService {
-  private readonly models = new Map<string, Model>();
-  private readonly batchListeners: ((s: BatchStats) => void)[] = [];
+  private readonly pool: ModelPool<Bundle, ComputeAccountant>;
   private isReady = false;
-  private stopped = false;
 
-  constructor(private readonly config: Config, private readonly metrics: Metrics, private readonly log: Logger) {}
+  constructor(private readonly config: Config, private readonly metrics: Metrics, log: Logger) {
+    this.pool = new ModelPool(config, metrics, log);
+  }
 
   /** Starts every model's runtime; the service is ready once all run. Throws on the first failure. */
   async load(bundles: readonly Bundle[], backendFor: BackendFactory): Promise<void> {
-    // A shutdown that came first must not be followed by runtimes starting behind its back.
-    if (this.stopped) throw new AcmError('not_ready', 'the server is shutting down');
-    for (const bundle of bundles) {
-      const m = bundle.manifest;
-      if (m.tokens.count > this.config.maxBatchTokens) {
-        throw new Error(`bundle ${JSON.stringify(m.name)} needs ${m.tokens.count} tokens per request but ` +
-          `ACM_MAX_BATCH_TOKENS is ${this.config.maxBatchTokens}; raise ACM_MAX_BATCH_TOKENS to at least ${m.tokens.count}`);
-      }
-    }
-    for (const bundle of bundles) {
-      const m = bundle.manifest;
-      const queue = new RequestQueue<BatchItem, ItemOutcome>({ maxBatchSize: this.config.maxBatchSize,
-        maxBatchTokens: this.config.maxBatchTokens, maxWaitMs: this.config.maxWaitMs,
-        capacity: this.config.queueCapacity, retryAfterS: RETRY_AFTER_S });
-      const accountant = new ComputeAccountant(m);
-      const backend = backendFor(bundle);
-      const batcher = new Batcher(queue, backend, { model: m.name,
-        gflopsOf: (r) => accountant.gflops(r.learnerCounts),
-        onBatch: (s) => {
-          this.metrics.observeBatch(s);
-          for (const l of this.batchListeners) l(s);
-        },
-        onError: (err) => this.log.error({ err, model: m.name }, 'batch failed unexpectedly') });
-      this.models.set(m.name, { bundle, manifest: m, queue, batcher, backend, accountant, inFlight: 0 });
-      this.metrics.trackModel(m.name, { queueDepth: () => queue.depth, inFlight: () => this.inFlight(m.name) });
-    }
-    try {
-      await Promise.all([...this.models.values()].map(async (model) => {
-        model.info = await model.backend.start();
-        model.batcher.start();
-        this.log.info({ model: model.manifest.name, provider: model.info.provider, workers: model.info.workers,
-          graph: model.bundle.graphPath, embeddedManifest: model.bundle.embeddedManifest }, 'model loaded');
-      }));
-    } catch (err) {
-      // Runtimes that did start hold threads; release them so a failed load leaves nothing behind.
-      await this.shutdown(0);
-      throw err;
-    }
-    this.isReady = this.models.size > 0;
+    await this.pool.load(bundles, { item: 'request', tokensPerItem: (b) => b.manifest.tokens.count,
+      accountant: (b) => new ComputeAccountant(b.manifest), backend: backendFor });
+    this.isReady = this.pool.size > 0;
   }
 
   get ready(): boolean {
@@ -144,11 +92,11 @@ export class InferenceService {
 
   /** Observes every executed batch of every model. */
   onBatch(listener: (s: BatchStats) => void): void {
-    this.batchListeners.push(listener);
+    this.pool.onBatch(listener);
   }
 
   listModels(): ModelInfo[] {
-    return [...this.models.values()].map(({ manifest: m, accountant }) => ({
+    return this.pool.all().map(({ manifest: m, accountant }) => ({
       name: m.name, task: m.task, labels: m.labels, input: m.image, budget_floor: accountant.floor,
       default_budget: this.defaultBudget(m), quality: m.quality,
     }));
@@ -168,21 +116,17 @@ export class InferenceService {
         `requests queued (capacity ${this.config.queueCapacity}), ${model.inFlight} in flight (limit ${limit}); ` +
         `retry after ${RETRY_AFTER_S} s`, RETRY_AFTER_S);
     }
-    model.inFlight++;
-    let released = false;
-    return {
-      model: model.manifest.name,
-      release: () => {
-        if (released) return;
-        released = true;
-        model.inFlight--;
-      },
-    };
+    return this.pool.admission(model);
   }
 
   /** Requests admitted and not yet answered, per model; for metrics. */
   inFlight(model: string): number {
-    return this.models.get(model)?.inFlight ?? 0;
+    return this.pool.get(model)?.inFlight ?? 0;
+  }
+
+  /** Requests waiting in a model's queue now (-1 for a model not loaded). */
+  queueDepth(model: string): number {
+    return this.pool.get(model)?.queue.depth ?? -1;
   }
 
   async classify(modelName: string | undefined, image: Buffer, opts: ClassifyOptions = {}): Promise<ClassifyResult> {
@@ -242,15 +186,7 @@ export class InferenceService {
   /** Stops admitting, lets queued and running requests finish within graceMs, then stops runtimes. */
   async shutdown(graceMs: number): Promise<void> {
     this.isReady = false;
-    this.stopped = true;
-    const models = [...this.models.values()];
-    let timer: NodeJS.Timeout | undefined;
-    const grace = new Promise<void>((resolve) => { timer = setTimeout(resolve, graceMs); });
-    await Promise.race([Promise.all(models.map((m) => m.queue.idle())), grace]);
-    clearTimeout(timer);
-    for (const m of models) m.queue.close();
-    await Promise.all(models.map((m) => m.backend.close()));
-    await Promise.all(models.map((m) => m.batcher.stopped()));
+    await this.pool.shutdown(graceMs);
   }
 
   private defaultBudget(m: ImageManifest): number {
@@ -258,16 +194,10 @@ export class InferenceService {
   }
 
   private resolve(name: string | undefined): Model {
-    if (name === undefined || name === '') {
-      const first = this.models.values().next();
-      if (first.done) throw new AcmError('not_ready', 'no model is loaded');
-      return first.value;
-    }
-    const model = this.models.get(name);
-    if (!model) {
-      throw new AcmError('unknown_model', `model must be one of ${[...this.models.keys()].join(', ')}; got ${shown(name)}`);
-    }
-    return model;
+    const model = this.pool.find(name);
+    if (model) return model;
+    if (name === undefined || name === '') throw new AcmError('not_ready', 'no model is loaded');
+    throw new AcmError('unknown_model', `model must be one of ${this.pool.names.join(', ')}; got ${shown(name)}`);
   }
 }
 

@@ -108,8 +108,7 @@ describe('/asr streaming', () => {
 
   it('runs concurrent streams in shared batches', async () => {
     const sizes: number[] = [];
-    const stats = (s.speech as unknown as { models: Map<string, { batcher: { onBatch(l: (b: { size: number }) => void): void } }> }).models;
-    for (const m of stats.values()) m.batcher.onBatch((b) => sizes.push(b.size));
+    s.speech.onBatch((b) => sizes.push(b.size));
     const results = await Promise.all([stream(s.ws, audio, 16000), stream(s.ws, audio, 16000), stream(s.ws, testTone(3, 16000, 5), 16000)]);
     for (const r of results) assert.equal(r.close.code, 1000);
     assert.ok(Math.max(...sizes) > 1, `batch sizes ${sizes.join(',')}`);

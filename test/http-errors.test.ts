@@ -150,8 +150,7 @@ describe('overload and disconnects', () => {
     server.close();
   });
 
-  const depth = (): number => (t.inference as unknown as { models: Map<string, { queue: { depth: number } }> })
-    .models.get('fake-vit-acm')?.queue.depth ?? -1;
+  const depth = (): number => t.inference.queueDepth('fake-vit-acm');
 
   async function until(cond: () => boolean): Promise<void> {
     for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));

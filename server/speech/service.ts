@@ -1,18 +1,17 @@
 // The speech side of the inference service: per speech model a queue, a batcher and a backend
-// (the same classes /classify runs on), so the windows of every /transcribe request and every
+// (the same model pool /classify runs on), so the windows of every /transcribe request and every
 // /asr stream of a model meet in one queue and run in shared batches. A Recognition is one
 // request's or one stream's progress: audio in, windows out to the queue, transcript and compute
 // accumulated in window order.
 import { getMaxListeners, setMaxListeners } from 'node:events';
-import type { Backend, BackendInfo, BatchItem } from '../backend.js';
-import { Batcher, type ItemOutcome } from '../batcher.js';
+import type { Backend } from '../backend.js';
 import type { Config } from '../config.js';
 import { AcmError, shown } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { QualityPoint } from '../manifest-fields.js';
-import type { Metrics } from '../metrics.js';
+import type { BatchStats, Metrics } from '../metrics.js';
+import { ModelPool, RETRY_AFTER_S, type Admission, type PooledModel } from '../model-pool.js';
 import { checkBudget } from '../params.js';
-import { RequestQueue } from '../queue.js';
 import type { SpeechBundle } from './bundle.js';
 import { SpeechAccountant, type ComputeTally, type SpeechComputeReport } from './compute.js';
 import { CtcDecoder, type WordTiming } from './ctc.js';
@@ -37,65 +36,31 @@ export interface TranscribeResult {
   timings: { queueMs: number; inferenceMs: number; totalMs: number };
 }
 
-interface SpeechModel {
-  readonly bundle: SpeechBundle;
-  readonly manifest: SpeechManifest;
-  readonly queue: RequestQueue<BatchItem, ItemOutcome>;
-  readonly batcher: Batcher;
-  readonly backend: Backend;
-  readonly accountant: SpeechAccountant;
-  info?: BackendInfo;
-  inFlight: number;
-}
-
-const RETRY_AFTER_S = 1;
+type SpeechModel = PooledModel<SpeechBundle, SpeechAccountant>;
 
 export class SpeechService {
-  private readonly models = new Map<string, SpeechModel>();
+  private readonly pool: ModelPool<SpeechBundle, SpeechAccountant>;
   private isReady = false;
-  private stopped = false;
   private streams = 0;
-  private readonly shutdownHooks: (() => Promise<void>)[] = [];
 
-  constructor(private readonly config: Config, private readonly metrics: Metrics, private readonly log: Logger) {}
+  constructor(private readonly config: Config, private readonly metrics: Metrics, log: Logger) {
+    this.pool = new ModelPool(config, metrics, log);
+  }
 
   /** Starts every speech model's runtime. Throws on the first failure, leaving nothing running. */
   async load(bundles: readonly SpeechBundle[], backendFor: (b: SpeechBundle) => Backend): Promise<void> {
-    if (this.stopped) throw new AcmError('not_ready', 'the server is shutting down');
-    for (const bundle of bundles) {
-      const m = bundle.manifest;
-      if (m.audio.window_frames > this.config.maxBatchTokens) {
-        throw new Error(`bundle ${JSON.stringify(m.name)} needs ${m.audio.window_frames} tokens per window but ` +
-          `ACM_MAX_BATCH_TOKENS is ${this.config.maxBatchTokens}; raise ACM_MAX_BATCH_TOKENS to at least ${m.audio.window_frames}`);
-      }
-      const queue = new RequestQueue<BatchItem, ItemOutcome>({ maxBatchSize: this.config.maxBatchSize,
-        maxBatchTokens: this.config.maxBatchTokens, maxWaitMs: this.config.maxWaitMs,
-        capacity: this.config.queueCapacity, retryAfterS: RETRY_AFTER_S });
-      const accountant = new SpeechAccountant(m);
-      const backend = backendFor(bundle);
-      const batcher = new Batcher(queue, backend, { model: m.name, gflopsOf: (r) => accountant.gflops(r.learnerCounts),
-        onBatch: (s) => this.metrics.observeBatch(s),
-        onError: (err) => this.log.error({ err, model: m.name }, 'batch failed unexpectedly') });
-      const model: SpeechModel = { bundle, manifest: m, queue, batcher, backend, accountant, inFlight: 0 };
-      this.models.set(m.name, model);
-      this.metrics.trackModel(m.name, { queueDepth: () => queue.depth, inFlight: () => model.inFlight });
-    }
-    try {
-      await Promise.all([...this.models.values()].map(async (model) => {
-        model.info = await model.backend.start();
-        model.batcher.start();
-        this.log.info({ model: model.manifest.name, task: model.manifest.task, provider: model.info.provider,
-          workers: model.info.workers, graph: model.bundle.graphPath }, 'model loaded');
-      }));
-    } catch (err) {
-      await this.shutdown(0);
-      throw err;
-    }
+    await this.pool.load(bundles, { item: 'window', tokensPerItem: (b) => b.manifest.audio.window_frames,
+      accountant: (b) => new SpeechAccountant(b.manifest), backend: backendFor });
     this.isReady = true;
   }
 
   get ready(): boolean {
     return this.isReady;
+  }
+
+  /** Observes every executed batch of every speech model. */
+  onBatch(listener: (s: BatchStats) => void): void {
+    this.pool.onBatch(listener);
   }
 
   /** Streams open now. */
@@ -104,7 +69,7 @@ export class SpeechService {
   }
 
   listModels(): SpeechModelInfo[] {
-    return [...this.models.values()].map(({ manifest: m, accountant }) => ({
+    return this.pool.all().map(({ manifest: m, accountant }) => ({
       name: m.name, task: m.task, vocabulary: m.ctc.vocabulary, input: m.audio, budget_floor: accountant.floor,
       default_budget: this.config.defaultBudget ?? m.default_budget, quality: m.quality,
     }));
@@ -116,20 +81,13 @@ export class SpeechService {
   }
 
   /** Refuses before a body is read or a stream opens: not ready, unknown model, no queue room. */
-  admit(name: string | undefined): { model: string; release: () => void } {
+  admit(name: string | undefined): Admission {
     const model = this.model(name);
     if (model.queue.full) {
       throw new AcmError('queue_full', `model ${JSON.stringify(model.manifest.name)} has ${model.queue.depth} windows queued ` +
         `(capacity ${this.config.queueCapacity}); retry after ${RETRY_AFTER_S} s`, RETRY_AFTER_S);
     }
-    model.inFlight++;
-    let released = false;
-    return { model: model.manifest.name, release: () => {
-      if (!released) {
-        released = true;
-        model.inFlight--;
-      }
-    } };
+    return this.pool.admission(model);
   }
 
   /** Reserves a stream slot; throws too_many_streams past ACM_MAX_STREAMS. */
@@ -176,35 +134,20 @@ export class SpeechService {
 
   /** Runs `hook` at shutdown, after the queues drain (transports' own threads, e.g. audio decoding). */
   onShutdown(hook: () => Promise<void>): void {
-    this.shutdownHooks.push(hook);
+    this.pool.onShutdown(hook);
   }
 
   async shutdown(graceMs: number): Promise<void> {
     this.isReady = false;
-    this.stopped = true;
-    const models = [...this.models.values()];
-    let timer: NodeJS.Timeout | undefined;
-    const grace = new Promise<void>((resolve) => { timer = setTimeout(resolve, graceMs); });
-    await Promise.race([Promise.all(models.map((m) => m.queue.idle())), grace]);
-    clearTimeout(timer);
-    for (const m of models) m.queue.close();
-    await Promise.all(models.map((m) => m.backend.close()));
-    await Promise.all(models.map((m) => m.batcher.stopped()));
-    await Promise.all(this.shutdownHooks.map((h) => h()));
+    await this.pool.shutdown(graceMs);
   }
 
   private model(name: string | undefined): SpeechModel {
     if (!this.isReady) throw new AcmError('not_ready', 'models are still loading; retry shortly', RETRY_AFTER_S);
-    if (name === undefined || name === '') {
-      const first = this.models.values().next();
-      if (first.done) throw new AcmError('unknown_model', 'no speech-recognition model is loaded');
-      return first.value;
-    }
-    const model = this.models.get(name);
-    if (!model) {
-      throw new AcmError('unknown_model', `model must be one of the speech models ${[...this.models.keys()].join(', ')}; got ${shown(name)}`);
-    }
-    return model;
+    const model = this.pool.find(name);
+    if (model) return model;
+    if (name === undefined || name === '') throw new AcmError('unknown_model', 'no speech-recognition model is loaded');
+    throw new AcmError('unknown_model', `model must be one of the speech models ${this.pool.names.join(', ')}; got ${shown(name)}`);
   }
 }
 
