@@ -30,14 +30,14 @@ def cap_counts(desired: torch.Tensor, budget: torch.Tensor, n: int, min_choice: 
     t = desired.shape[1]
     cap = torch.floor(budget * float(n * t)).to(torch.int64)
     cap = torch.clamp(cap, min=min_choice * t)
-    levels = torch.arange(n + 1, dtype=torch.int64)
+    levels = torch.arange(n + 1, dtype=torch.int64, device=desired.device)
     totals = torch.minimum(desired.unsqueeze(-1), levels).sum(1)  # [B, n+1], non-decreasing in L
     level = (totals <= cap.unsqueeze(-1)).to(torch.int64).sum(-1, keepdim=True) - 1  # [B, 1]
     base = torch.minimum(desired, level)
     remainder = cap - base.sum(1)  # [B]; smaller than the candidate count whenever level < n
     wants_more = desired > level
     if priority is None:
-        position = torch.arange(t, dtype=torch.int64)
+        position = torch.arange(t, dtype=torch.int64, device=desired.device)
         key = torch.where(wants_more, desired * (t + 1) + (t - position), torch.zeros_like(desired)).to(torch.float32)
     else:
         key = torch.where(wants_more, priority.to(torch.float32), torch.full_like(priority, -1.0, dtype=torch.float32))

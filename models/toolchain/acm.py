@@ -77,7 +77,7 @@ class ACM(nn.Module):
         """
         logits = self.gate_logits(z, budget)
         desired = logits.argmax(-1) + self.min_choice
-        choices = torch.arange(self.min_choice, self.n + 1, dtype=logits.dtype)
+        choices = torch.arange(self.min_choice, self.n + 1, dtype=logits.dtype, device=logits.device)
         expected = (logits.softmax(-1) * choices).sum(-1)
         if token_bonus is not None:
             expected = expected + token_bonus

@@ -13,5 +13,14 @@ def save_state(path: str, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def load_file(path: str) -> dict:
+    """A checkpoint written by save_state or torch.save, on the CPU whatever device wrote it.
+
+    Our own files hold plain Python values beside tensors (configs, metrics), which newer PyTorch
+    refuses to unpickle unless asked.
+    """
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
 def load_state(path: str) -> dict | None:
-    return torch.load(path) if os.path.exists(path) else None
+    return load_file(path) if os.path.exists(path) else None

@@ -24,11 +24,11 @@ import torch
 
 from . import data
 from .acm import from_dense
-from .checkpoint import load_state, save_state
+from .checkpoint import load_file, load_state, save_state
 from .metrics import used_fraction
 from .phases import acm_pairs, distil_loss, gate_loss, phase3_loss, teacher_pairs
 from .train_base import augment
-from .vit import ViTConfig, build_vit, set_threads
+from .vit import ViTConfig, build_vit, set_threads, torch_device
 
 
 def phase3_name(target: float | None) -> str:
@@ -36,7 +36,7 @@ def phase3_name(target: float | None) -> str:
 
 
 def load_base(run: str):
-    saved = torch.load(os.path.join(run, "base-best.pt"))
+    saved = load_file(os.path.join(run, "base-best.pt"))
     cfg = ViTConfig(**saved["config"])
     vit = build_vit(cfg)
     vit.load_state_dict(saved["model"])
@@ -46,16 +46,17 @@ def load_base(run: str):
 class Batches:
     """Deterministic shuffled training batches, addressable by step so a resumed phase sees the same data."""
 
-    def __init__(self, split: data.Split, batch: int, seed: int):
-        self.split, self.batch, self.seed = split, batch, seed
+    def __init__(self, split: data.Split, batch: int, seed: int, device: torch.device | str = "cpu"):
+        self.batch, self.seed = batch, seed
+        self.x, self.y = torch.from_numpy(split.x).to(device), torch.from_numpy(split.y).to(device)
         self.per_epoch = len(split.y) // batch
 
     def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, i = divmod(step, self.per_epoch)
-        perm = np.random.default_rng(self.seed + epoch).permutation(len(self.split.y))
-        idx = perm[i * self.batch:(i + 1) * self.batch]
-        x = augment(data.to_tensor(self.split.x[idx]), torch.Generator().manual_seed(self.seed * 100003 + step))
-        return x, torch.from_numpy(self.split.y[idx])
+        perm = np.random.default_rng(self.seed + epoch).permutation(len(self.y))
+        idx = torch.from_numpy(perm[i * self.batch:(i + 1) * self.batch]).to(self.x.device)
+        x = augment(data.normalise(self.x[idx]), torch.Generator().manual_seed(self.seed * 100003 + step))
+        return x, self.y[idx]
 
 
 def run_phase(name: str, run: str, steps: int, model, params, lr: float, step_fn, every_minutes: float) -> bool:
@@ -101,8 +102,9 @@ def run_phase(name: str, run: str, steps: int, model, params, lr: float, step_fn
 def phase_metrics(name: str, model, vit, val: data.Split, items: int = 1000) -> None:
     """Print how far the phase got, on `items` validation items spread evenly over the classes."""
     pick = np.linspace(0, len(val.y) - 1, items).round().astype(int)
-    x = data.to_tensor(val.x[pick])
-    y = torch.from_numpy(val.y[pick])
+    device = next(model.parameters()).device
+    x = data.to_tensor(val.x[pick]).to(device)
+    y = torch.from_numpy(val.y[pick]).to(device)
     pairs = acm_pairs(model, teacher_pairs(vit, x))
     if name == "phase1":
         # Relative error of h(z, k) against the dense block, averaged over ACMs, for every k.
@@ -112,14 +114,15 @@ def phase_metrics(name: str, model, vit, val: data.Split, items: int = 1000) -> 
     elif name == "phase2":
         hits, total = 0, 0
         for a, z, o in pairs:
-            _, labels = gate_loss(a, z, o, torch.full((len(y),), 1.0))
-            hits += (a.gate_logits(z, torch.full((len(y),), 1.0)).argmax(-1) + a.min_choice == labels).sum().item()
+            ones = torch.ones(len(y), device=device)
+            _, labels = gate_loss(a, z, o, ones)
+            hits += (a.gate_logits(z, ones).argmax(-1) + a.min_choice == labels).sum().item()
             total += labels.numel()
         print(f"phase2 metrics: gate label accuracy {hits / total:.4f}", flush=True)
     model.eval()
     report = []
     for b in (0.25, 0.5, 1.0):
-        logits, counts = model(x, torch.full((len(y),), b, dtype=torch.float64))
+        logits, counts = model(x, torch.full((len(y),), b, dtype=torch.float64, device=device))
         acc = (logits.argmax(-1) == y).float().mean().item()
         report.append(f"b={b}: acc {acc:.4f} used {used_fraction(model, counts).mean().item():.3f}")
     print(f"{name} metrics ({'capped' if model.capped else 'uncapped'}, {items} validation items): "
@@ -139,14 +142,17 @@ def main() -> None:
     ap.add_argument("--gate-lr", type=float, default=1e-3, help="phase 3 learning rate of the gates")
     ap.add_argument("--lr", type=float, default=1e-4, help="phase 3 learning rate of everything else")
     ap.add_argument("--checkpoint-minutes", type=float, default=3.0)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda when one is present")
     args = ap.parse_args()
     set_threads()
+    device = torch_device(args.device)
     torch.manual_seed(0)
     cfg, vit, _ = load_base(args.run)
     for p in vit.parameters():
         p.requires_grad_(False)
-    model = from_dense(vit, cfg, args.n)
-    batches = Batches(data.load("train"), args.batch, seed=1000)
+    model = from_dense(vit, cfg, args.n).to(device)  # built on the CPU, where the base was read
+    vit.to(device)
+    batches = Batches(data.load("train"), args.batch, seed=1000, device=device)
     val = data.load("val")
 
     # Phase 1: learners distilled on their own block's inputs; gates unused.
@@ -168,7 +174,7 @@ def main() -> None:
 
     def phase2(step: int):
         x, _ = batches(args.phase1_steps + step)
-        budget = torch.tensor([rng.uniform(0.05, 1.0) for _ in range(x.shape[0])])
+        budget = torch.tensor([rng.uniform(0.05, 1.0) for _ in range(x.shape[0])], device=device)
         losses = [gate_loss(acm, z, o, budget)[0] for acm, z, o in acm_pairs(model, teacher_pairs(vit, x))]
         return sum(losses) / len(losses), {}
 

@@ -80,7 +80,12 @@ STD = 0.3530
 
 def to_tensor(x: np.ndarray):
     import torch
-    return (torch.from_numpy(x).float().div_(255.0).sub_(MEAN).div_(STD)).unsqueeze(1)
+    return normalise(torch.from_numpy(x))
+
+
+def normalise(x):
+    """uint8 images [B, 28, 28] (a tensor on any device) -> normalised float [B, 1, 28, 28]."""
+    return x.float().div_(255.0).sub_(MEAN).div_(STD).unsqueeze(1)
 
 
 def dump_split(split: str, out_dir: str = CACHE) -> str:

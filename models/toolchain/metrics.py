@@ -7,7 +7,7 @@ import torch
 def used_fraction(model, counts: torch.Tensor) -> torch.Tensor:
     """Cost-weighted fraction of learner compute per image [B], from counts [B, A, T]."""
     acms = [a for _, _, a in model.acms()]
-    cost = torch.tensor([a.learner_macs for a in acms], dtype=torch.float64)
+    cost = torch.tensor([a.learner_macs for a in acms], dtype=torch.float64, device=counts.device)
     full = sum(a.n * a.learner_macs for a in acms) * counts.shape[-1]
     return (counts.double().sum(-1) * cost).sum(-1) / full
 

@@ -4,6 +4,7 @@ Kept free of data loading and checkpointing so tests can run each step on a smal
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -58,56 +59,66 @@ class Relaxed(NamedTuple):
     counts: list             # per ACM: learner counts that ran [B, T]
 
 
+class StraightThrough:
+    """Phase 3's ACM runner: straight-through Gumbel-softmax gate, exactly k learners per token.
+
+    Each call outputs sum_k onehot_k * h(z, k), so the task loss reaches the gate through the
+    one-hot while the forward value is h(z, k) itself. Given `cap` (per-request cap budgets, see
+    ACMViT.cap_budgets), the request cap the server applies lowers the sampled choices before they
+    run, so the network is fine-tuned in the regime it is served in; the gradient still reaches the
+    gate through its relaxed probabilities. Budget, entropy and diversity losses read `asked`, the
+    gate's own (uncapped) choices, which teaches the gate to ask for what the budget allows.
+    """
+
+    def __init__(self, budget: torch.Tensor, cap: torch.Tensor | None, tau: float = 0.8,
+                 token_bonus: torch.Tensor | None = None):
+        self.budget, self.cap, self.tau, self.token_bonus = budget, cap, tau, token_bonus
+        self.asked: list[tuple[ACM, torch.Tensor]] = []
+        self.ran: list[tuple[ACM, torch.Tensor]] = []
+        self.counts: list[torch.Tensor] = []
+
+    def __call__(self, acm: ACM, z: torch.Tensor) -> torch.Tensor:
+        logits = acm.gate_logits(z, self.budget)
+        gumbel = -torch.empty_like(logits).exponential_().log()
+        soft = ((logits + gumbel) / self.tau).softmax(-1)
+        choice = soft.argmax(-1)
+        k = choice
+        if self.cap is not None:
+            with torch.no_grad():
+                priority = (logits.softmax(-1) * choice_values(acm, logits)).sum(-1)
+                if self.token_bonus is not None:
+                    priority = priority + self.token_bonus
+                k = cap_counts(choice + acm.min_choice, self.cap, acm.n, acm.min_choice, priority) - acm.min_choice
+        relax = soft - soft.detach()
+        self.asked.append((acm, F.one_hot(choice, acm.choices).to(soft.dtype) + relax))
+        hot = F.one_hot(k, acm.choices).to(soft.dtype) + relax
+        self.ran.append((acm, hot))
+        self.counts.append(k + acm.min_choice)
+        return (hot.unsqueeze(-1) * acm.prefix_outputs(z)[..., acm.min_choice:, :]).sum(-2)
+
+
+def choice_values(acm: ACM, like: torch.Tensor) -> torch.Tensor:
+    """The learner counts min_choice..n the gate chooses among, as `like`'s dtype and device."""
+    return torch.arange(acm.min_choice, acm.n + 1, dtype=like.dtype, device=like.device)
+
+
 def relaxed_forward(model: ACMViT, pixels: torch.Tensor, budget: torch.Tensor, tau: float = 0.8,
                     capped: bool = False) -> Relaxed:
-    """Phase 3 forward: straight-through Gumbel-softmax gates, exactly k learners per token.
-
-    Each ACM outputs sum_k onehot_k * h(z, k), so the task loss reaches the gates through the
-    one-hot while the forward value is h(z, k) itself. With `capped`, the request cap the server
-    applies (ACMViT.cap_budgets, cap_counts) lowers the sampled choices before they run, so the
-    network is fine-tuned in the regime it is served in; the gradient still reaches the gate
-    through its relaxed probabilities. Budget, entropy and diversity losses read the gate's own
-    (uncapped) choices, which teaches the gate to ask for what the budget allows.
-    """
+    """Phase 3 forward of the image model (see StraightThrough); `capped` applies the request cap."""
     x = model.embed(pixels)
-    cap = model.cap_budgets(budget) if capped else None
-    asked: list[tuple[ACM, torch.Tensor]] = []
-    ran: list[tuple[ACM, torch.Tensor]] = []
-    counts: list[torch.Tensor] = []
-
-    def run(acm: ACM, z: torch.Tensor) -> torch.Tensor:
-        logits = acm.gate_logits(z, budget)
-        gumbel = -torch.empty_like(logits).exponential_().log()
-        soft = ((logits + gumbel) / tau).softmax(-1)
-        choice = soft.argmax(-1)
-        if cap is not None:
-            with torch.no_grad():
-                values = torch.arange(acm.min_choice, acm.n + 1, dtype=logits.dtype)
-                priority = (logits.softmax(-1) * values).sum(-1) + model.token_bonus
-                k = cap_counts(choice + acm.min_choice, cap, acm.n, acm.min_choice, priority) - acm.min_choice
-        else:
-            k = choice
-        relax = soft - soft.detach()
-        ask = F.one_hot(choice, acm.choices).to(soft.dtype) + relax
-        hot = F.one_hot(k, acm.choices).to(soft.dtype) + relax
-        asked.append((acm, ask))
-        ran.append((acm, hot))
-        counts.append(k + acm.min_choice)
-        prefix = acm.prefix_outputs(z)[..., acm.min_choice:, :]
-        return (hot.unsqueeze(-1) * prefix).sum(-2)
-
+    run = StraightThrough(budget, model.cap_budgets(budget) if capped else None, tau, model.token_bonus)
     for layer in model.layers:
         h = layer.ln_1(x)
         a = attention(run(layer.q, h), run(layer.k, h), run(layer.v, h), layer.heads)
         x = x + run(layer.o, a)
         x = x + run(layer.mlp, layer.ln_2(x))
     logits = model.head(model.ln(x)[:, 0])
-    return Relaxed(logits, compute_fraction(asked), compute_fraction(ran).detach(), asked, counts)
+    return Relaxed(logits, compute_fraction(run.asked), compute_fraction(run.ran).detach(), run.asked, run.counts)
 
 
 def compute_fraction(onehots: list[tuple[ACM, torch.Tensor]]) -> torch.Tensor:
     """Cost-weighted fraction of all learners that the one-hot choices run, per sample [B]."""
-    spent = sum(acm.learner_macs * (oh * torch.arange(acm.min_choice, acm.n + 1, dtype=oh.dtype)).sum((-1, -2))
+    spent = sum(acm.learner_macs * (oh * choice_values(acm, oh)).sum((-1, -2))
                 for acm, oh in onehots)
     full = sum(acm.learner_macs * acm.n * oh.shape[1] for acm, oh in onehots)
     return spent / full
@@ -125,7 +136,7 @@ def entropy_loss(onehots: list[tuple[ACM, torch.Tensor]]) -> torch.Tensor:
         counts = oh.sum(1)  # [B, choices]
         hist = hist + F.pad(counts, (acm.min_choice, n - acm.n))
     p = hist / hist.sum(-1, keepdim=True)
-    entropy = -(p * p.clamp_min(1e-12).log()).sum(-1) / torch.log(torch.tensor(float(n + 1)))
+    entropy = -(p * p.clamp_min(1e-12).log()).sum(-1) / math.log(n + 1)
     return -entropy.mean()
 
 
@@ -141,7 +152,7 @@ def phase3_loss(model: ACMViT, pixels: torch.Tensor, labels: torch.Tensor, targe
     `capped` trains the single every-budget model as it is served (see relaxed_forward); without
     it this is the published per-target recipe.
     """
-    budget = torch.full((pixels.shape[0],), target, dtype=torch.float64)
+    budget = torch.full((pixels.shape[0],), target, dtype=torch.float64, device=pixels.device)
     out = relaxed_forward(model, pixels, budget, tau, capped)
     task = F.cross_entropy(out.logits, labels)
     total = (task + 0.1 * budget_loss(out.fractions, target) + 0.05 * entropy_loss(out.onehots)

@@ -16,15 +16,16 @@ import random
 
 import torch
 
-from ..checkpoint import load_state
+from ..checkpoint import load_file, load_state
 from ..convert import run_phase
 from . import data
+from ..vit import torch_device
 from .model import SpeechConfig, build_dense, from_dense
 from .phases import distil_step, gate_step, phase3_loss, window_frames
 
 
 def load_base(run: str):
-    saved = torch.load(os.path.join(run, "base-best.pt"))
+    saved = load_file(os.path.join(run, "base-best.pt"))
     cfg = SpeechConfig(**saved["config"])
     dense = build_dense(cfg)
     dense.load_state_dict(saved["model"])
@@ -46,20 +47,23 @@ def main() -> None:
                     help="fine-tune under the request cap, as served (--no-capped: the published relaxation)")
     ap.add_argument("--checkpoint-minutes", type=float, default=3.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda when one is present")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch_device(args.device)
     torch.manual_seed(0)
     cfg, dense, _ = load_base(args.run)
     for p in dense.parameters():
         p.requires_grad_(False)
-    model = from_dense(dense, cfg, args.n, args.projections)
+    model = from_dense(dense, cfg, args.n, args.projections).to(device)  # built where the base was read
+    dense.to(device)
     batches = data.Batches(data.load(args.corpus, "train"), args.batch, seed=1000)
 
     learner_params = [p for _, _, a in model.acms() for p in (a.w1, a.b1, a.w2)]
 
     def phase1(step: int):
         audio, _, _, _ = batches(step)
-        return distil_step(model, dense, window_frames(dense, audio, cfg)), {}
+        return distil_step(model, dense, window_frames(dense, audio.to(device), cfg)), {}
 
     run_phase("phase1", args.run, args.phase1_steps, model, learner_params, 1e-3, phase1, args.checkpoint_minutes)
     model.load_state_dict(load_state(os.path.join(args.run, "phase1.ckpt"))["model"])
@@ -68,9 +72,10 @@ def main() -> None:
 
     def phase2(step: int):
         audio, _, _, _ = batches(args.phase1_steps + step)
-        frames = window_frames(dense, audio, cfg)
+        frames = window_frames(dense, audio.to(device), cfg)
         rng = random.Random(step)
-        budget = torch.tensor([rng.uniform(0.05, 1.0) for _ in range(frames.shape[0])], dtype=torch.float64)
+        budget = torch.tensor([rng.uniform(0.05, 1.0) for _ in range(frames.shape[0])], dtype=torch.float64,
+                              device=device)
         return gate_step(model, dense, frames, budget), {}
 
     run_phase("phase2", args.run, args.phase2_steps, model, gate_params, 3e-3, phase2, args.checkpoint_minutes)
@@ -81,7 +86,8 @@ def main() -> None:
 
         def phase3(step: int):
             audio, samples, tg, tl = batches(args.phase1_steps + args.phase2_steps + step)
-            audio = data.gain_augment(audio, step, seed=2)
+            audio = data.gain_augment(audio, step, seed=2).to(device)
+            samples, tg, tl = samples.to(device), tg.to(device), tl.to(device)
             frames = window_frames(dense, audio, cfg)
             # Only the transformer trains in phase 3: the conv encoder stays the dense one's.
             return phase3_loss(model, frames, audio.shape[0], samples, tg, tl, random.Random(step).choice(targets),

@@ -185,11 +185,15 @@ def _make(args: tuple[str, dict]) -> dict:
     return {**item, "seconds": round(seconds, 3)}
 
 
-def generate(out: str, counts: dict[str, int], seed: int, jobs: int = 1) -> dict[str, list[dict]]:
-    """Writes every split under `out` (existing WAVs are reused, so a stopped run resumes)."""
-    items = plan(counts, seed)
+def generate(out: str, counts: dict[str, int], seed: int, jobs: int = 1,
+             items: dict[str, list[dict]] | None = None) -> dict[str, list[dict]]:
+    """Writes every split under `out` (existing WAVs are reused, so a stopped run resumes).
+
+    items: the plan to synthesise, by split (default: plan(counts, seed)); see --from-index.
+    """
+    items = items if items is not None else plan(counts, seed)
     done: dict[str, list[dict]] = {}
-    for split in SPLITS:
+    for split in items:
         folder = os.path.join(out, split)
         os.makedirs(folder, exist_ok=True)
         work = [(folder, item) for item in items[split]]
@@ -231,7 +235,9 @@ def stats(done: dict[str, list[dict]]) -> dict:
         }
     train = done.get("train", [])
     for split in ("val", "test"):
-        rows = done.get(split, [])
+        if split not in done:
+            continue
+        rows = done[split]
         out[split]["voices_seen_in_train"] = len({r["voice"] for r in rows} & {r["voice"] for r in train})
         out[split]["sentences_seen_in_train"] = len({r["text"] for r in rows} & {r["text"] for r in train})
     return out
@@ -245,9 +251,21 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=400)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--from-index", metavar="CORPUS",
+                    help="synthesise the items listed in CORPUS/<split>/index.jsonl (voice, rate, text, noise "
+                         "and its seed...) instead of planning new ones: the same corpus on another machine, "
+                         "without copying its audio")
+    ap.add_argument("--splits", default=",".join(SPLITS), help="with --from-index: the splits to synthesise")
     args = ap.parse_args()
     counts = {"train": args.train, "val": args.val, "test": args.test}
-    done = generate(args.out, counts, args.seed, args.jobs)
+    items = None
+    if args.from_index:
+        with open(os.path.join(args.from_index, "corpus.json")) as f:
+            args.seed = json.load(f)["seed"]
+        items = {split: [{k: v for k, v in row.items() if k != "seconds"} for row in load_index(args.from_index, split)]
+                 for split in args.splits.split(",")}
+        counts = {split: len(rows) for split, rows in items.items()}
+    done = generate(args.out, counts, args.seed, args.jobs, items)
     print(json.dumps(stats(done), indent=1))
 
 

@@ -88,6 +88,10 @@ CONFIGS = {
     # second of audio forward, under half of DESIGN §8's measured 13 s-of-audio-per-second model):
     # 4 layers of 128, FFN 512, a 64-channel conv encoder, 0.5 s chunks with 0.5 s of left context.
     "speech-small": SpeechConfig(),
+    # For GPU training: a 128-channel conv encoder, 6 layers of 192, FFN 768 (about 430M
+    # multiply-adds per second of audio, still a few percent of one core's real time).
+    "speech-base": SpeechConfig(conv=((128, 10, 5),) + ((128, 3, 2),) * 4 + ((128, 2, 2),) * 2, hidden_dim=192,
+                                num_layers=6, num_heads=4, mlp_dim=768),
     # Tiny random model for tests: two layers of 32, a 32-channel conv encoder.
     "tiny": SpeechConfig(conv=((32, 10, 5),) + ((32, 3, 2),) * 4 + ((32, 2, 2),) * 2, hidden_dim=32, num_layers=2,
                          num_heads=2, mlp_dim=64, pos_conv_kernel=8, pos_conv_groups=4, dropout=0.0,

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 
 from .. import phases
 from ..acm import ACM, cap_budgets
-from kernels.grouped import cap_counts
 from .model import ACMWav2Vec2, SpeechConfig, chunk_count, dense_trace, features, keep_chunk, output_frames, \
     pad_for_windows, windowed_frames
 
@@ -54,36 +53,17 @@ def relaxed_windows(model: ACMWav2Vec2, frames: torch.Tensor, budget: torch.Tens
     """
     x = model.embed_frames(frames)
     cap = cap_budgets([a for _, _, a in model.acms()], frames.shape[1], budget) if capped else None
-    asked: list[tuple[ACM, torch.Tensor]] = []
-    ran: list[tuple[ACM, torch.Tensor]] = []
-
-    def run(acm: ACM, z: torch.Tensor) -> torch.Tensor:
-        logits = acm.gate_logits(z, budget)
-        gumbel = -torch.empty_like(logits).exponential_().log()
-        soft = ((logits + gumbel) / tau).softmax(-1)
-        choice = soft.argmax(-1)
-        k = choice
-        if cap is not None:
-            with torch.no_grad():
-                values = torch.arange(acm.min_choice, acm.n + 1, dtype=logits.dtype)
-                priority = (logits.softmax(-1) * values).sum(-1)
-                k = cap_counts(choice + acm.min_choice, cap, acm.n, acm.min_choice, priority) - acm.min_choice
-        relax = soft - soft.detach()
-        asked.append((acm, F.one_hot(choice, acm.choices).to(soft.dtype) + relax))
-        hot = F.one_hot(k, acm.choices).to(soft.dtype) + relax
-        ran.append((acm, hot))
-        return (hot.unsqueeze(-1) * acm.prefix_outputs(z)[..., acm.min_choice:, :]).sum(-2)
-
+    run = phases.StraightThrough(budget, cap, tau)
     for layer in model.layers:
         x = layer.block(x, run)
-    return model.head(x), phases.compute_fraction(asked), phases.compute_fraction(ran).detach(), asked
+    return model.head(x), phases.compute_fraction(run.asked), phases.compute_fraction(run.ran).detach(), run.asked
 
 
 def phase3_loss(model: ACMWav2Vec2, frames: torch.Tensor, batch: int, samples: torch.Tensor, targets: torch.Tensor,
                 target_lengths: torch.Tensor, target: float, tau: float = 0.8, capped: bool = True):
     """CTC + 0.1 budget + 0.05 entropy + 0.05 diversity, one budget target for the batch."""
     cfg = model.cfg
-    budget = torch.full((frames.shape[0],), target, dtype=torch.float64)
+    budget = torch.full((frames.shape[0],), target, dtype=torch.float64, device=frames.device)
     logits, fractions, executed, onehots = relaxed_windows(model, frames, budget, tau, capped)
     log_probs = keep_chunk(logits, batch, cfg).log_softmax(-1).transpose(0, 1)
     lengths = output_frames(samples, cfg).clamp_max(log_probs.shape[0])
@@ -99,5 +79,5 @@ def acm_windows_logits(model: ACMWav2Vec2, audio: torch.Tensor, budget: float) -
     cfg = model.cfg
     padded = pad_for_windows(audio, chunk_count(audio.shape[1], cfg), cfg)
     w = padded.unfold(1, cfg.window_samples, cfg.chunk_samples).reshape(-1, cfg.window_samples)
-    logits, _ = model(w, torch.full((w.shape[0],), budget, dtype=torch.float64))
+    logits, _ = model(w, torch.full((w.shape[0],), budget, dtype=torch.float64, device=w.device))
     return keep_chunk(logits, audio.shape[0], cfg)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import load_state, save_state
+from ..vit import torch_device
 from . import data
 from .model import CONFIGS, SpeechConfig, build_dense, dense_windows_logits, error_rates, greedy_decode, output_frames
 
@@ -33,22 +34,23 @@ def ctc_loss(logits: torch.Tensor, samples: torch.Tensor, targets: torch.Tensor,
 
 
 @torch.no_grad()
-def transcribe(logits_fn, split: data.Split, cfg: SpeechConfig, batch: int = 16) -> list[str]:
+def transcribe(logits_fn, split: data.Split, cfg: SpeechConfig, batch: int = 16,
+               device: torch.device | str = "cpu") -> list[str]:
     """Greedy transcripts of a split; logits_fn(audio [B, S]) -> [B, frames, V]."""
     order = sorted(range(len(split)), key=lambda i: len(split.audio[i]))
     hyps: dict[int, str] = {}
     for start in range(0, len(order), batch):
         idx = order[start:start + batch]
         audio, samples, _, _ = data.collate(split, idx)
-        logits = logits_fn(audio)
+        logits = logits_fn(audio.to(device)).cpu()
         frames = output_frames(samples, cfg)
         for row, i in enumerate(idx):
             hyps[i] = greedy_decode(logits[row, :int(frames[row])])
     return [hyps[i] for i in range(len(split))]
 
 
-def evaluate(logits_fn, split: data.Split, cfg: SpeechConfig) -> dict:
-    hyps = transcribe(logits_fn, split, cfg)
+def evaluate(logits_fn, split: data.Split, cfg: SpeechConfig, device: torch.device | str = "cpu") -> dict:
+    hyps = transcribe(logits_fn, split, cfg, device=device)
     return {**error_rates(hyps, split.texts), "examples": [[h, r] for h, r in zip(hyps[:3], split.texts[:3])]}
 
 
@@ -58,6 +60,9 @@ def main() -> None:
     ap.add_argument("--run", default=".cache/runs/speech")
     ap.add_argument("--config", default="speech-small", choices=sorted(CONFIGS))
     ap.add_argument("--steps", type=int, default=1600)
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="instead of --steps: as many steps as fit in about this many minutes, counted from "
+                         "the speed of the first 100 (the schedule is fixed from then on)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=150)
@@ -65,11 +70,13 @@ def main() -> None:
     ap.add_argument("--val-limit", type=int, default=200, help="validation utterances per evaluation")
     ap.add_argument("--checkpoint-minutes", type=float, default=3.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda when one is present")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch_device(args.device)
     torch.manual_seed(0)
     cfg = CONFIGS[args.config]
-    model = build_dense(cfg)
+    model = build_dense(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     train, val = data.load(args.corpus, "train"), data.load(args.corpus, "val", args.val_limit)
     batches = data.Batches(train, args.batch, seed=0)
@@ -86,19 +93,20 @@ def main() -> None:
     step, best = 0, math.inf
     if state:
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
-        step, best = state["step"], state["best"]
+        step, best, args.steps = state["step"], state["best"], state.get("total", args.steps)
         print(f"resumed at step {step}/{args.steps}, best val CER {best:.4f}", flush=True)
 
     def save() -> None:
         save_state(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                          "config": cfg.to_dict()})
+                          "config": cfg.to_dict(), "total": args.steps})
 
     last_save, t0, seen, start = time.time(), time.time(), 0.0, step
     running = None
     while step < args.steps:
         model.train()
         audio, samples, targets, target_lengths = batches(step)
-        audio = data.gain_augment(audio, step, seed=1)
+        audio = data.gain_augment(audio, step, seed=1).to(device)
+        samples, targets, target_lengths = samples.to(device), targets.to(device), target_lengths.to(device)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         loss = ctc_loss(dense_windows_logits(model, audio, cfg), samples, targets, target_lengths, cfg)
@@ -107,6 +115,10 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
         step += 1
+        if args.minutes and step == 100 and start == 0:
+            # 10% of the time is left for validation passes and checkpoints.
+            args.steps = max(step + 1, int(0.9 * args.minutes * 60 * step / (time.time() - t0)))
+            print(f"100 steps took {time.time() - t0:.1f}s: training {args.steps} steps", flush=True)
         seen += samples.sum().item() / 16000
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 25 == 0 or step == args.steps:
@@ -114,7 +126,7 @@ def main() -> None:
                   f"{seen / (time.time() - t0):.1f} s audio/s", flush=True)
         if step % args.eval_every == 0 or step == args.steps:
             model.eval()
-            result = evaluate(lambda a: dense_windows_logits(model, a, cfg), val, cfg)
+            result = evaluate(lambda a: dense_windows_logits(model, a, cfg), val, cfg, device)
             print(f"step {step}: val CER {result['cer']:.4f} WER {result['wer']:.4f} e.g. {result['examples'][0]}", flush=True)
             if result["cer"] < best:
                 best = result["cer"]

@@ -49,6 +49,20 @@ class CorpusSplitTest(unittest.TestCase):
             self.assertGreater(float(abs(audio).max()), 0.01)
             self.assertEqual(len(corpus.load_index(tmp, "train")), 2)
 
+    @unittest.skipUnless(shutil.which("espeak-ng"), "espeak-ng is not installed")
+    def test_items_from_an_index_are_synthesised_to_the_same_audio(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            first = os.path.join(tmp, "a")
+            done = corpus.generate(first, {"train": 2, "val": 1, "test": 1}, seed=5)
+            items = {"train": [{k: v for k, v in r.items() if k != "seconds"} for r in done["train"]]}
+            again = corpus.generate(os.path.join(tmp, "b"), {"train": 2}, seed=5, items=items)
+            self.assertEqual(again["train"], done["train"])
+            for row in done["train"]:
+                name = os.path.join("train", row["id"] + ".wav")
+                with open(os.path.join(first, name), "rb") as x, open(os.path.join(tmp, "b", name), "rb") as y:
+                    self.assertEqual(x.read(), y.read())
+            self.assertFalse(os.path.exists(os.path.join(tmp, "b", "test")), "only the listed splits are written")
+
 
 class DecodeTest(unittest.TestCase):
     def test_greedy_ctc_collapses_repeats_and_drops_blanks(self):

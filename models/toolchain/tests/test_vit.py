@@ -5,6 +5,7 @@ import unittest
 import torch
 
 from models.toolchain.acm import from_dense
+from models.toolchain.train_base import augment
 from models.toolchain.vit import CONFIGS, ViTConfig, build_vit, dense_macs, embedding_macs
 
 torch.set_num_threads(2)
@@ -48,3 +49,33 @@ class StemTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class AugmentTest(unittest.TestCase):
+    def test_each_image_is_a_shifted_crop_flipped_or_not(self):
+        x = torch.randn(32, 1, 28, 28)
+        padded = torch.nn.functional.pad(x, (2, 2, 2, 2), value=float(x.min()))
+        out = augment(x, torch.Generator().manual_seed(4))
+        flipped = 0
+        for i in range(32):
+            crops = [padded[i, :, dy:dy + 28, dx:dx + 28] for dy in range(5) for dx in range(5)]
+            plain = any(torch.equal(out[i], c) for c in crops)
+            mirrored = any(torch.equal(out[i], c.flip(-1)) for c in crops)
+            self.assertTrue(plain or mirrored, i)
+            flipped += mirrored and not plain
+        self.assertTrue(0 < flipped < 32, "about half the images are flipped")
+
+    def test_erase_sets_one_8x8_square_to_the_background_in_some_images(self):
+        x = torch.randn(64, 1, 28, 28) + 5
+        shifted = augment(x, torch.Generator().manual_seed(9))
+        erased = augment(x, torch.Generator().manual_seed(9), erase=True)
+        changed = (erased != shifted)[:, 0]
+        counts = changed.flatten(1).sum(1)
+        self.assertTrue(((counts == 0) | (counts <= 64)).all())
+        self.assertTrue(0 < int((counts > 0).sum()) < 64)
+        background = float(x.min())
+        for i in torch.nonzero(counts > 0).flatten().tolist():
+            rows, cols = torch.nonzero(changed[i], as_tuple=True)
+            self.assertLessEqual(int(rows.max() - rows.min()), 7)
+            self.assertLessEqual(int(cols.max() - cols.min()), 7)
+            self.assertTrue(bool((erased[i, 0][changed[i]] == background).all()))
