@@ -2,53 +2,18 @@
 // follows model loading, SIGTERM lets an in-flight request finish before a clean exit, and bad
 // configuration or a missing models folder stop start-up with the reason.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { makeImage } from './support/images.js';
+import { startServer, until, untilReady } from './support/server-process.js';
 import { tinyModelsDir } from './support/tiny-bundle.js';
-
-const MAIN = fileURLToPath(new URL('../server/main.js', import.meta.url));
-
-interface Started { child: ChildProcess; lines: Record<string, unknown>[]; stderr: string[] }
-
-function start(env: Record<string, string>, args: string[] = []): Started {
-  const child = spawn(process.execPath, [MAIN, ...args], {
-    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', ACM_INTRA_OP_THREADS: '1', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const lines: Record<string, unknown>[] = [];
-  const stderr: string[] = [];
-  let pending = '';
-  child.stdout?.on('data', (chunk: Buffer) => {
-    pending += chunk.toString();
-    const parts = pending.split('\n');
-    pending = parts.pop() ?? '';
-    for (const line of parts) if (line.trim()) lines.push(JSON.parse(line) as Record<string, unknown>);
-  });
-  child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk.toString()));
-  return { child, lines, stderr };
-}
-
-async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return assert.fail(`timed out waiting for ${what}`);
-}
 
 describe('server process', () => {
   it('logs its provider, becomes ready, and drains an in-flight request on SIGTERM', async () => {
     // A long batch wait keeps the request in flight when the signal arrives.
-    const s = start({ ACM_MODELS_DIR: await tinyModelsDir(), ACM_MAX_WAIT_MS: '400' });
+    const s = startServer({ ACM_MODELS_DIR: await tinyModelsDir(), ACM_MAX_WAIT_MS: '400' });
     try {
-      const port = await until('listening', () => s.lines.find((l) => l.msg === 'listening')?.port as number | undefined);
-      const base = `http://127.0.0.1:${port}`;
-      await until('ready', async () => ((await fetch(`${base}/readyz`)).status === 200 ? true : undefined));
+      const base = `http://127.0.0.1:${await untilReady(s)}`;
       await until('provider log', () => (s.lines.some((l) => l.msg === 'inference runs on the CPU execution provider') ? true : undefined), 2000);
 
       const inFlight = fetch(`${base}/classify?budget=0.5`, { method: 'POST', headers: { 'Content-Type': 'image/png' },
@@ -72,7 +37,7 @@ describe('server process', () => {
 
   it('exits 0, not aborted, on SIGTERM while the models load', async () => {
     // Stopping a thread inside onnxruntime aborts the process; shutdown must wait for the load.
-    const s = start({ ACM_MODELS_DIR: await tinyModelsDir() });
+    const s = startServer({ ACM_MODELS_DIR: await tinyModelsDir() });
     try {
       await until('loading', () => (s.lines.some((l) => l.msg === 'inference runs on the CPU execution provider') ? true : undefined));
       s.child.kill('SIGTERM');
@@ -84,14 +49,14 @@ describe('server process', () => {
   });
 
   it('exits 2 with the problem on bad configuration', async () => {
-    const s = start({}, ['--port', 'abc']);
+    const s = startServer({}, ['--port', 'abc']);
     const [code] = (await once(s.child, 'exit')) as [number];
     assert.equal(code, 2);
     assert.match(s.stderr.join(''), /--port must be an integer in \[0, 65535\] \(port\); got "abc"/);
   });
 
   it('exits 1 naming the folder when the models folder cannot be read', async () => {
-    const s = start({ ACM_MODELS_DIR: '/nonexistent/models' });
+    const s = startServer({ ACM_MODELS_DIR: '/nonexistent/models' });
     const [code] = (await once(s.child, 'exit')) as [number];
     assert.equal(code, 1);
     const fatal = s.lines.find((l) => l.level === 60);
