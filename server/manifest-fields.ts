@@ -28,6 +28,24 @@ export interface QualityPoint {
   readonly gflops?: number;
 }
 
+/** The fields of acm.json that every task has (models/BUNDLE.md), for the task named T. */
+export interface ManifestCommon<T extends string> {
+  readonly format: 'acm-bundle/1';
+  readonly name: string;
+  readonly task: T;
+  readonly graph: string;
+  readonly dense_graph?: string;
+  readonly outputs: { readonly logits: string; readonly learner_counts: string };
+  readonly acms: readonly AcmSpec[];
+  /** Per item the graph runs on: an image, a speech window. */
+  readonly macs: { readonly fixed: number; readonly dense: number };
+  readonly budget_floor: number;
+  readonly default_budget: number;
+  readonly quality: readonly QualityPoint[];
+  readonly architecture?: unknown;
+  readonly training?: unknown;
+}
+
 export class ManifestError extends Error {
   constructor(bundle: string, field: string, problem: string) {
     super(`bundle ${JSON.stringify(bundle)}: acm.json field ${field} ${problem}`);

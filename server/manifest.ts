@@ -2,18 +2,12 @@
 // bundle that breaks the contract is refused at load time with a message naming the bundle and the
 // field, because a wrong mean, label count or cost figure would otherwise surface as silently wrong
 // answers. The fields every task shares are checked by manifest-fields.ts; the image contract here.
-import { checkAcmLayout, checkHeader, checkTensorNames, Reader, type AcmSpec, type QualityPoint } from './manifest-fields.js';
+import { checkAcmLayout, checkHeader, checkTensorNames, Reader, type ManifestCommon } from './manifest-fields.js';
 
 export type ResizeFit = 'contain' | 'cover' | 'fill';
 
-export interface ImageManifest {
-  readonly format: 'acm-bundle/1';
-  readonly name: string;
-  readonly task: 'image-classification';
-  readonly graph: string;
-  readonly dense_graph?: string;
+export interface ImageManifest extends ManifestCommon<'image-classification'> {
   readonly inputs: { readonly pixels: string; readonly budget: string };
-  readonly outputs: { readonly logits: string; readonly learner_counts: string };
   readonly image: {
     readonly height: number; readonly width: number; readonly channels: 1 | 3;
     readonly mean: readonly number[]; readonly std: readonly number[];
@@ -21,13 +15,6 @@ export interface ImageManifest {
   };
   readonly labels: readonly string[];
   readonly tokens: { readonly count: number; readonly grid: readonly [number, number]; readonly grid_offset: number };
-  readonly acms: readonly AcmSpec[];
-  readonly macs: { readonly fixed: number; readonly dense: number };
-  readonly budget_floor: number;
-  readonly default_budget: number;
-  readonly quality: readonly QualityPoint[];
-  readonly architecture?: unknown;
-  readonly training?: unknown;
 }
 
 const TOP_KEYS = ['format', 'name', 'task', 'graph', 'inputs', 'outputs', 'image', 'labels', 'tokens', 'acms',

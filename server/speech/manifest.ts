@@ -2,7 +2,7 @@
 // every bundle has (manifest-fields.ts), it checks the audio contract for internal consistency: the
 // server cuts audio into windows from these numbers, and a window geometry that disagrees with the
 // graph would silently misalign every transcript.
-import { checkAcmLayout, checkHeader, checkTensorNames, Reader, type AcmSpec, type QualityPoint } from '../manifest-fields.js';
+import { checkAcmLayout, checkHeader, checkTensorNames, Reader, type ManifestCommon } from '../manifest-fields.js';
 
 export interface AudioContract {
   /** Samples per second the graph expects (mono float32 in [-1, 1]). */
@@ -22,25 +22,11 @@ export interface AudioContract {
   readonly window_frames: number;
 }
 
-export interface SpeechManifest {
-  readonly format: 'acm-bundle/1';
-  readonly name: string;
-  readonly task: 'speech-recognition';
-  readonly graph: string;
-  readonly dense_graph?: string;
+export interface SpeechManifest extends ManifestCommon<'speech-recognition'> {
   readonly inputs: { readonly audio: string; readonly budget: string };
-  readonly outputs: { readonly logits: string; readonly learner_counts: string };
   readonly audio: AudioContract;
   readonly ctc: { readonly blank: number; readonly vocabulary: readonly string[]; readonly word_delimiter: string };
   readonly tokens: { readonly count: number };
-  readonly acms: readonly AcmSpec[];
-  /** Per window. */
-  readonly macs: { readonly fixed: number; readonly dense: number };
-  readonly budget_floor: number;
-  readonly default_budget: number;
-  readonly quality: readonly QualityPoint[];
-  readonly architecture?: unknown;
-  readonly training?: unknown;
 }
 
 const TOP_KEYS = ['format', 'name', 'task', 'graph', 'inputs', 'outputs', 'audio', 'ctc', 'tokens', 'acms', 'macs',
