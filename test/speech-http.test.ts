@@ -93,8 +93,11 @@ describe('POST /transcribe', () => {
     try {
       let res = await request(short.url).post('/transcribe').set('Content-Type', 'audio/wav').send(wav16k(testTone(1.2))).expect(413);
       assert.match((res.body as { error: { message: string } }).error.message, /at most 1 s; got 1.20 s/);
-      res = await request(short.url).post('/transcribe').set('Content-Type', 'audio/wav').send(Buffer.concat([wav16k(testTone(0.5)), pcm16(testTone(3))])).expect(413);
+      const big = Buffer.concat([wav16k(testTone(0.5)), pcm16(testTone(3))]);
+      res = await request(short.url).post('/transcribe').set('Content-Type', 'audio/wav').send(big).expect(413);
       assert.equal((res.body as { error: { code: string } }).error.code, 'audio_too_large');
+      assert.equal((res.body as { error: { message: string } }).error.message,
+        `audio body must be at most 100000 bytes; got Content-Length ${big.length}`);
     } finally {
       await short.close();
     }

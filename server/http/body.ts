@@ -1,6 +1,6 @@
-// Reading an image out of a request without ever holding more than the byte limit: a raw body
-// is streamed with a running count, a multipart body goes through busboy with the same limit on
-// its one file. A body that breaks a limit ends the connection (Connection: close) so Node does
+// Reading a body (an image; a WAV file for /transcribe) out of a request without ever holding
+// more than the byte limit: a raw body is streamed with a running count, a multipart image body
+// goes through busboy with the same limit on its one file. A body that breaks a limit ends the connection (Connection: close) so Node does
 // not keep draining an unbounded upload after the answer.
 import type { Request, Response } from 'express';
 import busboy from 'busboy';
@@ -16,9 +16,12 @@ const FORM_FIELDS = new Set(['budget', 'top_k', 'model']);
 /** Room for multipart boundaries, part headers and the small text fields beside the image. */
 const MULTIPART_OVERHEAD = 64 * 1024;
 
-function tooLarge(res: Response, limit: number, got: string): AcmError {
+/** What a body holds; names the error (image_too_large, audio_too_large) and its message. */
+export type BodyKind = 'image' | 'audio';
+
+function tooLarge(res: Response, limit: number, got: string, kind: BodyKind = 'image'): AcmError {
   res.setHeader('Connection', 'close');
-  return new AcmError('image_too_large', `image body must be at most ${limit} bytes; got ${got}`);
+  return new AcmError(`${kind}_too_large`, `${kind} body must be at most ${limit} bytes; got ${got}`);
 }
 
 function clientClosed(): AcmError {
@@ -26,14 +29,14 @@ function clientClosed(): AcmError {
 }
 
 /** A body whose declared length is already over the limit is refused from the header alone. */
-function declaredTooLarge(req: Request, res: Response, limit: number, overhead: number): AcmError | undefined {
+function declaredTooLarge(req: Request, res: Response, limit: number, overhead: number, kind: BodyKind = 'image'): AcmError | undefined {
   const declared = Number(req.headers['content-length']);
-  return Number.isFinite(declared) && declared > limit + overhead ? tooLarge(res, limit, `Content-Length ${declared}`) : undefined;
+  return Number.isFinite(declared) && declared > limit + overhead ? tooLarge(res, limit, `Content-Length ${declared}`, kind) : undefined;
 }
 
-/** Reads a raw body of at most `limit` bytes. */
-export function readRawBody(req: Request, res: Response, limit: number): Promise<Buffer> {
-  const early = declaredTooLarge(req, res, limit, 0);
+/** Reads a raw body of at most `limit` bytes; a declared or actual body past it is refused without reading on. */
+export function readRawBody(req: Request, res: Response, limit: number, kind: BodyKind = 'image'): Promise<Buffer> {
+  const early = declaredTooLarge(req, res, limit, 0, kind);
   if (early) return Promise.reject(early);
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -49,7 +52,7 @@ export function readRawBody(req: Request, res: Response, limit: number): Promise
       if (size > limit) {
         cleanup();
         req.pause();
-        reject(tooLarge(res, limit, `more than ${limit}`));
+        reject(tooLarge(res, limit, `more than ${limit}`, kind));
         return;
       }
       chunks.push(chunk);

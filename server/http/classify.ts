@@ -13,7 +13,8 @@ export interface ClassifyRouteOptions {
 
 const ACCEPTED = [...IMAGE_MEDIA_TYPES, 'multipart/form-data'].join(', ');
 
-function mediaType(req: Request): string {
+/** The request's media type, lower case and without parameters; '' when there is none. */
+export function mediaType(req: Request): string {
   return (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
 }
 

@@ -9,7 +9,7 @@ import { AcmError, shown } from '../errors.js';
 import type { Admission, InferenceService, InferResult } from '../inference.js';
 import type { ImageManifest } from '../manifest.js';
 import { readRawBody } from './body.js';
-import { setTimingHeaders } from './classify.js';
+import { mediaType, setTimingHeaders } from './classify.js';
 import { IMAGE_INPUT, OUTPUTS, parseV2Request } from './kserve-request.js';
 
 export interface KserveOptions {
@@ -114,7 +114,7 @@ function inferHandler(inference: InferenceService, opts: KserveOptions) {
       if (!res.writableFinished) abort.abort();
     });
     const name = modelParam(req);
-    const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
+    const type = mediaType(req);
     if (type !== '' && type !== 'application/json') {
       res.setHeader('Connection', 'close');
       throw new AcmError('unsupported_media_type', `Content-Type must be application/json; got ${shown(type)}`);
