@@ -38,23 +38,43 @@ export function checkOne(found: ValueInfo | undefined, want: Expected, problems:
   }
 }
 
-/** Returns every mismatch between graph and manifest; empty when they agree. */
-export function checkGraph(m: ImageManifest, inputs: readonly ValueInfo[], outputs: readonly ValueInfo[]): string[] {
+/** A tensor's name in the graph and its sizes per dimension (undefined: free, the batch). */
+interface Tensor {
+  readonly name: string;
+  readonly dims: ReadonlyArray<number | undefined>;
+}
+
+/** The four tensors of every task's graph (BUNDLE.md tables), with the sizes its manifest implies. */
+export interface GraphContract {
+  /** The float32 data input: pixels or audio. */
+  readonly input: Tensor;
+  /** Name of the float64 per-request budget input. */
+  readonly budget: string;
+  readonly logits: Tensor;
+  readonly learnerCounts: Tensor;
+}
+
+/** Every mismatch between a graph's inputs and outputs and the contract; empty when they agree. */
+export function checkTensors(c: GraphContract, inputs: readonly ValueInfo[], outputs: readonly ValueInfo[]): string[] {
   const problems: string[] = [];
   const byName = (list: readonly ValueInfo[], name: string): ValueInfo | undefined => list.find((v) => v.name === name);
-  const { channels, height, width } = m.image;
-  checkOne(byName(inputs, m.inputs.pixels), { role: 'input', name: m.inputs.pixels, types: ['float32'],
-    dims: [undefined, channels, height, width] }, problems);
+  checkOne(byName(inputs, c.input.name), { role: 'input', name: c.input.name, types: ['float32'], dims: c.input.dims }, problems);
   // float64 so the graph's cap floor(budget * n * T) sees exactly the budget the request gave.
-  checkOne(byName(inputs, m.inputs.budget), { role: 'input', name: m.inputs.budget, types: ['float64'],
-    dims: [undefined] }, problems);
-  checkOne(byName(outputs, m.outputs.logits), { role: 'output', name: m.outputs.logits, types: ['float32'],
-    dims: [undefined, m.labels.length] }, problems);
-  checkOne(byName(outputs, m.outputs.learner_counts), { role: 'output', name: m.outputs.learner_counts,
-    types: ['int64'], dims: [undefined, m.acms.length, m.tokens.count] }, problems);
-  const known = new Set([m.inputs.pixels, m.inputs.budget]);
+  checkOne(byName(inputs, c.budget), { role: 'input', name: c.budget, types: ['float64'], dims: [undefined] }, problems);
+  checkOne(byName(outputs, c.logits.name), { role: 'output', name: c.logits.name, types: ['float32'], dims: c.logits.dims }, problems);
+  checkOne(byName(outputs, c.learnerCounts.name), { role: 'output', name: c.learnerCounts.name, types: ['int64'],
+    dims: c.learnerCounts.dims }, problems);
+  const known = new Set([c.input.name, c.budget]);
   for (const input of inputs) {
     if (!known.has(input.name)) problems.push(`graph input ${JSON.stringify(input.name)} is not named by the manifest, so the server cannot feed it`);
   }
   return problems;
+}
+
+/** Returns every mismatch between an image graph and its manifest; empty when they agree. */
+export function checkGraph(m: ImageManifest, inputs: readonly ValueInfo[], outputs: readonly ValueInfo[]): string[] {
+  const { channels, height, width } = m.image;
+  return checkTensors({ input: { name: m.inputs.pixels, dims: [undefined, channels, height, width] }, budget: m.inputs.budget,
+    logits: { name: m.outputs.logits, dims: [undefined, m.labels.length] },
+    learnerCounts: { name: m.outputs.learner_counts, dims: [undefined, m.acms.length, m.tokens.count] } }, inputs, outputs);
 }

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { ModelShape } from '../backend.js';
 import { bundleDirs, MANIFEST_FILE, ModelNames, manifestTask, openBundle, readManifest, type LoadedBundle } from '../bundle-files.js';
 import type { ValueInfo } from '../ort-protocol.js';
-import { checkOne } from '../graph-check.js';
+import { checkTensors } from '../graph-check.js';
 import { parseSpeechManifest, type SpeechManifest } from './manifest.js';
 
 export type SpeechBundle = LoadedBundle<SpeechManifest>;
@@ -38,20 +38,10 @@ export function speechShape(m: SpeechManifest): ModelShape {
 
 /** Mismatches between a loaded speech graph and its manifest (BUNDLE.md "Speech" table). */
 export function checkSpeechGraph(m: SpeechManifest, inputs: readonly ValueInfo[], outputs: readonly ValueInfo[]): string[] {
-  const problems: string[] = [];
-  const byName = (list: readonly ValueInfo[], name: string): ValueInfo | undefined => list.find((v) => v.name === name);
   const a = m.audio;
-  checkOne(byName(inputs, m.inputs.audio), { role: 'input', name: m.inputs.audio, types: ['float32'], dims: [undefined, a.window_samples] }, problems);
-  checkOne(byName(inputs, m.inputs.budget), { role: 'input', name: m.inputs.budget, types: ['float64'], dims: [undefined] }, problems);
-  checkOne(byName(outputs, m.outputs.logits), { role: 'output', name: m.outputs.logits, types: ['float32'],
-    dims: [undefined, a.window_frames, m.ctc.vocabulary.length] }, problems);
-  checkOne(byName(outputs, m.outputs.learner_counts), { role: 'output', name: m.outputs.learner_counts, types: ['int64'],
-    dims: [undefined, m.acms.length, a.window_frames] }, problems);
-  const known = new Set([m.inputs.audio, m.inputs.budget]);
-  for (const input of inputs) {
-    if (!known.has(input.name)) problems.push(`graph input ${JSON.stringify(input.name)} is not named by the manifest, so the server cannot feed it`);
-  }
-  return problems;
+  return checkTensors({ input: { name: m.inputs.audio, dims: [undefined, a.window_samples] }, budget: m.inputs.budget,
+    logits: { name: m.outputs.logits, dims: [undefined, a.window_frames, m.ctc.vocabulary.length] },
+    learnerCounts: { name: m.outputs.learner_counts, dims: [undefined, m.acms.length, a.window_frames] } }, inputs, outputs);
 }
 
 /** Whether any sub-folder of modelsDir holds a speech manifest; a quick synchronous look at start-up
