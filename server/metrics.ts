@@ -1,9 +1,12 @@
 // Prometheus metrics, all under the acm_ prefix. Each server instance owns its registry (no
 // global default), so tests can build many apps in one process.
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 const PREFIX = 'acm_';
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+/** Sampling tick of the event-loop delay monitor; a tick that fires on time shows as this interval. */
+const LOOP_TICK_MS = 1;
 const FRACTION_BUCKETS = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1];
 
 export interface BatchStats {
@@ -21,6 +24,27 @@ export interface BatchStats {
 export interface ModelGauges {
   readonly queueDepth: () => number;
   readonly inFlight: () => number;
+}
+
+/**
+ * acm_event_loop_delay_seconds{quantile}: how late a 1 ms timer on the HTTP thread fired, since
+ * the previous scrape (p50, p99, max). Anything that holds the HTTP thread (request handling,
+ * JSON, garbage collection, or the OS giving the thread no core) shows here; a /healthz answer
+ * waits at least this long. prom-client's acm_nodejs_eventloop_lag_* sample every 10 ms and
+ * include that interval in every value; these subtract the tick.
+ */
+function eventLoopDelayGauge(registers: Registry[]): void {
+  const histogram = monitorEventLoopDelay({ resolution: LOOP_TICK_MS });
+  histogram.enable();
+  const late = (ns: number): number => Math.max(0, ns / 1e9 - LOOP_TICK_MS / 1000);
+  new Gauge({ name: `${PREFIX}event_loop_delay_seconds`, help: 'HTTP thread event-loop delay since the previous scrape',
+    labelNames: ['quantile'], registers, collect() {
+      if (histogram.count === 0) return;
+      this.set({ quantile: '0.5' }, late(histogram.percentile(50)));
+      this.set({ quantile: '0.99' }, late(histogram.percentile(99)));
+      this.set({ quantile: '1' }, late(histogram.max));
+      histogram.reset();
+    } });
 }
 
 export class Metrics {
@@ -41,7 +65,10 @@ export class Metrics {
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
-    if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: PREFIX });
+    if (opts.defaultMetrics ?? true) {
+      collectDefaultMetrics({ register: this.registry, prefix: PREFIX });
+      eventLoopDelayGauge(registers);
+    }
     this.httpRequests = new Counter({ name: `${PREFIX}http_requests_total`, help: 'HTTP requests answered',
       labelNames: ['route', 'method', 'status'], registers });
     this.httpLatency = new Histogram({ name: `${PREFIX}http_request_duration_seconds`, help: 'HTTP request latency',
