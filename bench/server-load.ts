@@ -5,16 +5,22 @@
 //
 //  1. closed loop at each concurrency: throughput (2xx/s), p50 and p99 latency; meanwhile a
 //     separate thread probes GET /healthz every 50 ms (its p50/p99: does the HTTP thread stay
-//     responsive while inference saturates the machine?);
+//     responsive while inference saturates the machine?), and the server's own event-loop delay
+//     over the same window (acm_event_loop_delay_seconds from /metrics): a slow /healthz with a
+//     small loop delay was held outside the server's JavaScript (no core free, the kernel's
+//     network path), one with a large loop delay by work on the HTTP thread;
 //  2. open loop at 70% of each mode's highest throughput from step 1: p50 and p99 latency counted
 //     from each request's scheduled send time.
 // Every figure is the median over repeats with its [min-max] spread. Targets are reported as
-// pass/fail. Settings from the environment (ACM_WORKERS, ACM_INTRA_OP_THREADS, ...) apply to both
-// servers.
+// pass/fail. Settings from the environment (ACM_WORKERS, ACM_INTRA_OP_THREADS, ...) apply to every
+// server. `--also 'label:ACM_X=1,...'` (repeatable) adds a batching-on server with other settings,
+// measured side by side with the two; `--client-nice 10` lowers the load generator's priority
+// (does the client starve the server?); `--closed-only` skips step 2.
 //
 //   npm run bench:server -- [--quick] [--concurrency 1,8,32,64] [--duration 10] [--repeats 3] [--json out.json]
+//     [--also label:ACM_X=v,...] [--client-nice 0-19] [--closed-only]
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg } from 'node:os';
+import { cpus, loadavg, setPriority } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startProbe } from './healthz-probe.js';
@@ -39,6 +45,9 @@ const { values: opts } = parseArgs({
     'open-loop-fraction': { type: 'string', default: '0.7' },
     'open-loop-duration': { type: 'string' },
     'healthz-interval': { type: 'string', default: '50' },
+    also: { type: 'string', multiple: true },
+    'closed-only': { type: 'boolean', default: false },
+    'client-nice': { type: 'string' },
     json: { type: 'string', default: join(REPO, '.cache', 'bench', 'server-load.json') },
   },
 });
@@ -55,13 +64,38 @@ const settings = {
   openLoopFraction: numberArg('open-loop-fraction', opts['open-loop-fraction'], 0.7, 0.01, 1),
   openLoopDurationS: numberArg('open-loop-duration', opts['open-loop-duration'], quick ? 2 : 20, 0.1),
   healthzIntervalMs: numberArg('healthz-interval', opts['healthz-interval'], 50, 5),
+  /** Niceness of the load generator's thread (the /healthz probe thread keeps the default). */
+  clientNice: opts['client-nice'] === undefined ? null : intArg('client-nice', opts['client-nice'], 0, 0, 19),
 };
 
-const MODES = [
-  { name: 'batching-on', env: {} as Record<string, string>, what: 'default configuration' },
+interface Mode { name: string; env: Record<string, string>; what: string }
+type ModeName = string;
+
+/** `--also 'label:ACM_X=1,ACM_Y=2'`: one more server with these settings over the base environment. */
+function extraMode(spec: string): Mode {
+  const colon = spec.indexOf(':');
+  const name = spec.slice(0, colon).trim();
+  if (colon <= 0 || !/^[\w.-]+$/.test(name) || name === 'batching-on' || name === 'batching-off') {
+    throw new Error(`--also must be 'label:ACM_X=value,...' with a new label of letters, digits, '.', '_' or '-'; got ${JSON.stringify(spec)}`);
+  }
+  const env: Record<string, string> = {};
+  for (const pair of spec.slice(colon + 1).split(',').map((p) => p.trim()).filter((p) => p !== '')) {
+    const eq = pair.indexOf('=');
+    const key = pair.slice(0, eq);
+    if (eq <= 0 || !/^(ACM_\w+|UV_THREADPOOL_SIZE)$/.test(key)) {
+      throw new Error(`--also ${name}: each setting must be ACM_NAME=value or UV_THREADPOOL_SIZE=value; got ${JSON.stringify(pair)}`);
+    }
+    env[key] = pair.slice(eq + 1);
+  }
+  return { name, env, what: Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ') || 'base environment' };
+}
+
+const MODES: Mode[] = [
+  { name: 'batching-on', env: {}, what: 'default configuration' },
   { name: 'batching-off', env: { ACM_MAX_BATCH_SIZE: '1' }, what: 'ACM_MAX_BATCH_SIZE=1' },
-] as const;
-type ModeName = (typeof MODES)[number]['name'];
+  ...(opts.also ?? []).map(extraMode),
+];
+if (new Set(MODES.map((m) => m.name)).size !== MODES.length) throw new Error('--also labels must differ from each other');
 
 interface Cell {
   mode: ModeName;
@@ -72,6 +106,9 @@ interface Cell {
   healthz_p50_ms: Summary;
   healthz_p99_ms: Summary;
   healthz_failures: number;
+  /** The server's own event-loop delay over the measured window (acm_event_loop_delay_seconds). */
+  loop_delay_p99_ms: Summary;
+  loop_delay_max_ms: Summary;
   non2xx: number;
   errors: number;
 }
@@ -103,6 +140,21 @@ async function modelName(server: ServerProcess): Promise<string> {
   return names[0]!;
 }
 
+/**
+ * The server's event-loop delay since the previous scrape, in ms (p99 and max); a scrape also
+ * starts a new window. Null when the server does not expose it.
+ */
+async function loopDelay(url: string): Promise<{ p99: number; max: number } | null> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const read = (q: string): number | undefined => {
+    const m = new RegExp(`^acm_event_loop_delay_seconds\\{quantile="${q.replace('.', '\\.')}"\\} (\\S+)$`, 'm').exec(text);
+    return m ? Number(m[1]) * 1000 : undefined;
+  };
+  const p99 = read('0.99');
+  const max = read('1');
+  return p99 === undefined || max === undefined ? null : { p99, max };
+}
+
 async function main(): Promise<void> {
   const images = loadImages(resolve(opts['images-dir']), settings.images);
   const base = baseServerEnv();
@@ -119,6 +171,9 @@ async function main(): Promise<void> {
       .then((s) => { servers.set(mode.name, s); }));
     const failures = (await Promise.allSettled(starts)).filter((r) => r.status === 'rejected');
     if (failures.length > 0) throw (failures[0] as PromiseRejectedResult).reason;
+    // After the servers started (children inherit the niceness): only this thread, which runs the
+    // load generator, yields the cores; the servers and the probe thread keep theirs.
+    if (settings.clientNice !== null) setPriority(settings.clientNice);
     const model = await modelName(servers.get('batching-on')!);
     const target = (mode: ModeName): Target => ({ url: servers.get(mode)!.url, path, images, headers });
     console.log(`server-load: model ${model}, ${images.length} images, base env ${JSON.stringify(base)}; ` +
@@ -127,24 +182,32 @@ async function main(): Promise<void> {
     // One short pass per server first: the first batches pay for onnxruntime's allocations.
     for (const mode of MODES) await closedLoop(target(mode.name), Math.max(...settings.concurrency), 0, Math.min(2, settings.durationS));
 
-    const raw = new Map<string, { runs: LoadResult[]; healthz: number[][]; healthzFailures: number }>();
+    const raw = new Map<string, { runs: LoadResult[]; healthz: number[][]; healthzFailures: number; loop: { p99: number; max: number }[] }>();
     for (let rep = 0; rep < settings.repeats; rep++) {
       for (const c of settings.concurrency) {
         for (const mode of MODES) {
           const key = `${mode.name}@${c}`;
-          const entry = raw.get(key) ?? { runs: [], healthz: [], healthzFailures: 0 };
+          const entry = raw.get(key) ?? { runs: [], healthz: [], healthzFailures: 0, loop: [] };
           raw.set(key, entry);
+          const url = servers.get(mode.name)!.url;
           let probe: ReturnType<typeof startProbe> | undefined;
-          const probeTimer = setTimeout(() => { probe = startProbe(servers.get(mode.name)!.url, settings.healthzIntervalMs); },
-            settings.warmupS * 1000);
+          let windowStart: Promise<unknown> = Promise.resolve();
+          const probeTimer = setTimeout(() => {
+            probe = startProbe(url, settings.healthzIntervalMs);
+            windowStart = loopDelay(url).catch(() => null);
+          }, settings.warmupS * 1000);
           const run = await closedLoop(target(mode.name), c, settings.warmupS, settings.durationS);
           clearTimeout(probeTimer);
+          await windowStart;
+          const loop = await loopDelay(url);
+          if (loop) entry.loop.push(loop);
           const h = probe ? await probe.stop() : { latenciesMs: [], failures: 0 };
           entry.runs.push(run);
           entry.healthz.push(h.latenciesMs);
           entry.healthzFailures += h.failures;
           process.stdout.write(`  rep ${rep + 1} c=${c} ${mode.name}: ${run.throughputRps.toFixed(1)} req/s, ` +
             `p50 ${run.p50Ms.toFixed(1)} ms, p99 ${run.p99Ms.toFixed(1)} ms, healthz p99 ${percentile(h.latenciesMs, 99).toFixed(1)} ms` +
+            `${loop ? `, loop delay p99 ${loop.p99.toFixed(1)} ms, max ${loop.max.toFixed(1)} ms` : ''}` +
             `${run.non2xx + run.errors > 0 ? `, ${run.non2xx} non-2xx, ${run.errors} errors` : ''}\n`);
         }
       }
@@ -161,6 +224,8 @@ async function main(): Promise<void> {
           healthz_p50_ms: summarize(e.healthz.filter((h) => h.length > 0).map((h) => percentile(h, 50))),
           healthz_p99_ms: summarize(e.healthz.filter((h) => h.length > 0).map((h) => percentile(h, 99))),
           healthz_failures: e.healthzFailures,
+          loop_delay_p99_ms: summarize(e.loop.map((l) => l.p99)),
+          loop_delay_max_ms: summarize(e.loop.map((l) => l.max)),
           non2xx: e.runs.reduce((s, r) => s + r.non2xx, 0),
           errors: e.runs.reduce((s, r) => s + r.errors, 0),
         });
@@ -171,7 +236,7 @@ async function main(): Promise<void> {
     const maxRps = new Map<ModeName, number>(MODES.map((m) => [m.name,
       Math.max(...cells.filter((c) => c.mode === m.name).map((c) => c.throughput_rps.median))]));
     const openRaw = new Map<ModeName, LoadResult[]>(MODES.map((m) => [m.name, []]));
-    for (let rep = 0; rep < settings.repeats; rep++) {
+    for (let rep = 0; rep < (opts['closed-only'] ? 0 : settings.repeats); rep++) {
       for (const mode of MODES) {
         const rate = settings.openLoopFraction * maxRps.get(mode.name)!;
         if (!(rate > 0)) throw new Error(`${mode.name}: no successful requests in the closed-loop cells, so no open-loop rate`);
@@ -180,7 +245,7 @@ async function main(): Promise<void> {
         console.log(`  rep ${rep + 1} open loop ${mode.name} at ${rate.toFixed(1)} req/s: p50 ${run.p50Ms.toFixed(1)} ms, p99 ${run.p99Ms.toFixed(1)} ms`);
       }
     }
-    const open: OpenCell[] = MODES.map((m) => {
+    const open: OpenCell[] = opts['closed-only'] ? [] : MODES.map((m) => {
       const runs = openRaw.get(m.name)!;
       return {
         mode: m.name, max_throughput_rps: maxRps.get(m.name)!, rate_rps: settings.openLoopFraction * maxRps.get(m.name)!,
@@ -228,12 +293,15 @@ function checkTargets(cells: readonly Cell[], open: readonly OpenCell[]): Target
       pass: ratio <= 2, detail: `open loop at ${o.rate_rps.toFixed(1)} req/s: p50 ${o.p50_ms.median.toFixed(1)} ms, p99 ${o.p99_ms.median.toFixed(1)} ms` });
   }
   const top = Math.max(...settings.concurrency);
-  const sat = cell('batching-on', top);
-  if (sat) {
+  for (const mode of MODES.filter((m) => m.name !== 'batching-off')) {
+    const sat = cell(mode.name, top);
+    if (!sat) continue;
     const p99 = sat.healthz_p99_ms.median;
-    out.push({ name: `GET /healthz p99 while saturated (concurrency ${top})`, value: p99, threshold: '< 20 ms',
+    out.push({ name: `GET /healthz p99 while saturated (concurrency ${top}${mode.name === 'batching-on' ? '' : `, ${mode.name}`})`,
+      value: p99, threshold: '< 20 ms',
       pass: Number.isFinite(p99) && p99 < 20 && sat.healthz_failures === 0,
-      detail: `p50 ${sat.healthz_p50_ms.median.toFixed(1)} ms, ${sat.healthz_failures} failed probes` });
+      detail: `p50 ${sat.healthz_p50_ms.median.toFixed(1)} ms, ${sat.healthz_failures} failed probes; the server's own ` +
+        `event-loop delay p99 ${sat.loop_delay_p99_ms.median.toFixed(1)} ms, max ${sat.loop_delay_max_ms.median.toFixed(1)} ms` });
   }
   const failed = cells.filter((c) => c.non2xx + c.errors > 0);
   if (failed.length > 0 || open.some((x) => x.non2xx + x.errors > 0)) {
@@ -244,9 +312,11 @@ function checkTargets(cells: readonly Cell[], open: readonly OpenCell[]): Target
 }
 
 function report(cells: readonly Cell[], open: readonly OpenCell[], targets: readonly TargetCheck[]): void {
-  printTable('Closed loop: median [min-max] over repeats', ['mode', 'conc', 'req/s', 'p50 ms', 'p99 ms', 'healthz p50', 'healthz p99', 'fail'],
+  printTable('Closed loop: median [min-max] over repeats', ['mode', 'conc', 'req/s', 'p50 ms', 'p99 ms', 'healthz p50', 'healthz p99',
+    'loop delay p99', 'loop delay max', 'fail'],
     cells.map((c) => [c.mode, String(c.concurrency), fmt(c.throughput_rps), fmt(c.p50_ms), fmt(c.p99_ms),
-      fmt(c.healthz_p50_ms, 2), fmt(c.healthz_p99_ms, 2), String(c.non2xx + c.errors + c.healthz_failures)]));
+      fmt(c.healthz_p50_ms, 2), fmt(c.healthz_p99_ms, 2), fmt(c.loop_delay_p99_ms, 2), fmt(c.loop_delay_max_ms, 2),
+      String(c.non2xx + c.errors + c.healthz_failures)]));
   printTable(`Open loop at ${Math.round(settings.openLoopFraction * 100)}% of max throughput (latency from scheduled send)`,
     ['mode', 'max req/s', 'rate', 'achieved', 'p50 ms', 'p99 ms', 'p99/p50', 'fail'],
     open.map((o) => [o.mode, o.max_throughput_rps.toFixed(1), o.rate_rps.toFixed(1), fmt(o.achieved_rps), fmt(o.p50_ms), fmt(o.p99_ms),
