@@ -61,6 +61,8 @@ export interface Config {
   readonly workers: number;
   /** onnxruntime graph optimisation level. */
   readonly graphOptimization: GraphOptimization;
+  /** Threads decoding and normalising images for every image model; 0 decodes on the HTTP thread. */
+  readonly decodeThreads: number;
   /** How long shutdown waits for in-flight requests, in milliseconds. */
   readonly shutdownGraceMs: number;
   /** pino log level. */
@@ -146,6 +148,9 @@ export const FIELDS: readonly Field[] = [
   { key: 'graphOptimization', env: 'ACM_GRAPH_OPTIMIZATION', flag: '--graph-optimization', unit: '',
     kind: { type: 'enum', values: ['disabled', 'basic', 'extended', 'all'] }, default: () => 'all',
     doc: 'onnxruntime graph optimisation level' },
+  { key: 'decodeThreads', env: 'ACM_DECODE_THREADS', flag: '--decode-threads', unit: 'threads',
+    kind: { type: 'int', min: 0, max: 64 }, default: () => 1,
+    doc: 'threads decoding images off the HTTP thread (0 = on the HTTP thread)' },
   { key: 'shutdownGraceMs', env: 'ACM_SHUTDOWN_GRACE_MS', flag: '--shutdown-grace-ms', unit: 'ms',
     kind: { type: 'int', min: 0, max: 600_000 }, default: () => 10_000,
     doc: 'wait for in-flight requests on SIGTERM' },

@@ -45,8 +45,11 @@ async function readHeader(bytes: Buffer): Promise<Header> {
   return { format, width, height };
 }
 
+/** The part of a manifest decoding reads: the input contract. */
+export type ImageContract = ImageManifest['image'];
+
 /** Decodes and normalises one image into a CHW Float32Array for the bundle's graph. */
-export async function decodeImage(bytes: Buffer, m: ImageManifest, maxPixels: number): Promise<Float32Array> {
+export async function decodeImage(bytes: Buffer, m: { readonly image: ImageContract }, maxPixels: number): Promise<Float32Array> {
   if (bytes.length === 0) throw new AcmError('empty_body', 'image body is empty; send the image bytes');
   const header = await readHeader(bytes);
   const pixels = header.width * header.height;

@@ -6,7 +6,7 @@ import type { Bundle } from './bundle.js';
 import { ComputeAccountant, type ComputeReport } from './compute.js';
 import type { Config } from './config.js';
 import { AcmError, shown } from './errors.js';
-import { decodeImage } from './image.js';
+import { imageDecoder, type ImageDecoder } from './image-decoder.js';
 import type { Logger } from './logger.js';
 import type { QualityPoint } from './manifest-fields.js';
 import type { ImageManifest } from './manifest.js';
@@ -73,10 +73,13 @@ const DEFAULT_TOP_K = 5;
 
 export class InferenceService {
   private readonly pool: ModelPool<Bundle, ComputeAccountant>;
+  /** Images are decoded here, off the HTTP thread unless ACM_DECODE_THREADS=0. */
+  private readonly decoder: ImageDecoder;
   private isReady = false;
 
   constructor(private readonly config: Config, private readonly metrics: Metrics, log: Logger) {
     this.pool = new ModelPool(config, metrics, log);
+    this.decoder = imageDecoder(config.decodeThreads);
   }
 
   /** Starts every model's runtime; the service is ready once all run. Throws on the first failure. */
@@ -165,9 +168,11 @@ export class InferenceService {
     const m = model.manifest;
     const budget = opts.budget === undefined ? this.defaultBudget(m) : checkBudget(opts.budget);
 
-    const pixels = 'image' in input ? await decodeImage(input.image, m, this.config.maxImagePixels) : checkPixels(input.pixels, m);
+    const left = (): number => this.config.requestTimeoutMs - (performance.now() - arrivedAt);
+    const pixels = 'image' in input ? await this.decoder.decode(input.image, m.image, this.config.maxImagePixels, left())
+      : checkPixels(input.pixels, m);
     if (opts.signal?.aborted) throw new AcmError('client_closed', 'the client closed the request');
-    const remaining = this.config.requestTimeoutMs - (performance.now() - arrivedAt);
+    const remaining = left();
     if (remaining <= 0) throw new AcmError('deadline_exceeded', `request did not finish within ${this.config.requestTimeoutMs} ms`);
 
     const outcome = await model.queue.submit({ input: pixels, budget }, { tokens: m.tokens.count, timeoutMs: remaining, signal: opts.signal });
@@ -186,7 +191,11 @@ export class InferenceService {
   /** Stops admitting, lets queued and running requests finish within graceMs, then stops runtimes. */
   async shutdown(graceMs: number): Promise<void> {
     this.isReady = false;
-    await this.pool.shutdown(graceMs);
+    try {
+      await this.pool.shutdown(graceMs);
+    } finally {
+      await this.decoder.close();
+    }
   }
 
   private defaultBudget(m: ImageManifest): number {
