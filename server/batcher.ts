@@ -26,8 +26,12 @@ export interface BatcherOptions {
   readonly onError?: (err: unknown) => void;
 }
 
+/** Answers of one batch settled before the event loop gets a turn (I/O, timers, other requests). */
+const ANSWERS_PER_TURN = 2;
+
 export class Batcher {
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly delivering = new Set<Promise<void>>();
   private loopDone?: Promise<void>;
   private readonly listeners: ((s: BatchStats) => void)[] = [];
 
@@ -52,6 +56,7 @@ export class Batcher {
   async stopped(): Promise<void> {
     await this.loopDone;
     await Promise.all(this.inFlight);
+    await Promise.all(this.delivering);
   }
 
   private async loop(): Promise<void> {
@@ -68,6 +73,7 @@ export class Batcher {
   private async execute(batch: Job<BatchItem, ItemOutcome>[]): Promise<void> {
     // Requests that expired or were abandoned between forming and running cost nothing.
     const live = batch.filter((j) => j.state === 'running');
+    let delivery: Promise<void> | undefined;
     try {
       if (live.length === 0) return;
       const started = performance.now();
@@ -81,20 +87,38 @@ export class Batcher {
       }
       const inferenceMs = performance.now() - started;
       let gflops = 0;
-      live.forEach((job, i) => {
-        const result = results[i];
-        if (result === undefined) {
-          job.fail(toAcmError(new Error('backend returned fewer results than items')));
-          return;
-        }
-        gflops += this.opts.gflopsOf(result);
-        job.succeed({ result, queueMs: started - job.enqueuedAt, inferenceMs, batchSize: live.length });
-      });
+      for (const result of results.slice(0, live.length)) gflops += this.opts.gflopsOf(result);
       const stats: BatchStats = { model: this.opts.model, size: live.length, tokens: live.reduce((s, j) => s + j.tokens, 0),
         gflops, durationMs: inferenceMs };
       for (const listener of this.listeners) listener(stats);
+      // The backend is free for the next batch while this one's answers go out.
+      delivery = this.deliver(live, results, started, inferenceMs);
+      this.delivering.add(delivery);
     } finally {
-      this.queue.release(batch);
+      if (delivery === undefined) {
+        this.queue.release(batch);
+      } else {
+        const d = delivery;
+        void d.finally(() => {
+          this.delivering.delete(d);
+          this.queue.release(batch);
+        });
+      }
+    }
+  }
+
+  /**
+   * Hands each request its result, ANSWERS_PER_TURN at a time with a turn of the event loop in
+   * between: each answer is encoded and written on this thread as soon as its promise settles,
+   * and a whole batch in one go would hold the loop (and a /healthz probe) for all of them.
+   */
+  private async deliver(live: Job<BatchItem, ItemOutcome>[], results: ItemResult[], started: number, inferenceMs: number): Promise<void> {
+    for (let i = 0; i < live.length; i++) {
+      if (i > 0 && i % ANSWERS_PER_TURN === 0) await new Promise<void>((r) => setImmediate(r));
+      const job = live[i]!;
+      const result = results[i];
+      if (result === undefined) job.fail(toAcmError(new Error('backend returned fewer results than items')));
+      else job.succeed({ result, queueMs: started - job.enqueuedAt, inferenceMs, batchSize: live.length });
     }
   }
 }

@@ -144,6 +144,23 @@ describe('leaving the queue', () => {
     await q.stop();
   });
 
+  it('hands a batch\'s answers out a few at a time, letting the event loop turn in between', async () => {
+    const q = setup({ maxBatchSize: 8, maxWaitMs: 50 });
+    q.backend.hold();
+    let answered = 0;
+    let answeredWhenLoopTurned = -1;
+    const all = Array.from({ length: 8 }, (_, i) => q.submit((i + 1) / 8).then((o) => {
+      if (answered++ === 0) setImmediate(() => { answeredWhenLoopTurned = answered; });
+      return o;
+    }));
+    q.backend.release();
+    await Promise.all(all);
+    assert.deepEqual(q.backend.batches.map((b) => b.length), [8]);
+    assert.ok(answeredWhenLoopTurned > 0 && answeredWhenLoopTurned < 8,
+      `the loop turned after ${answeredWhenLoopTurned} of 8 answers; expected between the first and the last`);
+    await q.stop();
+  });
+
   it('idle() resolves once queued and running work is done', async () => {
     const q = setup({ maxWaitMs: 0 });
     q.backend.hold();
