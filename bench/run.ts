@@ -1,8 +1,10 @@
-// `npm run bench`: every benchmark in sequence (kernel, model, server load, server memory), each
-// in its own process so one's threads and memory cannot colour the next. Each prints its tables
-// and writes its JSON (default .cache/bench/; --out puts them all in one folder).
+// `npm run bench`: every benchmark in sequence (kernel, model, server load, server memory, speech),
+// each in its own process so one's threads and memory cannot colour the next. Each prints its
+// tables and writes its JSON (default .cache/bench/; --out puts them all in one folder). The speech
+// bench is skipped, saying why, when the models folder (ACM_MODELS_DIR, default models/) has no
+// speech bundle.
 //
-//   npm run bench -- [--only kernel,model,server,memory] [--quick] [--out <folder>]
+//   npm run bench -- [--only kernel,model,server,memory,speech] [--quick] [--out <folder>]
 // Environment twins: ACM_BENCH_ONLY, ACM_BENCH_QUICK=1, ACM_BENCH_OUT. For a single bench's own
 // options run it directly, e.g. `npm run bench:server -- --concurrency 8,32 --repeats 5`.
 import { spawn } from 'node:child_process';
@@ -10,6 +12,7 @@ import { once } from 'node:events';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { hasSpeechBundles } from '../server/speech/bundle.js';
 
 const dist = (rel: string): string => fileURLToPath(new URL(rel, import.meta.url));
 const BENCHES = [
@@ -17,7 +20,16 @@ const BENCHES = [
   { name: 'model', script: dist('./model-bench.js'), json: 'model-fashion-vit-acm.json', what: 'ACM bundle vs its dense graph' },
   { name: 'server', script: dist('./server-load.js'), json: 'server-load.json', what: 'HTTP load, batching on vs off' },
   { name: 'memory', script: dist('./server-memory.js'), json: 'server-memory.json', what: 'resident memory per model and under a soak' },
+  { name: 'speech', script: dist('./speech-stream.js'), json: 'speech-stream.json', what: 'speech real-time factor and streaming latency' },
 ] as const;
+
+/** Why a bench cannot run here, or undefined when it can. */
+function skipReason(name: string): string | undefined {
+  if (name !== 'speech') return undefined;
+  const modelsDir = resolve(process.env.ACM_MODELS_DIR ?? dist('../../models'));
+  return hasSpeechBundles(modelsDir) ? undefined
+    : `skipped: no speech bundle in ${modelsDir} (a sub-folder whose acm.json has task "speech-recognition"; set ACM_MODELS_DIR)`;
+}
 
 const { values: opts } = parseArgs({
   options: {
@@ -42,6 +54,12 @@ for (const bench of BENCHES.filter((b) => only.includes(b.name))) {
   if (opts.quick) args.push('--quick');
   if (opts.out !== undefined) args.push('--json', join(resolve(opts.out), bench.json));
   console.log(`\n=== ${bench.name}: ${bench.what}${opts.quick ? ' (quick)' : ''} ===`);
+  const skip = skipReason(bench.name);
+  if (skip !== undefined) {
+    console.log(skip);
+    outcomes.push(`${bench.name}: ${skip}`);
+    continue;
+  }
   const t0 = Date.now();
   const child = spawn(process.execPath, args, { stdio: 'inherit' });
   const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
