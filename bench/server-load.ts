@@ -82,8 +82,9 @@ function extraMode(spec: string): Mode {
   for (const pair of spec.slice(colon + 1).split(',').map((p) => p.trim()).filter((p) => p !== '')) {
     const eq = pair.indexOf('=');
     const key = pair.slice(0, eq);
-    if (eq <= 0 || !/^(ACM_\w+|UV_THREADPOOL_SIZE)$/.test(key)) {
-      throw new Error(`--also ${name}: each setting must be ACM_NAME=value or UV_THREADPOOL_SIZE=value; got ${JSON.stringify(pair)}`);
+    if (eq <= 0 || !/^(ACM_\w+|UV_THREADPOOL_SIZE|MALLOC_ARENA_MAX)$/.test(key)) {
+      throw new Error(`--also ${name}: each setting must be ACM_NAME=value, UV_THREADPOOL_SIZE=value or MALLOC_ARENA_MAX=value; ` +
+        `got ${JSON.stringify(pair)}`);
     }
     env[key] = pair.slice(eq + 1);
   }

@@ -28,15 +28,19 @@ process.on('exit', () => {
 process.once('SIGINT', () => process.exit(130));
 process.once('SIGTERM', () => process.exit(143));
 
+/** Process settings outside the server's configuration that a bench passes on: glibc's malloc
+ * arenas and libuv's thread pool change the memory and CPU a server uses. */
+const PROCESS_ENV = new Set(['LOG_LEVEL', 'MALLOC_ARENA_MAX', 'UV_THREADPOOL_SIZE']);
+
 /**
- * ACM_* settings and LOG_LEVEL of the bench's own environment: the base every started server gets.
- * Servers log at warn unless LOG_LEVEL says otherwise, so per-request log lines (info) cost
- * nothing unless asked for.
+ * ACM_* settings, LOG_LEVEL, MALLOC_ARENA_MAX and UV_THREADPOOL_SIZE of the bench's own
+ * environment: the base every started server gets. Servers log at warn unless LOG_LEVEL says
+ * otherwise, so per-request log lines (info) cost nothing unless asked for.
  */
 export function baseServerEnv(): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) {
-    if ((k.startsWith('ACM_') || k === 'LOG_LEVEL') && v !== undefined && v !== '') out[k] = v;
+    if ((k.startsWith('ACM_') || PROCESS_ENV.has(k)) && v !== undefined && v !== '') out[k] = v;
   }
   return out;
 }
