@@ -52,7 +52,8 @@ def main() -> None:
     phases = [p for p in ("phase3", "phase2") if os.path.exists(os.path.join(args.run, f"{p}.ckpt"))]
     state = load_state(os.path.join(args.run, f"{phases[0]}.ckpt"))["model"]
     # convert --no-projections leaves attention dense: the checkpoint says which it was.
-    model = from_dense(dense, cfg, projections=any(".q.w1" in k for k in state))
+    projections = any(".q.w1" in k for k in state)
+    model = from_dense(dense, cfg, projections=projections)
     model.load_state_dict(state)
     model.eval()
     test = data.load(args.corpus, "test", args.test_limit)
@@ -71,7 +72,8 @@ def main() -> None:
                 quality.append({"budget": b, "metric": metric, "value": round(r[metric], 4), "used": round(used, 4),
                                 "dataset": dataset, "items": len(test)})
     done = "1, 2 and 3" if phases[0] == "phase3" else "1 and 2"
-    training = {"recipe": f"dense Wav2Vec2 CTC from scratch, then phases {done} of the conversion recipe (FFN ACMs)",
+    training = {"recipe": f"dense Wav2Vec2 CTC from scratch, then phases {done} of the conversion recipe "
+                          f"({'FFN and q/k/v/o' if projections else 'FFN'} ACMs)",
                 "dense_test_cer": round(dense_result["cer"], 4), "dense_test_wer": round(dense_result["wer"], 4),
                 "base_step": int(base["step"]), "corpus": corpus_meta}
     meta = manifest(model, args.name, quality=quality, training=training, dense_graph="dense.onnx")
