@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { intArg, numberArg } from './args.js';
 import { closedLoop, openLoop, type Target } from './load.js';
-import { baseServerEnv, DEFAULT_IMAGES_DIR, loadImages, readMemory, REPO, ServerProcess } from './server-process.js';
+import { baseServerEnv, DEFAULT_IMAGES_DIR, loadImages, readMemory, REPO, SERVER_NODE_FLAGS, ServerProcess } from './server-process.js';
 import { fmt, median, summarize, type Summary } from './stats.js';
 import { printTable } from './table.js';
 
@@ -74,7 +74,7 @@ async function settledRss(pid: number): Promise<number> {
 
 async function runtimeBaseline(base: Record<string, string>): Promise<number> {
   const script = fileURLToPath(new URL('./runtime-baseline.js', import.meta.url));
-  const child = spawn(process.execPath, [script], { env: { PATH: process.env.PATH ?? '', ...base }, stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...SERVER_NODE_FLAGS, script], { env: { PATH: process.env.PATH ?? '', ...base }, stdio: ['pipe', 'pipe', 'pipe'] });
   let err = '';
   child.stderr.on('data', (c: Buffer) => { err += c.toString(); });
   try {
