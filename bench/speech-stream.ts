@@ -229,4 +229,10 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+try {
+  await main();
+} catch (err) {
+  // The reason alone (no server is left running: main stops its own); the stack adds nothing.
+  console.error(`speech-stream: ${(err as Error).message}`);
+  process.exitCode = 1;
+}
