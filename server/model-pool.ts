@@ -56,6 +56,7 @@ export class ModelPool<B extends PoolBundle, A extends ItemCost> {
   private readonly models = new Map<string, PooledModel<B, A>>();
   private readonly batchListeners: ((s: BatchStats) => void)[] = [];
   private readonly shutdownHooks: (() => Promise<void>)[] = [];
+  private readonly answeredWaiters: (() => void)[] = [];
   private stopped = false;
 
   constructor(private readonly config: Config, private readonly metrics: Metrics, private readonly log: Logger) {}
@@ -117,6 +118,12 @@ export class ModelPool<B extends PoolBundle, A extends ItemCost> {
     this.batchListeners.push(listener);
   }
 
+  /** Resolves once no model has a request in flight (admitted and not yet released). */
+  private allAnswered(): Promise<void> {
+    if (this.all().every((m) => m.inFlight === 0)) return Promise.resolve();
+    return new Promise((resolve) => { this.answeredWaiters.push(resolve); });
+  }
+
   /** Counts one more request in flight on the model until its release(); release twice counts once. */
   admission(model: PooledModel<B, A>): Admission {
     model.inFlight++;
@@ -127,6 +134,9 @@ export class ModelPool<B extends PoolBundle, A extends ItemCost> {
         if (released) return;
         released = true;
         model.inFlight--;
+        if (model.inFlight === 0 && this.all().every((m) => m.inFlight === 0)) {
+          for (const wake of this.answeredWaiters.splice(0)) wake();
+        }
       },
     };
   }
@@ -142,7 +152,9 @@ export class ModelPool<B extends PoolBundle, A extends ItemCost> {
     const models = this.all();
     let timer: NodeJS.Timeout | undefined;
     const grace = new Promise<void>((resolve) => { timer = setTimeout(resolve, graceMs); });
-    await Promise.race([Promise.all(models.map((m) => m.queue.idle())), grace]);
+    // Admitted requests may not have reached a queue yet (an image still decoding in its thread):
+    // the queues close only once every admitted request is answered, or the grace period ends.
+    await Promise.race([Promise.all([...models.map((m) => m.queue.idle()), this.allAnswered()]), grace]);
     clearTimeout(timer);
     for (const m of models) m.queue.close();
     await Promise.all(models.map((m) => m.backend.close()));
