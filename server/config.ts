@@ -132,7 +132,8 @@ export const FIELDS: readonly Field[] = [
   { key: 'executionProvider', env: 'ACM_EXECUTION_PROVIDER', flag: '--execution-provider', unit: '',
     kind: { type: 'enum', values: ['cpu', 'cuda'] }, default: () => 'cpu', doc: 'onnxruntime provider' },
   { key: 'intraOpThreads', env: 'ACM_INTRA_OP_THREADS', flag: '--intra-op-threads', unit: 'threads',
-    kind: { type: 'int', min: 0, max: 256 }, default: () => 0, doc: 'threads per session (0 = cores / workers)' },
+    kind: { type: 'int', min: 0, max: 256 }, default: () => 0,
+    doc: 'threads per session (0 = cores / workers; on 2 cores, 1)' },
   { key: 'interOpThreads', env: 'ACM_INTER_OP_THREADS', flag: '--inter-op-threads', unit: 'threads',
     kind: { type: 'int', min: 1, max: 256 }, default: () => 1,
     doc: 'threads per session for independent graph branches (needs execution mode parallel when > 1)' },
@@ -274,10 +275,15 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   return Object.freeze(config);
 }
 
-/** Threads each session gets: the configured number, or an even share of the cores. */
-export function sessionThreads(c: Config): number {
+/**
+ * Threads each session gets: the configured number, or an even share of the cores. On one or two
+ * cores one core is left out of the share: the HTTP thread and image decoding need it, and
+ * onnxruntime's threads on every core delayed /healthz and lowered throughput there.
+ */
+export function sessionThreads(c: Config, cores = availableParallelism()): number {
   if (c.intraOpThreads > 0) return c.intraOpThreads;
-  return Math.max(1, Math.floor(availableParallelism() / c.workers));
+  const shared = cores <= 2 ? cores - 1 : cores;
+  return Math.max(1, Math.floor(shared / c.workers));
 }
 
 /** Usage text for --help, generated from FIELDS so it cannot drift. */

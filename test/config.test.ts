@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { ConfigError, FIELDS, loadConfig, usage } from '../server/config.js';
+import { ConfigError, FIELDS, loadConfig, sessionThreads, usage } from '../server/config.js';
 
 function problems(env: Record<string, string>, argv: string[] = []): string {
   try {
@@ -86,6 +86,16 @@ describe('config', () => {
     assert.match(problems({ ACM_INTRA_OP_SPINNING: 'yes' }), /ACM_INTRA_OP_SPINNING must be one of true\|false\|1\|0; got "yes"/);
     assert.match(problems({ ACM_EXECUTION_MODE: 'async' }), /one of sequential\|parallel; got "async"/);
     assert.match(problems({ ACM_INTER_OP_THREADS: '0' }), /ACM_INTER_OP_THREADS must be an integer in \[1, 256\]/);
+  });
+
+  it('shares the cores among sessions, leaving one to the HTTP thread on one or two cores', () => {
+    const d = loadConfig({}, []);
+    assert.equal(sessionThreads(d, 1), 1);
+    assert.equal(sessionThreads(d, 2), 1, 'two cores: one for onnxruntime, one for HTTP and decoding');
+    assert.equal(sessionThreads(d, 4), 4);
+    assert.equal(sessionThreads(loadConfig({ ACM_WORKERS: '2' }, []), 8), 4);
+    assert.equal(sessionThreads(loadConfig({ ACM_WORKERS: '2' }, []), 2), 1);
+    assert.equal(sessionThreads(loadConfig({ ACM_INTRA_OP_THREADS: '2' }, []), 2), 2, 'a configured count wins');
   });
 
   it('stops inter-op threads that sequential execution would ignore, with the remedy', () => {
