@@ -13,7 +13,8 @@
 //     from each request's scheduled send time.
 // Every figure is the median over repeats with its [min-max] spread. Targets are reported as
 // pass/fail. Settings from the environment (ACM_WORKERS, ACM_INTRA_OP_THREADS, ...) apply to every
-// server. `--also 'label:ACM_X=1,...'` (repeatable) adds a batching-on server with other settings,
+// server. `--also 'label:ACM_X=1,...'` (repeatable) adds a batching-on server with other settings
+// (`node=--flag` replaces the node flags it is launched with),
 // measured side by side with the two; `--client-nice 10` lowers the load generator's priority
 // (does the client starve the server?); `--closed-only` skips step 2.
 //
@@ -68,7 +69,7 @@ const settings = {
   clientNice: opts['client-nice'] === undefined ? null : intArg('client-nice', opts['client-nice'], 0, 0, 19),
 };
 
-interface Mode { name: string; env: Record<string, string>; what: string }
+interface Mode { name: string; env: Record<string, string>; what: string; nodeFlags?: string[] }
 type ModeName = string;
 
 /** `--also 'label:ACM_X=1,ACM_Y=2'`: one more server with these settings over the base environment. */
@@ -79,16 +80,24 @@ function extraMode(spec: string): Mode {
     throw new Error(`--also must be 'label:ACM_X=value,...' with a new label of letters, digits, '.', '_' or '-'; got ${JSON.stringify(spec)}`);
   }
   const env: Record<string, string> = {};
+  let nodeFlags: string[] | undefined;
   for (const pair of spec.slice(colon + 1).split(',').map((p) => p.trim()).filter((p) => p !== '')) {
     const eq = pair.indexOf('=');
     const key = pair.slice(0, eq);
+    if (key === 'node') {
+      // node=--flag=value: launch flags instead of the usual ones (repeatable; node= alone: none).
+      nodeFlags = [...(nodeFlags ?? []), ...(pair.slice(eq + 1) === '' ? [] : [pair.slice(eq + 1)])];
+      continue;
+    }
     if (eq <= 0 || !/^(ACM_\w+|UV_THREADPOOL_SIZE|MALLOC_ARENA_MAX)$/.test(key)) {
-      throw new Error(`--also ${name}: each setting must be ACM_NAME=value, UV_THREADPOOL_SIZE=value or MALLOC_ARENA_MAX=value; ` +
+      throw new Error(`--also ${name}: each setting must be ACM_NAME=value, UV_THREADPOOL_SIZE=value, MALLOC_ARENA_MAX=value ` +
+        `or node=--flag; ` +
         `got ${JSON.stringify(pair)}`);
     }
     env[key] = pair.slice(eq + 1);
   }
-  return { name, env, what: Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ') || 'base environment' };
+  const what = [...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...(nodeFlags ? [`node ${nodeFlags.join(' ') || '(no flags)'}`] : [])];
+  return { name, env, what: what.join(' ') || 'base environment', ...(nodeFlags ? { nodeFlags } : {}) };
 }
 
 const MODES: Mode[] = [
@@ -168,7 +177,7 @@ async function main(): Promise<void> {
   const servers = new Map<ModeName, ServerProcess>();
   try {
     // Started together (start-up is not measured); a failed start stops the others in `finally`.
-    const starts = MODES.map((mode) => ServerProcess.start({ label: mode.name, env: mode.env }, base)
+    const starts = MODES.map((mode) => ServerProcess.start({ label: mode.name, env: mode.env, ...(mode.nodeFlags ? { nodeFlags: mode.nodeFlags } : {}) }, base)
       .then((s) => { servers.set(mode.name, s); }));
     const failures = (await Promise.allSettled(starts)).filter((r) => r.status === 'rejected');
     if (failures.length > 0) throw (failures[0] as PromiseRejectedResult).reason;

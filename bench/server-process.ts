@@ -26,6 +26,8 @@ export interface ServerOptions {
   readonly env?: Readonly<Record<string, string>>;
   /** How long loading the models may take. */
   readonly readyTimeoutMs?: number;
+  /** Node flags instead of SERVER_NODE_FLAGS (comparing launch settings). */
+  readonly nodeFlags?: readonly string[];
 }
 
 const live = new Set<ChildProcess>();
@@ -121,7 +123,7 @@ export class ServerProcess {
   static async start(opts: ServerOptions, base: Readonly<Record<string, string>> = baseServerEnv()): Promise<ServerProcess> {
     const port = await freePort();
     const env = { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...base, ...opts.env, HOST: '127.0.0.1', PORT: String(port) };
-    const child = spawn(process.execPath, [...SERVER_NODE_FLAGS, MAIN], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...(opts.nodeFlags ?? SERVER_NODE_FLAGS), MAIN], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     live.add(child);
     const server = new ServerProcess(opts.label, `http://127.0.0.1:${port}`, child);
     const deadline = Date.now() + (opts.readyTimeoutMs ?? 180_000);
