@@ -44,16 +44,23 @@ def collate(split: Split, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor, t
 
 class Batches:
     """Deterministic training batches by step: each epoch a seeded permutation, cut into pools of
-    50 batches sorted by length (little padding), pools' batches in seeded order."""
+    50 batches sorted by length (little padding), pools' batches in seeded order.
 
-    def __init__(self, split: Split, batch: int, seed: int):
-        self.split, self.batch, self.seed = split, batch, seed
+    With sorted_epochs=E, the first E epochs instead run shortest utterances first (SortaGrad,
+    Amodei et al. 2016): CTC from scratch learns the alignment on short utterances more easily.
+    """
+
+    def __init__(self, split: Split, batch: int, seed: int, sorted_epochs: int = 0):
+        self.split, self.batch, self.seed, self.sorted_epochs = split, batch, seed, sorted_epochs
         self.per_epoch = max(1, len(split) // batch)
 
     def indices(self, step: int) -> list[int]:
         epoch, i = divmod(step, self.per_epoch)
         rng = np.random.default_rng(self.seed + epoch)
         perm = rng.permutation(len(self.split))[:self.per_epoch * self.batch]
+        if epoch < self.sorted_epochs:
+            by_length = sorted(perm, key=lambda j: len(self.split.audio[j]))
+            return [int(j) for j in by_length[i * self.batch:(i + 1) * self.batch]]
         pool = 50 * self.batch
         batches = []
         for start in range(0, len(perm), pool):

@@ -66,6 +66,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=150)
+    ap.add_argument("--sorted-epochs", type=int, default=0,
+                    help="run the first N epochs shortest utterances first (see data.Batches)")
     ap.add_argument("--eval-every", type=int, default=400)
     ap.add_argument("--val-limit", type=int, default=200, help="validation utterances per evaluation")
     ap.add_argument("--checkpoint-minutes", type=float, default=3.0)
@@ -79,7 +81,7 @@ def main() -> None:
     model = build_dense(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     train, val = data.load(args.corpus, "train"), data.load(args.corpus, "val", args.val_limit)
-    batches = data.Batches(train, args.batch, seed=0)
+    batches = data.Batches(train, args.batch, seed=0, sorted_epochs=args.sorted_epochs)
     print(f"train {len(train)} utterances, val {len(val)}; config {json.dumps(cfg.to_dict())}", flush=True)
 
     def lr_at(step: int) -> float:

@@ -7,7 +7,9 @@ import unittest
 
 import torch
 
-from models.toolchain.speech import corpus, text
+import numpy as np
+
+from models.toolchain.speech import corpus, data, text
 from models.toolchain.speech.model import (CONFIGS, build_dense, chunk_count, dense_trace, dense_windows_logits, edit_distance,
                                            error_rates, features, from_dense, greedy_decode, keep_chunk, windows)
 from models.toolchain.speech.phases import (acm_pairs, acm_windows_logits, distil_step, phase3_loss, relaxed_windows,
@@ -32,6 +34,18 @@ class CorpusSplitTest(unittest.TestCase):
         counts = {"train": 20, "val": 5, "test": 5}
         self.assertEqual(corpus.plan(counts, 7, ["word"]), corpus.plan(counts, 7, ["word"]))
         self.assertNotEqual(corpus.plan(counts, 7, ["word"]), corpus.plan(counts, 8, ["word"]))
+
+    def test_sorted_epochs_run_shortest_first_then_shuffle(self):
+        lengths = [int(n) for n in np.random.default_rng(0).integers(100, 5000, 64)]
+        split = data.Split([np.zeros(n, np.int16) for n in lengths], ["a"] * 64, [str(i) for i in range(64)])
+        batches = data.Batches(split, 8, seed=5, sorted_epochs=1)
+        first = [j for step in range(8) for j in batches.indices(step)]
+        self.assertEqual(sorted(first), list(range(64)), "the sorted epoch still visits every utterance once")
+        self.assertEqual([lengths[j] for j in first], sorted(lengths))
+        second = [lengths[j] for step in range(8, 16) for j in batches.indices(step)]
+        self.assertNotEqual(second, sorted(second), "later epochs are shuffled again")
+        plain = data.Batches(split, 8, seed=5)
+        self.assertEqual([plain.indices(s) for s in range(8, 16)], [batches.indices(s) for s in range(8, 16)])
 
     def test_sentences_only_use_vocabulary_characters(self):
         for s in text.sentences(200, seed=1, words=["naïve", "o'clock"]):
