@@ -15,7 +15,7 @@ import os
 
 import torch
 
-from ..checkpoint import load_state
+from ..checkpoint import load_into, load_state
 from . import data
 from .convert import load_base
 from .export import export_bundle, manifest
@@ -54,7 +54,7 @@ def main() -> None:
     # convert --no-projections leaves attention dense: the checkpoint says which it was.
     projections = any(".q.w1" in k for k in state)
     model = from_dense(dense, cfg, projections=projections)
-    model.load_state_dict(state)
+    load_into(model, state)
     model.eval()
     test = data.load(args.corpus, "test", args.test_limit)
     with open(os.path.join(args.corpus, "corpus.json")) as f:
@@ -75,7 +75,9 @@ def main() -> None:
     training = {"recipe": f"dense Wav2Vec2 CTC from scratch, then phases {done} of the conversion recipe "
                           f"({'FFN and q/k/v/o' if projections else 'FFN'} ACMs)",
                 "dense_test_cer": round(dense_result["cer"], 4), "dense_test_wer": round(dense_result["wer"], 4),
-                "base_step": int(base["step"]), "corpus": corpus_meta}
+                "base_step": int(base["step"]),
+                "phase_steps": {p: int(load_state(os.path.join(args.run, f"{p}.ckpt"))["step"]) for p in reversed(phases)},
+                "corpus": corpus_meta}
     meta = manifest(model, args.name, quality=quality, training=training, dense_graph="dense.onnx")
     export_bundle(model, args.out, meta, dense=dense)
     print(f"bundle written to {args.out}", flush=True)

@@ -16,7 +16,7 @@ import random
 
 import torch
 
-from ..checkpoint import load_file, load_state
+from ..checkpoint import load_file, load_into, load_state
 from ..convert import run_phase
 from . import data
 from ..vit import torch_device
@@ -28,7 +28,7 @@ def load_base(run: str):
     saved = load_file(os.path.join(run, "base-best.pt"))
     cfg = SpeechConfig(**saved["config"])
     dense = build_dense(cfg)
-    dense.load_state_dict(saved["model"])
+    load_into(dense, saved["model"])
     return cfg, dense.eval(), saved
 
 
@@ -66,7 +66,7 @@ def main() -> None:
         return distil_step(model, dense, window_frames(dense, audio.to(device), cfg)), {}
 
     run_phase("phase1", args.run, args.phase1_steps, model, learner_params, 1e-3, phase1, args.checkpoint_minutes)
-    model.load_state_dict(load_state(os.path.join(args.run, "phase1.ckpt"))["model"])
+    load_into(model, load_state(os.path.join(args.run, "phase1.ckpt"))["model"])
 
     gate_params = [p for _, _, a in model.acms() for p in a.gate.parameters()]
 
@@ -79,7 +79,7 @@ def main() -> None:
         return gate_step(model, dense, frames, budget), {}
 
     run_phase("phase2", args.run, args.phase2_steps, model, gate_params, 3e-3, phase2, args.checkpoint_minutes)
-    model.load_state_dict(load_state(os.path.join(args.run, "phase2.ckpt"))["model"])
+    load_into(model, load_state(os.path.join(args.run, "phase2.ckpt"))["model"])
 
     if args.phase3_steps:
         targets = [0.25, 0.4, 0.5, 0.6, 0.75, 1.0]

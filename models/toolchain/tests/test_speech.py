@@ -225,3 +225,20 @@ class ACMSpeechModelTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class CheckpointPortabilityTest(unittest.TestCase):
+    def test_weight_norm_keys_of_either_pytorch_spelling_load(self):
+        from models.toolchain.checkpoint import load_into
+        torch.manual_seed(0)
+        source = torch.nn.utils.weight_norm(torch.nn.Conv1d(4, 4, 3, groups=2), dim=2)
+        newer = {k.replace(".weight_g", ".parametrizations.weight.original0")
+                  .replace(".weight_v", ".parametrizations.weight.original1"): v
+                 for k, v in torch.nn.Sequential(source).state_dict().items()}
+        self.assertIn("0.parametrizations.weight.original0", newer)
+        target = torch.nn.Sequential(torch.nn.utils.weight_norm(torch.nn.Conv1d(4, 4, 3, groups=2), dim=2))
+        load_into(target, newer)
+        x = torch.randn(1, 4, 9)
+        self.assertTrue(torch.equal(target(x), torch.nn.Sequential(source)(x)))
+        with self.assertRaises(RuntimeError):
+            load_into(target, {**newer, "0.unknown": torch.zeros(1)})
