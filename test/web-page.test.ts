@@ -3,12 +3,13 @@
 // predictions at budget 0.5, move the slider to 1.0 with the keyboard, and check the page shows
 // what the server answers and that the compute overlay changes; a file dropped on the page is
 // classified too. The page must load nothing from outside the server and log no errors. The
-// speech panel streams a WAV chosen in its file input, and Chromium's fake microphone, through
-// /asr (tiny random speech model); the file must end on the text POST /transcribe gives for it.
+// speech panel streams a committed test utterance chosen in its file input, and Chromium's fake
+// microphone, through /asr (the shipped speech model); the file must end on the utterance's text,
+// which is also what POST /transcribe gives for it.
 // Screenshots go to test-artifacts/.
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -17,9 +18,8 @@ import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { AcmClient } from '../clients/sdk.js';
 import type { TestApp } from './support/fake.js';
-import { speechServer, testTone, type SpeechTestServer } from './support/tiny-speech.js';
+import { speechServer, type SpeechTestServer } from './support/tiny-speech.js';
 import { ortApp, REPO_ROOT } from './support/tiny-bundle.js';
-import { wavFile } from './support/wav.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const FIXTURE = join(REPO_ROOT, 'test', 'fixtures', 'fashion-test', 'ankle-boot-6000.png');
@@ -149,7 +149,7 @@ describe('speech panel in headless Chromium', () => {
   const problems: string[] = [];
   before(async () => {
     assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: install the Debian package chromium (.ci/run does)`);
-    s = await speechServer();
+    s = await speechServer({ ACM_MODELS_DIR: join(REPO_ROOT, 'models') });
     await mkdir(ARTIFACTS, { recursive: true });
     // A fake microphone (Chromium's test tone) that needs no permission prompt.
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true,
@@ -164,10 +164,10 @@ describe('speech panel in headless Chromium', () => {
     await s?.close();
   });
 
-  it('streams a chosen WAV file: partials while it runs, the final text of POST /transcribe, compute over time', { timeout: 120_000 }, async () => {
-    const wav = wavFile(testTone(3, 16000, 2));
-    const path = join(ARTIFACTS, 'speech-input.wav');
-    await writeFile(path, wav);
+  it('streams a chosen WAV file: partials while it runs, its transcript as the final text, compute over time', { timeout: 120_000 }, async () => {
+    const path = join(REPO_ROOT, 'test', 'fixtures', 'speech', 'utterance.wav');
+    const wav = await readFile(path);
+    const spoken = (JSON.parse(await readFile(join(REPO_ROOT, 'test', 'fixtures', 'speech', 'utterance.json'), 'utf8')) as { text: string }).text;
     await page.goto(`${s.url}/`);
     await page.waitForSelector('body[data-ready="true"]');
     assert.equal(await page.isVisible('#speech-unavailable'), false);
@@ -177,7 +177,7 @@ describe('speech panel in headless Chromium', () => {
     for (let i = 0; i < 9; i++) await page.keyboard.press('ArrowRight');
     assert.equal(await page.textContent('#speech-budget-value'), '0.50');
     const expected = await new AcmClient({ url: s.url }).transcribe(wav, { budget: 0.5 });
-    assert.ok(expected.text.length > 0, 'the model says something for the test audio');
+    assert.equal(expected.text, spoken, 'the bundled model transcribes the committed utterance');
 
     await page.evaluate(() => {
       const seen: string[] = [];
