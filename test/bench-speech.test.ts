@@ -10,6 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import { completedAt, fellBehind, partialLatencies, type SentFrame, type Update } from '../bench/speech-latency.js';
+import type { Summary } from '../bench/stats.js';
+import { assertPositiveSummary } from './support/bench-report.js';
 import { tinyModelsDir } from './support/tiny-bundle.js';
 import { testTone, tinySpeechDir } from './support/tiny-speech.js';
 import { wavFile } from './support/wav.js';
@@ -50,7 +52,7 @@ describe('speech bench latency rules', () => {
   });
 });
 
-interface Stat { median: number; spread: [number, number]; samples: number[] }
+type Stat = Summary;
 interface Report {
   bench: string;
   model: string;
@@ -62,11 +64,6 @@ interface Report {
     latency_ms: { p50: number; p95: number; max: number }; final_ms: { p50: number; max: number };
     per_stream: { stream: number; audio_s: number; partials: number; final_ms: number | null; behind: boolean; error: string | null }[];
   };
-}
-
-function positiveStat(s: Stat, n: number, what: string): void {
-  assert.equal(s.samples.length, n, `${what}: one sample per file`);
-  for (const v of [s.median, ...s.spread, ...s.samples]) assert.ok(Number.isFinite(v) && v > 0, `${what}: ${v} is not a positive number`);
 }
 
 describe('speech bench', () => {
@@ -92,8 +89,8 @@ describe('speech bench', () => {
 
       assert.deepEqual(r.rtf.map((x) => x.budget), [0.25, 0.5, 1]);
       for (const row of r.rtf) {
-        positiveStat(row.stream, 3, `/asr RTF at ${row.budget}`);
-        positiveStat(row.transcribe, 3, `/transcribe RTF at ${row.budget}`);
+        assertPositiveSummary(row.stream, 3, `/asr RTF at ${row.budget}`);
+        assertPositiveSummary(row.transcribe, 3, `/transcribe RTF at ${row.budget}`);
         assert.deepEqual(row.failures, []);
         for (const used of [row.stream_used, row.transcribe_used]) assert.ok(used > 0 && used <= 1, `compute used ${used} in (0, 1]`);
       }

@@ -11,12 +11,14 @@ import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import sharp from 'sharp';
 import { checkModelBenchJson, modelPlotSvg, type ModelBenchJson } from '../bench/plot-svg.js';
+import type { Summary } from '../bench/stats.js';
+import { assertPositiveSummary } from './support/bench-report.js';
 import { tinyModelsDir } from './support/tiny-bundle.js';
 
 const run = promisify(execFile);
 const SERVER_LOAD = fileURLToPath(new URL('../bench/server-load.js', import.meta.url));
 
-interface Stat { median: number; spread: [number, number]; samples: number[] }
+type Stat = Summary;
 interface Report {
   bench: string;
   model: string;
@@ -26,10 +28,8 @@ interface Report {
   targets: { name: string; value: number | null; pass: boolean | null }[];
 }
 
-function positive(s: Stat, what: string): void {
-  assert.equal(s.samples.length, 1, `${what}: one sample per repeat`);
-  for (const v of [s.median, ...s.spread, ...s.samples]) assert.ok(Number.isFinite(v) && v > 0, `${what}: ${v} is not a positive number`);
-}
+/** One repeat per cell in these quick runs. */
+const positive = (s: Stat, what: string): void => assertPositiveSummary(s, 1, what);
 
 describe('server-load bench', () => {
   it('measures both modes at every concurrency and writes a complete report', { timeout: 90_000 }, async () => {
