@@ -67,6 +67,15 @@ class ACM(nn.Module):
         b = budget.to(z.dtype).view(-1, 1, 1).expand(z.shape[0], z.shape[1], 1)
         return self.gate(torch.cat([z, b], -1))
 
+    def choice_values(self, like: torch.Tensor) -> torch.Tensor:
+        """The learner counts min_choice..n the gate chooses among, as `like`'s dtype and device."""
+        return torch.arange(self.min_choice, self.n + 1, dtype=like.dtype, device=like.device)
+
+    def cap_priority(self, logits: torch.Tensor, token_bonus: torch.Tensor | None = None) -> torch.Tensor:
+        """Which tokens the cap serves first: the learner count the gate expects, plus token_bonus."""
+        expected = (logits.softmax(-1) * self.choice_values(logits)).sum(-1)
+        return expected if token_bonus is None else expected + token_bonus
+
     def forward(self, z: torch.Tensor, budget: torch.Tensor, cap_budget: torch.Tensor,
                 token_bonus: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference: argmax gate, per-request cap, grouped kernel. Returns (output, counts [B, T]).
@@ -77,11 +86,7 @@ class ACM(nn.Module):
         """
         logits = self.gate_logits(z, budget)
         desired = logits.argmax(-1) + self.min_choice
-        choices = torch.arange(self.min_choice, self.n + 1, dtype=logits.dtype, device=logits.device)
-        expected = (logits.softmax(-1) * choices).sum(-1)
-        if token_bonus is not None:
-            expected = expected + token_bonus
-        k = cap_counts(desired, cap_budget, self.n, self.min_choice, priority=expected)
+        k = cap_counts(desired, cap_budget, self.n, self.min_choice, priority=self.cap_priority(logits, token_bonus))
         y = grouped_learners(z.reshape(-1, self.dim), k.reshape(-1), self.w1, self.b1, self.w2,
                              self.n, self.width, self.gelu)
         return y.view_as(z), k

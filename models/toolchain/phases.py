@@ -85,9 +85,7 @@ class StraightThrough:
         k = choice
         if self.cap is not None:
             with torch.no_grad():
-                priority = (logits.softmax(-1) * choice_values(acm, logits)).sum(-1)
-                if self.token_bonus is not None:
-                    priority = priority + self.token_bonus
+                priority = acm.cap_priority(logits, self.token_bonus)
                 k = cap_counts(choice + acm.min_choice, self.cap, acm.n, acm.min_choice, priority) - acm.min_choice
         relax = soft - soft.detach()
         self.asked.append((acm, F.one_hot(choice, acm.choices).to(soft.dtype) + relax))
@@ -95,11 +93,6 @@ class StraightThrough:
         self.ran.append((acm, hot))
         self.counts.append(k + acm.min_choice)
         return (hot.unsqueeze(-1) * acm.prefix_outputs(z)[..., acm.min_choice:, :]).sum(-2)
-
-
-def choice_values(acm: ACM, like: torch.Tensor) -> torch.Tensor:
-    """The learner counts min_choice..n the gate chooses among, as `like`'s dtype and device."""
-    return torch.arange(acm.min_choice, acm.n + 1, dtype=like.dtype, device=like.device)
 
 
 def relaxed_forward(model: ACMViT, pixels: torch.Tensor, budget: torch.Tensor, tau: float = 0.8,
@@ -118,7 +111,7 @@ def relaxed_forward(model: ACMViT, pixels: torch.Tensor, budget: torch.Tensor, t
 
 def compute_fraction(onehots: list[tuple[ACM, torch.Tensor]]) -> torch.Tensor:
     """Cost-weighted fraction of all learners that the one-hot choices run, per sample [B]."""
-    spent = sum(acm.learner_macs * (oh * choice_values(acm, oh)).sum((-1, -2))
+    spent = sum(acm.learner_macs * (oh * acm.choice_values(oh)).sum((-1, -2))
                 for acm, oh in onehots)
     full = sum(acm.learner_macs * acm.n * oh.shape[1] for acm, oh in onehots)
     return spent / full

@@ -15,6 +15,7 @@ import os
 
 import torch
 
+from .. import metrics
 from ..checkpoint import load_into, load_state
 from . import data
 from .convert import load_base
@@ -32,10 +33,7 @@ def used_fraction(model, audio: torch.Tensor, budget: float) -> float:
     padded = pad_for_windows(audio, chunk_count(audio.shape[1], cfg), cfg)
     w = padded.unfold(1, cfg.window_samples, cfg.chunk_samples).reshape(-1, cfg.window_samples)
     _, counts = model(w, torch.full((w.shape[0],), budget, dtype=torch.float64))
-    acms = [a for _, _, a in model.acms()]
-    cost = torch.tensor([a.learner_macs for a in acms], dtype=torch.float64)
-    full = sum(a.n * a.learner_macs for a in acms) * counts.shape[-1]
-    return ((counts.double().sum(-1) * cost).sum(-1) / full).mean().item()
+    return metrics.used_fraction(model, counts).mean().item()
 
 
 def main() -> None:
