@@ -80,6 +80,7 @@ export class InferenceService {
   constructor(private readonly config: Config, private readonly metrics: Metrics, log: Logger) {
     this.pool = new ModelPool(config, metrics, log);
     this.decoder = imageDecoder(config.decodeThreads);
+    this.pool.onShutdown(() => this.decoder.close());
   }
 
   /** Starts every model's runtime; the service is ready once all run. Throws on the first failure. */
@@ -191,11 +192,7 @@ export class InferenceService {
   /** Stops admitting, lets queued and running requests finish within graceMs, then stops runtimes. */
   async shutdown(graceMs: number): Promise<void> {
     this.isReady = false;
-    try {
-      await this.pool.shutdown(graceMs);
-    } finally {
-      await this.decoder.close();
-    }
+    await this.pool.shutdown(graceMs);
   }
 
   private defaultBudget(m: ImageManifest): number {

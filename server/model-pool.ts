@@ -141,7 +141,7 @@ export class ModelPool<B extends PoolBundle, A extends ItemCost> {
     };
   }
 
-  /** Runs `hook` at shutdown, after the runtimes stop (transports' own threads, e.g. audio decoding). */
+  /** Runs `hook` at shutdown, after the runtimes stop or fail to (the services' and transports' own threads, e.g. decoding). */
   onShutdown(hook: () => Promise<void>): void {
     this.shutdownHooks.push(hook);
   }
@@ -156,10 +156,13 @@ export class ModelPool<B extends PoolBundle, A extends ItemCost> {
     // the queues close only once every admitted request is answered, or the grace period ends.
     await Promise.race([Promise.all([...models.map((m) => m.queue.idle()), this.allAnswered()]), grace]);
     clearTimeout(timer);
-    for (const m of models) m.queue.close();
-    await Promise.all(models.map((m) => m.backend.close()));
-    await Promise.all(models.map((m) => m.batcher.stopped()));
-    await Promise.all(this.shutdownHooks.map((h) => h()));
+    try {
+      for (const m of models) m.queue.close();
+      await Promise.all(models.map((m) => m.backend.close()));
+      await Promise.all(models.map((m) => m.batcher.stopped()));
+    } finally {
+      await Promise.all(this.shutdownHooks.map((h) => h()));
+    }
   }
 
   private add(bundle: B, spec: PoolSpec<B, A>): void {
