@@ -63,32 +63,52 @@ def sentence_split(counts: dict[str, int], seed: int, words: list[str] | None = 
     return out
 
 
-def plan(counts: dict[str, int], seed: int, words: list[str] | None = None) -> dict[str, list[dict]]:
-    """Every utterance to synthesise: text, voice and augmentation, all drawn from the seed."""
+def draw_item(rng: random.Random, uid: str, sentence: str, variants: list[str]) -> dict:
+    """One utterance: its sentence, a voice from `variants`, and every augmentation, from rng."""
+    item = {
+        "id": uid,
+        "text": sentence,
+        "accent": rng.choice(ACCENTS),
+        "variant": rng.choice(variants),
+        "rate": rng.randint(125, 215),           # words per minute
+        "pitch": rng.randint(20, 80),            # espeak-ng 0..99
+        "gain_db": round(rng.uniform(-18.0, 0.0), 2),
+        "lead_s": round(rng.uniform(0.05, 0.4), 3),
+        "tail_s": round(rng.uniform(0.05, 0.4), 3),
+        "reverb_rt60": round(rng.uniform(0.15, 0.6), 3) if rng.random() < 0.4 else 0.0,
+        "noise": rng.choice(["white", "pink", "brown"]) if rng.random() < 0.75 else "none",
+        "snr_db": round(rng.uniform(5.0, 30.0), 2),
+        "seed": rng.randrange(2 ** 31),
+    }
+    item["voice"] = f"{item['accent']}+{item['variant']}"
+    return item
+
+
+def plan(counts: dict[str, int], seed: int, words: list[str] | None = None,
+         extra_train: int = 0) -> dict[str, list[dict]]:
+    """Every utterance to synthesise: text, voice and augmentation, all drawn from the seed.
+
+    extra_train adds that many training utterances (ids train-x000000...) after the planned ones,
+    from a second sentence stream that skips every validation and test sentence: the corpus grows
+    while its held-out splits stay exactly those of the same seed and counts without extras.
+    """
     voices = voice_split(seed)
     texts = sentence_split(counts, seed, words)
     out: dict[str, list[dict]] = {}
     for si, split in enumerate(SPLITS):
         rng = random.Random(seed * 1000 + si)
-        items = []
-        for i, sentence in enumerate(texts[split]):
-            items.append({
-                "id": f"{split}-{i:06d}",
-                "text": sentence,
-                "accent": rng.choice(ACCENTS),
-                "variant": rng.choice(voices[split]),
-                "rate": rng.randint(125, 215),           # words per minute
-                "pitch": rng.randint(20, 80),            # espeak-ng 0..99
-                "gain_db": round(rng.uniform(-18.0, 0.0), 2),
-                "lead_s": round(rng.uniform(0.05, 0.4), 3),
-                "tail_s": round(rng.uniform(0.05, 0.4), 3),
-                "reverb_rt60": round(rng.uniform(0.15, 0.6), 3) if rng.random() < 0.4 else 0.0,
-                "noise": rng.choice(["white", "pink", "brown"]) if rng.random() < 0.75 else "none",
-                "snr_db": round(rng.uniform(5.0, 30.0), 2),
-                "seed": rng.randrange(2 ** 31),
-            })
-            items[-1]["voice"] = f"{items[-1]['accent']}+{items[-1]['variant']}"
-        out[split] = items
+        out[split] = [draw_item(rng, f"{split}-{i:06d}", sentence, voices[split])
+                      for i, sentence in enumerate(texts[split])]
+    if extra_train:
+        held_out = set(texts["val"]) | set(texts["test"])
+        taken = set(texts["train"]) | held_out
+        rng = random.Random(seed * 1000 + 99)
+        fresh = textmod.sentences(extra_train + len(taken), seed + 100_003, words)
+        fresh = [s for s in fresh if s not in taken][:extra_train]
+        if len(fresh) < extra_train:
+            raise RuntimeError(f"only {len(fresh)} new sentences for {extra_train} extra training utterances")
+        out["train"] = out["train"] + [draw_item(rng, f"train-x{i:06d}", sentence, voices["train"])
+                                       for i, sentence in enumerate(fresh)]
     return out
 
 
@@ -186,18 +206,22 @@ def _make(args: tuple[str, dict]) -> dict:
 
 
 def generate(out: str, counts: dict[str, int], seed: int, jobs: int = 1,
-             items: dict[str, list[dict]] | None = None) -> dict[str, list[dict]]:
+             items: dict[str, list[dict]] | None = None, extra_train: int = 0,
+             index_only: bool = False) -> dict[str, list[dict]]:
     """Writes every split under `out` (existing WAVs are reused, so a stopped run resumes).
 
-    items: the plan to synthesise, by split (default: plan(counts, seed)); see --from-index.
+    items: the plan to synthesise, by split (default: plan(counts, seed, extra_train=...)); see
+    --from-index. index_only: write the plan as index.jsonl files without synthesising anything.
     """
-    items = items if items is not None else plan(counts, seed)
+    items = items if items is not None else plan(counts, seed, extra_train=extra_train)
     done: dict[str, list[dict]] = {}
     for split in items:
         folder = os.path.join(out, split)
         os.makedirs(folder, exist_ok=True)
         work = [(folder, item) for item in items[split]]
-        if jobs > 1:
+        if index_only:
+            done[split] = items[split]
+        elif jobs > 1:
             with ProcessPoolExecutor(jobs) as pool:
                 done[split] = list(pool.map(_make, work, chunksize=8))
         else:
@@ -212,7 +236,7 @@ def generate(out: str, counts: dict[str, int], seed: int, jobs: int = 1,
     provenance = {"word_list": textmod.WORDLIST if words else None, "words": len(words),
                   "words_sha1": hashlib.sha1("\n".join(words).encode()).hexdigest(), "espeak_ng": espeak}
     with open(os.path.join(out, "corpus.json"), "w") as f:
-        json.dump({"seed": seed, "counts": counts, "sample_rate": SAMPLE_RATE, "voices": voice_split(seed), **provenance}, f, indent=1)
+        json.dump({"seed": seed, "counts": counts, "extra_train": extra_train, "sample_rate": SAMPLE_RATE, "voices": voice_split(seed), **provenance}, f, indent=1)
     return done
 
 
@@ -249,6 +273,10 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=4000)
     ap.add_argument("--val", type=int, default=300)
     ap.add_argument("--test", type=int, default=400)
+    ap.add_argument("--extra-train", type=int, default=0,
+                    help="more training utterances on new sentences; validation and test stay as without them")
+    ap.add_argument("--index-only", action="store_true",
+                    help="write the plan (index.jsonl per split) and stop: synthesise it elsewhere with --from-index")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--from-index", metavar="CORPUS",
@@ -261,12 +289,14 @@ def main() -> None:
     items = None
     if args.from_index:
         with open(os.path.join(args.from_index, "corpus.json")) as f:
-            args.seed = json.load(f)["seed"]
+            source = json.load(f)
+            args.seed, args.extra_train = source["seed"], source.get("extra_train", 0)
         items = {split: [{k: v for k, v in row.items() if k != "seconds"} for row in load_index(args.from_index, split)]
                  for split in args.splits.split(",")}
         counts = {split: len(rows) for split, rows in items.items()}
-    done = generate(args.out, counts, args.seed, args.jobs, items)
-    print(json.dumps(stats(done), indent=1))
+    done = generate(args.out, counts, args.seed, args.jobs, items, args.extra_train, args.index_only)
+    if not args.index_only:
+        print(json.dumps(stats(done), indent=1))
 
 
 if __name__ == "__main__":
