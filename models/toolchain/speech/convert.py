@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--phase3-steps", type=int, default=400)
     ap.add_argument("--capped", action=argparse.BooleanOptionalAction, default=True,
                     help="fine-tune under the request cap, as served (--no-capped: the published relaxation)")
+    ap.add_argument("--speed-perturb", type=float, default=0.0, metavar="SPREAD",
+                    help="phase 3: play each utterance 1 +- SPREAD times as fast (as the base was trained)")
     ap.add_argument("--checkpoint-minutes", type=float, default=3.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu, or cuda when one is present")
@@ -88,6 +90,8 @@ def main() -> None:
             audio, samples, tg, tl = batches(args.phase1_steps + args.phase2_steps + step)
             audio = data.gain_augment(audio, step, seed=2).to(device)
             samples, tg, tl = samples.to(device), tg.to(device), tl.to(device)
+            if args.speed_perturb:
+                audio, samples = data.speed_perturb(audio, samples, step, seed=3, spread=args.speed_perturb)
             frames = window_frames(dense, audio, cfg)
             # Only the transformer trains in phase 3: the conv encoder stays the dense one's.
             return phase3_loss(model, frames, audio.shape[0], samples, tg, tl, random.Random(step).choice(targets),

@@ -78,3 +78,21 @@ def gain_augment(audio: torch.Tensor, step: int, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed * 100003 + step)
     db = torch.rand(audio.shape[0], 1, generator=gen) * 18 - 12
     return (audio * 10 ** (db / 20)).clamp(-1, 1)
+
+
+def speed_perturb(audio: torch.Tensor, samples: torch.Tensor, step: int, seed: int,
+                  spread: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each utterance played 1 +- spread times as fast (uniform, seeded by step), by linear
+    interpolation: tempo and pitch move together, like a shorter or longer vocal tract, so the
+    model hears voices between the corpus' own (Ko et al. 2015 use 0.9 / 1.0 / 1.1).
+
+    audio [B, S] zero-padded, samples [B] -> (audio [B, S'] zero-padded, samples [B]).
+    """
+    gen = torch.Generator().manual_seed(seed * 100019 + step)
+    factors = 1 + (torch.rand(audio.shape[0], generator=gen) * 2 - 1) * spread
+    lengths = [max(1, int(round(int(n) / float(f)))) for n, f in zip(samples, factors)]
+    out = audio.new_zeros(audio.shape[0], max(lengths))
+    for row, (n, m) in enumerate(zip(samples.tolist(), lengths)):
+        clip = audio[row, :n].reshape(1, 1, n)
+        out[row, :m] = torch.nn.functional.interpolate(clip, size=m, mode="linear", align_corners=True).reshape(m)
+    return out, torch.tensor(lengths, dtype=samples.dtype, device=samples.device)

@@ -98,6 +98,10 @@ CONFIGS = {
     # multiply-adds per second of audio, still a few percent of one core's real time).
     "speech-base": SpeechConfig(conv=((128, 10, 5),) + ((128, 3, 2),) * 4 + ((128, 2, 2),) * 2, hidden_dim=192,
                                 num_layers=6, num_heads=4, mlp_dim=768),
+    # Larger transformer on the same encoder, for a corpus several times the default: 8 layers of
+    # 256, FFN 1024.
+    "speech-large": SpeechConfig(conv=((128, 10, 5),) + ((128, 3, 2),) * 4 + ((128, 2, 2),) * 2, hidden_dim=256,
+                                 num_layers=8, num_heads=4, mlp_dim=1024),
     # Tiny random model for tests: two layers of 32, a 32-channel conv encoder.
     "tiny": SpeechConfig(conv=((32, 10, 5),) + ((32, 3, 2),) * 4 + ((32, 2, 2),) * 2, hidden_dim=32, num_layers=2,
                          num_heads=2, mlp_dim=64, pos_conv_kernel=8, pos_conv_groups=4, dropout=0.0,

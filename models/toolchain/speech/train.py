@@ -68,6 +68,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--sorted-epochs", type=int, default=0,
                     help="run the first N epochs shortest utterances first (see data.Batches)")
+    ap.add_argument("--speed-perturb", type=float, default=0.0, metavar="SPREAD",
+                    help="play each training utterance 1 +- SPREAD times as fast (see data.speed_perturb)")
     ap.add_argument("--eval-every", type=int, default=400)
     ap.add_argument("--val-limit", type=int, default=200, help="validation utterances per evaluation")
     ap.add_argument("--checkpoint-minutes", type=float, default=3.0)
@@ -109,6 +111,8 @@ def main() -> None:
         audio, samples, targets, target_lengths = batches(step)
         audio = data.gain_augment(audio, step, seed=1).to(device)
         samples, targets, target_lengths = samples.to(device), targets.to(device), target_lengths.to(device)
+        if args.speed_perturb:
+            audio, samples = data.speed_perturb(audio, samples, step, seed=2, spread=args.speed_perturb)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         loss = ctc_loss(dense_windows_logits(model, audio, cfg), samples, targets, target_lengths, cfg)

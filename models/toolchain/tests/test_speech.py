@@ -1,5 +1,6 @@
 """The speech toolchain: corpus splits, windows, CTC decoding and error rates, the ACM speech model
 (forward, budget bound, windowed equivalence) and the conversion's phase steps."""
+import math
 import os
 import shutil
 import tempfile
@@ -34,6 +35,37 @@ class CorpusSplitTest(unittest.TestCase):
         counts = {"train": 20, "val": 5, "test": 5}
         self.assertEqual(corpus.plan(counts, 7, ["word"]), corpus.plan(counts, 7, ["word"]))
         self.assertNotEqual(corpus.plan(counts, 7, ["word"]), corpus.plan(counts, 8, ["word"]))
+
+    def test_extra_training_utterances_leave_the_held_out_splits_unchanged(self):
+        counts, words = {"train": 200, "val": 30, "test": 40}, ["zebra", "quartz", "lumen"]
+        base, grown = corpus.plan(counts, 5, words), corpus.plan(counts, 5, words, extra_train=500)
+        self.assertEqual(grown["val"], base["val"])
+        self.assertEqual(grown["test"], base["test"])
+        self.assertEqual(grown["train"][:200], base["train"])
+        self.assertEqual(len(grown["train"]), 700)
+        texts = [i["text"] for i in grown["train"]]
+        self.assertEqual(len(set(texts)), 700, "every training sentence is new")
+        self.assertEqual(len({i["id"] for i in grown["train"]}), 700)
+        for held in ("val", "test"):
+            self.assertFalse({i["text"] for i in grown[held]} & set(texts), held)
+            self.assertFalse({i["voice"] for i in grown[held]} & {i["voice"] for i in grown["train"]}, held)
+
+    def test_speed_perturbation_scales_length_and_pitch(self):
+        t = torch.arange(16000) / 16000
+        tone = torch.sin(2 * math.pi * 200 * t)
+        audio = torch.zeros(2, 16000)
+        audio[0], audio[1, :8000] = tone, tone[:8000]
+        out, samples = data.speed_perturb(audio, torch.tensor([16000, 8000]), step=3, seed=1, spread=0.2)
+        for row, n in enumerate((16000, 8000)):
+            m = int(samples[row])
+            self.assertNotEqual(m, n)
+            self.assertTrue(0.8 * n / 1.2 - 1 <= m <= n / 0.8 + 1)
+            self.assertEqual(float(out[row, m:].abs().sum()), 0.0, "padding stays silent")
+            spectrum = torch.fft.rfft(out[row, :m]).abs()
+            peak_hz = int(spectrum.argmax()) * 16000 / m
+            self.assertAlmostEqual(peak_hz, 200 * n / m, delta=3, msg="a faster utterance is higher")
+        again, _ = data.speed_perturb(audio, torch.tensor([16000, 8000]), step=3, seed=1, spread=0.2)
+        self.assertTrue(torch.equal(out, again), "seeded by step: a resumed run sees the same audio")
 
     def test_sorted_epochs_run_shortest_first_then_shuffle(self):
         lengths = [int(n) for n in np.random.default_rng(0).integers(100, 5000, 64)]
