@@ -24,7 +24,7 @@ import torch
 
 from . import data
 from .acm import from_dense
-from .checkpoint import load_file, load_state, save_state
+from .checkpoint import load_file, load_into, load_state, save_state
 from .metrics import used_fraction
 from .phases import acm_pairs, distil_loss, gate_loss, phase3_loss, teacher_pairs
 from .train_base import augment
@@ -71,10 +71,11 @@ def run_phase(name: str, run: str, steps: int, model, params, lr: float, step_fn
     state = load_state(path)
     step = 0
     if state:
-        model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); step = state["step"]
-        if step >= steps:
+        load_into(model, state["model"]); step = state["step"]
+        if step >= steps:  # a finished phase's checkpoint may be kept without its optimizer state
             print(f"{name}: already done ({step} steps)", flush=True)
             return False
+        opt.load_state_dict(state["opt"])
         print(f"{name}: resumed at step {step}/{steps}", flush=True)
     t0, last_save, running, start = time.time(), time.time(), None, step
     first_loss = None
@@ -139,6 +140,9 @@ def main() -> None:
     ap.add_argument("--phase3-steps", type=int, default=600)
     ap.add_argument("--target", type=float, default=None,
                     help="train phase 3 the published way for this one budget target (no cap)")
+    ap.add_argument("--budget-weight", type=float, default=0.1,
+                    help="phase 3 weight of the budget loss (DESIGN §2: 0.1); a published-way model that "
+                         "settles above its --target needs more")
     ap.add_argument("--gate-lr", type=float, default=1e-3, help="phase 3 learning rate of the gates")
     ap.add_argument("--lr", type=float, default=1e-4, help="phase 3 learning rate of everything else")
     ap.add_argument("--checkpoint-minutes", type=float, default=3.0)
@@ -196,7 +200,8 @@ def main() -> None:
         def phase3(step: int):
             x, y = batches(args.phase1_steps + args.phase2_steps + step)
             # One budget target per batch, chosen by step so a resumed run sees the same sequence.
-            return phase3_loss(model, x, y, random.Random(step).choice(targets), capped=capped)
+            return phase3_loss(model, x, y, random.Random(step).choice(targets), capped=capped,
+                               budget_weight=args.budget_weight)
 
         model.train()
         run_phase(name, args.run, args.phase3_steps, model, groups, 1.0, phase3, args.checkpoint_minutes)

@@ -125,3 +125,48 @@ class RelaxedForwardTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class RunPhaseTest(unittest.TestCase):
+    """convert.run_phase: an interrupted phase resumes at its step; a finished one is skipped,
+    also when its checkpoint was kept without the optimizer state."""
+
+    def setUp(self):
+        import tempfile
+        self.dir = tempfile.mkdtemp()
+        torch.manual_seed(0)
+        self.model = torch.nn.Linear(3, 1)
+        self.x, self.y = torch.randn(16, 3), torch.randn(16, 1)
+        self.calls = []
+
+    def tearDown(self):
+        import shutil
+        shutil.rmtree(self.dir)
+
+    def step(self, i):
+        self.calls.append(i)
+        return torch.nn.functional.mse_loss(self.model(self.x), self.y), {}
+
+    def test_resume_and_finished_phase(self):
+        import os
+        from models.toolchain.checkpoint import load_state, save_state
+        from models.toolchain.convert import run_phase
+        path = os.path.join(self.dir, "p.ckpt")
+        self.assertTrue(run_phase("p", self.dir, 4, self.model, list(self.model.parameters()), 0.1, self.step, 0.0))
+        self.assertEqual(self.calls, [0, 1, 2, 3])
+        state = load_state(path)
+        state["step"] = 2  # as if stopped after two steps
+        save_state(path, state)
+        self.calls.clear()
+        self.assertTrue(run_phase("p", self.dir, 4, self.model, list(self.model.parameters()), 0.1, self.step, 0.0))
+        self.assertEqual(self.calls, [2, 3], "resumed at its step")
+        slim = load_state(path)
+        slim.pop("opt")
+        save_state(path, slim)
+        weights = {k: v.clone() for k, v in self.model.state_dict().items()}
+        with torch.no_grad():
+            self.model.weight.zero_()
+        self.calls.clear()
+        self.assertFalse(run_phase("p", self.dir, 4, self.model, list(self.model.parameters()), 0.1, self.step, 0.0))
+        self.assertEqual(self.calls, [], "a finished phase does not run again")
+        self.assertTrue(torch.equal(self.model.weight, weights["weight"]), "its weights are loaded")
