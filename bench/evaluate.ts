@@ -23,7 +23,8 @@ import { heatmapSheet, linePlot, type Series } from './figures.js';
 /** What models/toolchain/build_bundle.py measured in PyTorch (docs/fashion-comparison.json). */
 interface Comparison {
   dense: { accuracy: number; gflops: number };
-  per_target: Array<{ target: number; accuracy: number; used: number; gflops: number }>;
+  /** budget_weight: the budget loss weight it was trained with (DESIGN §2's 0.1 when absent). */
+  per_target: Array<{ target: number; budget_weight?: number; accuracy: number; used: number; gflops: number }>;
 }
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -140,7 +141,10 @@ async function main(): Promise<void> {
     if (existsSync(opts.comparison)) {
       const cmp = JSON.parse(readFileSync(opts.comparison, 'utf8')) as Comparison;
       series.push({ label: 'one model per target (published way)', colour: '#2471a3', line: false,
-        points: cmp.per_target.map((p) => ({ x: p.gflops, y: p.accuracy, note: `target ${p.target}` })) });
+        points: cmp.per_target.map((p) => {
+          const weight = p.budget_weight !== undefined && p.budget_weight !== 0.1 ? `, budget weight ${p.budget_weight}` : '';
+          return { x: p.gflops, y: p.accuracy, note: `target ${p.target}${weight}` };
+        }) });
       series.push({ label: 'dense base', colour: '#222222', line: false, points: [{ x: cmp.dense.gflops, y: cmp.dense.accuracy }] });
     }
     writeFileSync(join(opts.figures, 'fashion-accuracy-gflops.png'), await linePlot(series, {

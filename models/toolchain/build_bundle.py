@@ -21,7 +21,7 @@ from PIL import Image
 from . import data
 from .acm import from_dense
 from .checkpoint import load_state
-from .convert import load_base
+from .convert import load_base, parse_phase3_name
 from .export import export_bundle, manifest
 from .metrics import gflops, used_fraction
 from .vit import dense_macs
@@ -55,16 +55,17 @@ def evaluate(model, vit, split: data.Split, budgets, batch: int = 500) -> dict:
     return out
 
 
-def per_target_models(run: str, vit, cfg) -> list[tuple[float, object]]:
-    """The models trained the published way in this run, as (target, model) sorted by target."""
+def per_target_models(run: str, vit, cfg) -> list[tuple[float, float, object]]:
+    """The models trained the published way in this run, as (target, budget weight, model) sorted
+    by target, then weight."""
     found = []
     for path in glob.glob(os.path.join(run, "phase3-t*.ckpt")):
-        target = float(os.path.basename(path)[len("phase3-t"):-len(".ckpt")])
+        target, weight = parse_phase3_name(path)
         model = from_dense(vit, cfg)
         model.load_state_dict(load_state(path)["model"])
         model.capped = False  # served as published: the gates alone decide
-        found.append((target, model.eval()))
-    return sorted(found, key=lambda tm: tm[0])
+        found.append((target, weight, model.eval()))
+    return sorted(found, key=lambda twm: twm[:2])
 
 
 def fixture_subset(split: data.Split) -> np.ndarray:
@@ -116,9 +117,9 @@ def main() -> None:
     result = evaluate(model, vit, test, BUDGETS)
     print(json.dumps(result, indent=1), flush=True)
     published = []
-    for target, m in per_target_models(args.run, vit, cfg):
+    for target, weight, m in per_target_models(args.run, vit, cfg):
         r = evaluate(m, None, test, [target])["acm"][target]
-        published.append({"target": target, "accuracy": round(r["accuracy"], 4), "used": round(r["used"], 4),
+        published.append({"target": target, "budget_weight": weight, "accuracy": round(r["accuracy"], 4), "used": round(r["used"], 4),
                           "gflops": round(r["gflops"], 6)})
         print(f"published-way model for target {target}: {published[-1]}", flush=True)
     comparison = {

@@ -31,8 +31,21 @@ from .train_base import augment
 from .vit import ViTConfig, build_vit, set_threads, torch_device
 
 
-def phase3_name(target: float | None) -> str:
-    return "phase3" if target is None else f"phase3-t{target:.2f}"
+DEFAULT_BUDGET_WEIGHT = 0.1  # DESIGN §2
+
+
+def phase3_name(target: float | None, budget_weight: float = DEFAULT_BUDGET_WEIGHT) -> str:
+    """phase3, or phase3-t<target> for a published-way model (-bw<weight> when not the default)."""
+    if target is None:
+        return "phase3"
+    return f"phase3-t{target:.2f}" + ("" if budget_weight == DEFAULT_BUDGET_WEIGHT else f"-bw{budget_weight:g}")
+
+
+def parse_phase3_name(filename: str) -> tuple[float, float]:
+    """(target, budget weight) of a published-way checkpoint's file name (see phase3_name)."""
+    stem = os.path.basename(filename)[len("phase3-t"):-len(".ckpt")]
+    target, _, weight = stem.partition("-bw")
+    return float(target), float(weight) if weight else DEFAULT_BUDGET_WEIGHT
 
 
 def load_base(run: str):
@@ -140,7 +153,7 @@ def main() -> None:
     ap.add_argument("--phase3-steps", type=int, default=600)
     ap.add_argument("--target", type=float, default=None,
                     help="train phase 3 the published way for this one budget target (no cap)")
-    ap.add_argument("--budget-weight", type=float, default=0.1,
+    ap.add_argument("--budget-weight", type=float, default=DEFAULT_BUDGET_WEIGHT,
                     help="phase 3 weight of the budget loss (DESIGN §2: 0.1); a published-way model that "
                          "settles above its --target needs more")
     ap.add_argument("--gate-lr", type=float, default=1e-3, help="phase 3 learning rate of the gates")
@@ -190,7 +203,7 @@ def main() -> None:
         if args.target is None:
             name, targets, capped = "phase3", [0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 1.0], True
         else:
-            name, targets, capped = phase3_name(args.target), [args.target], False
+            name, targets, capped = phase3_name(args.target, args.budget_weight), [args.target], False
         gates = [p for _, _, a in model.acms() for p in a.gate.parameters()]
         gate_ids = {id(p) for p in gates}
         groups = [{"params": gates, "lr": args.gate_lr},

@@ -127,6 +127,16 @@ if __name__ == "__main__":
     unittest.main()
 
 
+class Phase3NameTest(unittest.TestCase):
+    def test_names_round_trip_with_the_budget_weight(self):
+        from models.toolchain.convert import parse_phase3_name, phase3_name
+        self.assertEqual(phase3_name(None), "phase3")
+        self.assertEqual(phase3_name(0.25), "phase3-t0.25")
+        self.assertEqual(phase3_name(0.25, 0.5), "phase3-t0.25-bw0.5")
+        self.assertEqual(parse_phase3_name("run/phase3-t0.25.ckpt"), (0.25, 0.1))
+        self.assertEqual(parse_phase3_name("run/phase3-t0.75-bw0.5.ckpt"), (0.75, 0.5))
+
+
 class RunPhaseTest(unittest.TestCase):
     """convert.run_phase: an interrupted phase resumes at its step; a finished one is skipped,
     also when its checkpoint was kept without the optimizer state."""
