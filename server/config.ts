@@ -63,6 +63,8 @@ export interface Config {
   readonly graphOptimization: GraphOptimization;
   /** Threads decoding and normalising images for every image model; 0 decodes on the HTTP thread. */
   readonly decodeThreads: number;
+  /** Nice value (0-19) of the inference threads; above 0 the HTTP thread wins a contended core. */
+  readonly inferenceNice: number;
   /** How long shutdown waits for in-flight requests, in milliseconds. */
   readonly shutdownGraceMs: number;
   /** pino log level. */
@@ -152,6 +154,9 @@ export const FIELDS: readonly Field[] = [
   { key: 'decodeThreads', env: 'ACM_DECODE_THREADS', flag: '--decode-threads', unit: 'threads',
     kind: { type: 'int', min: 0, max: 64 }, default: () => 1,
     doc: 'threads decoding images off the HTTP thread (0 = on the HTTP thread)' },
+  { key: 'inferenceNice', env: 'ACM_INFERENCE_NICE', flag: '--inference-nice', unit: '',
+    kind: { type: 'int', min: 0, max: 19 }, default: () => 0,
+    doc: 'nice value of the inference threads (0 = as the server)' },
   { key: 'shutdownGraceMs', env: 'ACM_SHUTDOWN_GRACE_MS', flag: '--shutdown-grace-ms', unit: 'ms',
     kind: { type: 'int', min: 0, max: 600_000 }, default: () => 10_000,
     doc: 'wait for in-flight requests on SIGTERM' },

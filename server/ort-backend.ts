@@ -24,6 +24,8 @@ export interface OrtBackendOptions {
   readonly graphOptimization: WorkerInit['graphOptimization'];
   /** Inter-op threads, execution mode, spinning, memory arena; default: onnxruntime's defaults. */
   readonly tuning?: SessionTuning;
+  /** Nice value of the worker threads (see WorkerInit.nice). */
+  readonly nice?: number;
   readonly workers: number;
   /** A batch running longer than this is treated as a hung worker. */
   readonly runTimeoutMs: number;
@@ -137,6 +139,7 @@ export class OrtBackend implements Backend {
     const init: WorkerInit = {
       graphPath: b.graphPath, provider: this.opts.provider, threads: this.opts.threads,
       graphOptimization: this.opts.graphOptimization, tuning: this.opts.tuning ?? DEFAULT_TUNING, shape: this.shape,
+      nice: this.opts.nice ?? 0,
       names: { input, budget: m.inputs.budget, logits: m.outputs.logits, counts: m.outputs.learner_counts },
     };
     const worker = new Worker(this.opts.workerUrl ?? new URL('./ort-worker.js', import.meta.url), { workerData: init });
@@ -319,7 +322,7 @@ export function ortBackends(config: Config, log: Logger, onWorkerRestart?: (mode
     bundle, provider: config.executionProvider, threads, graphOptimization: config.graphOptimization,
     tuning: { interOpThreads: config.interOpThreads, executionMode: config.executionMode,
       intraOpSpinning: config.intraOpSpinning, cpuMemArena: config.cpuMemArena },
-    workers: config.workers, runTimeoutMs: config.requestTimeoutMs, log,
+    nice: config.inferenceNice, workers: config.workers, runTimeoutMs: config.requestTimeoutMs, log,
     ...(onWorkerRestart ? { onWorkerRestart: () => onWorkerRestart(bundle.manifest.name) } : {}),
   });
 }

@@ -8,6 +8,8 @@ export interface WorkerInit {
   readonly threads: number;
   readonly graphOptimization: 'disabled' | 'basic' | 'extended' | 'all';
   readonly tuning: SessionTuning;
+  /** Nice value the worker thread sets on itself before onnxruntime starts its threads (0: unchanged). */
+  readonly nice?: number;
   /** Graph input and output names from the manifest. */
   readonly names: { readonly input: string; readonly budget: string; readonly logits: string; readonly counts: string };
   readonly shape: ModelShape;

@@ -5,11 +5,22 @@
 //
 // The thread ends itself: on 'close' it exits as soon as no onnxruntime call is in progress,
 // because a thread terminated inside one aborts the whole process.
+import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import type { WorkerInit, FromWorker, ToWorker, ValueInfo } from './ort-protocol.js';
 
 const init = workerData as WorkerInit;
+// On Linux a nice value belongs to a thread, and threads inherit it from the thread that starts
+// them: set here, before the session exists, it covers this thread and onnxruntime's pool.
+// Raising one's own nice value needs no privilege; where the platform refuses, run as is.
+if (init.nice) {
+  try {
+    setPriority(init.nice);
+  } catch {
+    // priority is a preference, never a reason not to serve
+  }
+}
 const port = parentPort;
 if (port === null) throw new Error('ort-worker must run as a worker thread');
 

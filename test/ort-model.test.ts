@@ -2,6 +2,7 @@
 // reproduces PyTorch, answers follow the contract, and the budget bounds and steers compute.
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
@@ -83,6 +84,30 @@ describe('tiny ONNX bundle', () => {
       });
     } finally {
       await Promise.all([tuned.close(), plain.close()]);
+    }
+  });
+
+  it('lowers the priority of the inference threads only', { skip: process.platform !== 'linux' }, async () => {
+    // Field 19 of /proc/<pid>/task/<tid>/stat is the thread's nice value; the name before it is
+    // in parentheses and may hold spaces, so fields are counted from the last ')'.
+    const niceByThread = (): Map<number, number> => new Map(readdirSync('/proc/self/task').map((tid) => {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      return [Number(tid), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])];
+    }));
+    const before = niceByThread();
+    const niced = new OrtBackend({ bundle, provider: 'cpu', threads: 2, graphOptimization: 'all', workers: 1,
+      runTimeoutMs: 30_000, log: createLogger('silent'), nice: 7 });
+    await niced.start();
+    try {
+      const items = [0.5, 1].map((budget) => ({ budget, input: new Float32Array(28 * 28).fill(0.2) }));
+      assert.equal((await niced.run(items)).length, 2);
+      const after = niceByThread();
+      const lowered = [...after].filter(([tid, nice]) => !before.has(tid) && nice === 7);
+      // The worker thread and the second intra-op thread onnxruntime starts for it.
+      assert.ok(lowered.length >= 2, `threads at nice 7: ${lowered.length} of ${after.size}`);
+      assert.equal(after.get(process.pid), before.get(process.pid), 'the HTTP thread keeps its priority');
+    } finally {
+      await niced.close();
     }
   });
 
