@@ -105,6 +105,9 @@ def main() -> None:
     ap.add_argument("--out", default="models/fashion-vit-acm")
     ap.add_argument("--name", default="fashion-vit-acm")
     ap.add_argument("--fixtures", default="test/fixtures/fashion-test")
+    ap.add_argument("--comparison-only", action="store_true",
+                    help="evaluate and write --comparison, leaving the bundle and the fixtures as they are "
+                         "(e.g. after adding a published-way model to the run)")
     args = ap.parse_args()
     set_threads()
     cfg, vit, base = load_base(args.run)
@@ -134,6 +137,9 @@ def main() -> None:
     with open(args.comparison, "w") as f:
         json.dump(comparison, f, indent=1)
         f.write("\n")
+    if args.comparison_only:
+        print(f"comparison written to {args.comparison}", flush=True)
+        return
     dataset = "fashion-mnist test split (index >= 6000 in each class file)"
     quality = [{"budget": b, "metric": "accuracy", "value": round(r["accuracy"], 4), "used": round(r["used"], 4),
                 "gflops": round(r["gflops"], 6), "dataset": dataset, "items": len(test.y)}
