@@ -52,7 +52,7 @@ async function loadModels(config: Config, inference: InferenceService, speech: S
   const threads = sessionThreads(config);
   log.info({ provider: config.executionProvider, workers: config.workers, intraOpThreads: threads,
     interOpThreads: config.interOpThreads, executionMode: config.executionMode, intraOpSpinning: config.intraOpSpinning,
-    cpuMemArena: config.cpuMemArena, graphOptimization: config.graphOptimization },
+    cpuMemArena: config.cpuMemArena, graphOptimization: config.graphOptimization, inferenceNice: config.inferenceNice },
     `inference runs on the ${config.executionProvider.toUpperCase()} execution provider`);
   const backends = ortBackends(config, log, (model) => metrics.workerRestarted(model));
   await Promise.all([inference.load(scan.bundles, backends),
