@@ -142,8 +142,8 @@ async function main(): Promise<void> {
       const cmp = JSON.parse(readFileSync(opts.comparison, 'utf8')) as Comparison;
       series.push({ label: 'one model per target (published way)', colour: '#2471a3', line: false,
         points: cmp.per_target.map((p) => {
-          const weight = p.budget_weight !== undefined && p.budget_weight !== 0.1 ? `, budget weight ${p.budget_weight}` : '';
-          return { x: p.gflops, y: p.accuracy, note: `target ${p.target}${weight}` };
+          const weight = p.budget_weight !== undefined && p.budget_weight !== 0.1 ? ` (w ${p.budget_weight})` : '';
+          return { x: p.gflops, y: p.accuracy, note: `${p.target}${weight}` };
         }) });
       series.push({ label: 'dense base', colour: '#222222', line: false, points: [{ x: cmp.dense.gflops, y: cmp.dense.accuracy }] });
     }
