@@ -94,18 +94,18 @@ describe('tiny ONNX bundle', () => {
       const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
       return [Number(tid), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])];
     }));
-    const before = niceByThread();
+    const beforeStart = niceByThread();
     const niced = new OrtBackend({ bundle, provider: 'cpu', threads: 2, graphOptimization: 'all', workers: 1,
       runTimeoutMs: 30_000, log: createLogger('silent'), nice: 7 });
     await niced.start();
     try {
       const items = [0.5, 1].map((budget) => ({ budget, input: new Float32Array(28 * 28).fill(0.2) }));
       assert.equal((await niced.run(items)).length, 2);
-      const after = niceByThread();
-      const lowered = [...after].filter(([tid, nice]) => !before.has(tid) && nice === 7);
+      const afterRun = niceByThread();
+      const lowered = [...afterRun].filter(([tid, nice]) => !beforeStart.has(tid) && nice === 7);
       // The worker thread and the second intra-op thread onnxruntime starts for it.
-      assert.ok(lowered.length >= 2, `threads at nice 7: ${lowered.length} of ${after.size}`);
-      assert.equal(after.get(process.pid), before.get(process.pid), 'the HTTP thread keeps its priority');
+      assert.ok(lowered.length >= 2, `threads at nice 7: ${lowered.length} of ${afterRun.size}`);
+      assert.equal(afterRun.get(process.pid), beforeStart.get(process.pid), 'the HTTP thread keeps its priority');
     } finally {
       await niced.close();
     }

@@ -122,8 +122,8 @@ def main() -> None:
     published = []
     for target, weight, m in per_target_models(args.run, vit, cfg):
         r = evaluate(m, None, test, [target])["acm"][target]
-        published.append({"target": target, "budget_weight": weight, "accuracy": round(r["accuracy"], 4), "used": round(r["used"], 4),
-                          "gflops": round(r["gflops"], 6)})
+        published.append({"target": target, "budget_weight": weight, "accuracy": round(r["accuracy"], 4),
+                          "used": round(r["used"], 4), "gflops": round(r["gflops"], 6)})
         print(f"published-way model for target {target}: {published[-1]}", flush=True)
     comparison = {
         "dataset": "fashion-mnist test split (index >= 6000 in each class file)", "items": len(test.y),

@@ -100,8 +100,7 @@ def plan(counts: dict[str, int], seed: int, words: list[str] | None = None,
         out[split] = [draw_item(rng, f"{split}-{i:06d}", sentence, voices[split])
                       for i, sentence in enumerate(texts[split])]
     if extra_train:
-        held_out = set(texts["val"]) | set(texts["test"])
-        taken = set(texts["train"]) | held_out
+        taken = {sentence for split in SPLITS for sentence in texts[split]}
         rng = random.Random(seed * 1000 + 99)
         fresh = textmod.sentences(extra_train + len(taken), seed + 100_003, words)
         fresh = [s for s in fresh if s not in taken][:extra_train]

@@ -1,10 +1,15 @@
 """Recipe pieces on hand-computed inputs and tiny models: labels, losses, and each phase learning."""
+import os
+import shutil
+import tempfile
 import unittest
 
 import torch
 
 from models.toolchain import phases
 from models.toolchain.acm import ACM, from_dense
+from models.toolchain.checkpoint import load_state, save_state
+from models.toolchain.convert import parse_phase3_name, phase3_name, run_phase
 from models.toolchain.export import budget_floor
 from models.toolchain.metrics import used_fraction
 from models.toolchain.vit import CONFIGS, build_vit
@@ -123,13 +128,8 @@ class RelaxedForwardTest(unittest.TestCase):
         self.assertTrue(all(g is not None and g.abs().sum() > 0 for g in grads))
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class Phase3NameTest(unittest.TestCase):
     def test_names_round_trip_with_the_budget_weight(self):
-        from models.toolchain.convert import parse_phase3_name, phase3_name
         self.assertEqual(phase3_name(None), "phase3")
         self.assertEqual(phase3_name(0.25), "phase3-t0.25")
         self.assertEqual(phase3_name(0.25, 0.5), "phase3-t0.25-bw0.5")
@@ -142,7 +142,6 @@ class RunPhaseTest(unittest.TestCase):
     also when its checkpoint was kept without the optimizer state."""
 
     def setUp(self):
-        import tempfile
         self.dir = tempfile.mkdtemp()
         torch.manual_seed(0)
         self.model = torch.nn.Linear(3, 1)
@@ -150,7 +149,6 @@ class RunPhaseTest(unittest.TestCase):
         self.calls = []
 
     def tearDown(self):
-        import shutil
         shutil.rmtree(self.dir)
 
     def step(self, i):
@@ -158,9 +156,6 @@ class RunPhaseTest(unittest.TestCase):
         return torch.nn.functional.mse_loss(self.model(self.x), self.y), {}
 
     def test_resume_and_finished_phase(self):
-        import os
-        from models.toolchain.checkpoint import load_state, save_state
-        from models.toolchain.convert import run_phase
         path = os.path.join(self.dir, "p.ckpt")
         self.assertTrue(run_phase("p", self.dir, 4, self.model, list(self.model.parameters()), 0.1, self.step, 0.0))
         self.assertEqual(self.calls, [0, 1, 2, 3])
@@ -180,3 +175,7 @@ class RunPhaseTest(unittest.TestCase):
         self.assertFalse(run_phase("p", self.dir, 4, self.model, list(self.model.parameters()), 0.1, self.step, 0.0))
         self.assertEqual(self.calls, [], "a finished phase does not run again")
         self.assertTrue(torch.equal(self.model.weight, weights["weight"]), "its weights are loaded")
+
+
+if __name__ == "__main__":
+    unittest.main()

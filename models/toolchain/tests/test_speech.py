@@ -6,9 +6,8 @@ import shutil
 import tempfile
 import unittest
 
-import torch
-
 import numpy as np
+import torch
 
 from models.toolchain.speech import corpus, data, text
 from models.toolchain.speech.model import (CONFIGS, build_dense, chunk_count, dense_trace, dense_windows_logits, edit_distance,
