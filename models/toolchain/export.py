@@ -79,9 +79,12 @@ def export_bundle(model: ACMViT, out_dir: str, meta: dict, dense: nn.Module | No
     _write_metadata(path, meta)
     if dense is not None and meta.get("dense_graph"):
         dense_path = os.path.join(out_dir, meta["dense_graph"])
+        # The wrapper is put in eval mode itself: the exporter restores the mode of the module it
+        # is given, and a new wrapper's default (training) would otherwise switch the dense
+        # model's batch norms to batch statistics after the export.
         with torch.no_grad():
             torch.onnx.export(
-                DenseLogits(dense.eval()), (pixels,), dense_path, opset_version=OPSET, do_constant_folding=False,
+                DenseLogits(dense).eval(), (pixels,), dense_path, opset_version=OPSET, do_constant_folding=False,
                 input_names=["pixel_values"], output_names=["logits"],
                 dynamic_axes={"pixel_values": batch, "logits": batch},
             )
