@@ -109,6 +109,33 @@ def cap_budgets(acms: list[ACM], tokens: int, budget: torch.Tensor) -> torch.Ten
     return torch.where(forced > 0, shared, budget)
 
 
+def weighted_cap_budgets(acms: list[ACM], budget: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Per request and ACM [B, A], the budget each ACM's cap applies, in proportion to `weights`.
+
+    ACM a may spend c_a = clamp(s * weights[a], min_choice / n, 1) of its learners, with the one
+    scale s per request for which the caps together cost exactly the request's budget:
+    sum_a full_a * c_a = budget * sum_a full_a (full_a: the ACM's cost with every learner, per
+    token). Below the model's floor every ACM runs its minimum. With equal weights this is the
+    rule of cap_budgets. The cost is piecewise linear in s with breakpoints where some c_a meets
+    a bound, so s is found exactly: the segment is the last breakpoint whose cost fits, then a
+    linear step inside it. Caps are rounded to 1e-9, so a budget such as 0.5 is not floored one
+    learner short by rounding error.
+    """
+    budget = budget.to(torch.float64)
+    weights = weights.to(torch.float64)
+    full = torch.tensor([float(a.n * a.learner_macs) for a in acms], dtype=torch.float64, device=budget.device)
+    low = torch.tensor([a.min_choice / a.n for a in acms], dtype=torch.float64, device=budget.device)
+    points = torch.cat([low / weights, 1.0 / weights]).sort().values  # [2A]
+    cost = (full * torch.maximum(torch.clamp(points[:, None] * weights, max=1.0), low)).sum(-1)  # [2A], non-decreasing
+    want = budget * full.sum()  # [B]
+    j = ((cost[None, :] <= want[:, None]).sum(-1) - 1).clamp(0, points.shape[0] - 2)
+    s0, s1, c0, c1 = points[j], points[j + 1], cost[j], cost[j + 1]
+    step = (want - c0).clamp_min(0.0) / (c1 - c0).clamp_min(1e-12) * (s1 - s0)
+    s = torch.minimum(s0 + step, s1)
+    caps = torch.maximum(torch.clamp(s[:, None] * weights, max=1.0), low)
+    return torch.round(caps * 1e9) / 1e9
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
     b, t, d = q.shape
     split = lambda x: x.view(b, t, heads, d // heads).transpose(1, 2)  # noqa: E731
@@ -136,11 +163,12 @@ class ACMEncoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, budget: torch.Tensor, cap: torch.Tensor, bonus: torch.Tensor,
                 counts: list[torch.Tensor]) -> torch.Tensor:
+        """cap: [B, 5], the cap budgets of q, k, v, o and the FFN, in that order."""
         h = self.ln_1(x)
-        (q, kq), (k, kk), (v, kv) = (acm(h, budget, cap, bonus) for acm in (self.q, self.k, self.v))
-        o, ko = self.o(attention(q, k, v, self.heads), budget, cap, bonus)
+        (q, kq), (k, kk), (v, kv) = (acm(h, budget, cap[:, i], bonus) for i, acm in enumerate((self.q, self.k, self.v)))
+        o, ko = self.o(attention(q, k, v, self.heads), budget, cap[:, 3], bonus)
         x = x + o
-        m, km = self.mlp(self.ln_2(x), budget, cap, bonus)
+        m, km = self.mlp(self.ln_2(x), budget, cap[:, 4], bonus)
         counts.extend([kq, kk, kv, ko, km])
         return x + m
 
@@ -166,6 +194,9 @@ class ACMViT(nn.Module):
         bonus = torch.zeros(cfg.tokens)
         bonus[0] = float(n + 1)
         self.register_buffer("token_bonus", bonus, persistent=False)
+        # How the request cap shares a budget among the ACMs (weighted_cap_budgets): equal weights
+        # cap every ACM at the budget itself; calibrate_cap_weights sets them from the gates.
+        self.register_buffer("cap_weights", torch.ones(len(KINDS) * cfg.num_layers, dtype=torch.float64))
         # False evaluates a model trained the published way (one budget target, no request cap):
         # the gates alone decide, and the budget input is only what the gates were trained with.
         self.capped = True
@@ -177,6 +208,12 @@ class ACMViT(nn.Module):
         super().train(mode)
         self.conv_proj.eval()
         return self
+
+    def load_state_dict(self, state: dict, strict: bool = True):
+        # Checkpoints from before cap weights existed were trained with equal ones.
+        if "cap_weights" not in state:
+            state = {**state, "cap_weights": torch.ones_like(self.cap_weights)}
+        return super().load_state_dict(state, strict)
 
     def acms(self) -> list[tuple[str, int, ACM]]:
         names = []
@@ -191,22 +228,25 @@ class ACMViT(nn.Module):
         return x + self.pos_embedding
 
     def cap_budgets(self, budget: torch.Tensor) -> torch.Tensor:
-        """The budget each ACM's cap applies, per request, so the whole request stays within budget.
+        """Per request and ACM [B, A], the budget each ACM's cap applies, so the whole request stays
+        within budget.
 
-        An ACM whose minimum choice costs more than the budget (q/k/v/o run at least one of N
-        learners: 1/N of their cost) spends that minimum regardless; the others then share what is
-        left: (budget * all - forced minimums) / the rest, never below 0. Above every minimum this
-        is the budget itself. So used <= max(budget, budget_floor) holds for the whole model, not
-        only per ACM.
+        The budget is shared among the ACMs in proportion to cap_weights (weighted_cap_budgets).
+        An ACM whose minimum choice costs more than its share (q/k/v/o run at least one of N
+        learners: 1/N of their cost) spends that minimum regardless, and an ACM is never capped
+        above all its learners; the others share what is left, so the caps together cost exactly
+        the budget. So used <= max(budget, budget_floor) holds for the whole model, not only per ACM.
         """
-        return cap_budgets([a for _, _, a in self.acms()], self.cfg.tokens, budget)
+        return weighted_cap_budgets([a for _, _, a in self.acms()], budget, self.cap_weights)
 
     def forward(self, pixels: torch.Tensor, budget: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.embed(pixels)
-        cap = self.cap_budgets(budget) if self.capped else torch.ones_like(budget, dtype=torch.float64)
+        per_acm = len(KINDS)
+        cap = (self.cap_budgets(budget) if self.capped
+               else torch.ones(budget.shape[0], per_acm * len(self.layers), dtype=torch.float64, device=budget.device))
         counts: list[torch.Tensor] = []
-        for layer in self.layers:
-            x = layer(x, budget, cap, self.token_bonus, counts)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, budget, cap[:, i * per_acm:(i + 1) * per_acm], self.token_bonus, counts)
         return self.head(self.ln(x)[:, 0]), torch.stack(counts, 1)
 
     def fixed_macs(self) -> int:

@@ -32,6 +32,8 @@ def build(seed: int = 0, config: str = "tiny"):
             # Spread the random gates' choices so every group of the kernel is exercised.
             for p in acm.gate.parameters():
                 p.mul_(4.0)
+        if config == "tiny":  # unequal cap weights, so the parity test covers their sharing rule
+            model.cap_weights.copy_(torch.linspace(0.3, 1.0, len(model.acms()), dtype=torch.float64))
     return cfg, vit.eval(), model
 
 

@@ -63,11 +63,12 @@ class StraightThrough:
     """Phase 3's ACM runner: straight-through Gumbel-softmax gate, exactly k learners per token.
 
     Each call outputs sum_k onehot_k * h(z, k), so the task loss reaches the gate through the
-    one-hot while the forward value is h(z, k) itself. Given `cap` (per-request cap budgets, see
-    ACMViT.cap_budgets), the request cap the server applies lowers the sampled choices before they
-    run, so the network is fine-tuned in the regime it is served in; the gradient still reaches the
-    gate through its relaxed probabilities. Budget, entropy and diversity losses read `asked`, the
-    gate's own (uncapped) choices, which teaches the gate to ask for what the budget allows.
+    one-hot while the forward value is h(z, k) itself. Given `cap` (per-request cap budgets [B], or
+    [B, A] per ACM in call order: see ACMViT.cap_budgets), the request cap the server applies
+    lowers the sampled choices before they run, so the network is fine-tuned in the regime it is
+    served in; the gradient still reaches the gate through its relaxed probabilities. Budget,
+    entropy and diversity losses read `asked`, the gate's own (uncapped) choices, which teaches the
+    gate to ask for what the budget allows.
     """
 
     def __init__(self, budget: torch.Tensor, cap: torch.Tensor | None, tau: float = 0.8,
@@ -84,9 +85,11 @@ class StraightThrough:
         choice = soft.argmax(-1)
         k = choice
         if self.cap is not None:
+            # One cap budget per request [B], or one per request and ACM [B, A] in call order.
+            cap = self.cap if self.cap.dim() == 1 else self.cap[:, len(self.counts)]
             with torch.no_grad():
                 priority = acm.cap_priority(logits, self.token_bonus)
-                k = cap_counts(choice + acm.min_choice, self.cap, acm.n, acm.min_choice, priority) - acm.min_choice
+                k = cap_counts(choice + acm.min_choice, cap, acm.n, acm.min_choice, priority) - acm.min_choice
         relax = soft - soft.detach()
         self.asked.append((acm, F.one_hot(choice, acm.choices).to(soft.dtype) + relax))
         hot = F.one_hot(k, acm.choices).to(soft.dtype) + relax

@@ -103,3 +103,57 @@ class CapPriorityTest(unittest.TestCase):
         # cap = floor(0.375 * 16) = 6: level 1 for all (4), two left for the two highest priorities.
         k = cap_counts(desired, torch.tensor([0.375], dtype=torch.float64), 4, 0, priority=priority)
         self.assertEqual(k.tolist(), [[1, 2, 2, 1]])
+
+
+class WeightedCapBudgetsTest(unittest.TestCase):
+    """ACMViT's sharing of a request's budget among its ACMs (acm.weighted_cap_budgets)."""
+
+    def setUp(self):
+        from models.toolchain.acm import ACMViT
+        from models.toolchain.vit import CONFIGS
+        self.model = ACMViT(CONFIGS["tiny"], 4)
+        self.acms = [a for _, _, a in self.model.acms()]
+        self.full = torch.tensor([float(a.n * a.learner_macs) for a in self.acms], dtype=torch.float64)
+        self.low = torch.tensor([a.min_choice / a.n for a in self.acms], dtype=torch.float64)
+        self.budgets = torch.tensor([0.01, 0.05, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0], dtype=torch.float64)
+
+    def test_equal_weights_give_the_shared_rule(self):
+        from models.toolchain.acm import cap_budgets, weighted_cap_budgets
+        tokens = self.model.cfg.tokens
+        shared = cap_budgets(self.acms, tokens, self.budgets)  # [B], applied to every ACM above its minimum
+        caps = weighted_cap_budgets(self.acms, self.budgets, torch.ones(len(self.acms)))
+        expected = torch.maximum(shared[:, None].expand_as(caps), self.low)
+        self.assertTrue(torch.allclose(caps, expected, atol=1e-9), (caps, expected))
+        # A budget the learners divide exactly is not floored one learner short.
+        self.assertTrue(torch.all(caps[self.budgets == 0.5] == 0.5))
+
+    def test_caps_cost_the_budget_within_bounds(self):
+        from models.toolchain.acm import weighted_cap_budgets
+        weights = torch.rand(len(self.acms), generator=torch.Generator().manual_seed(3), dtype=torch.float64) + 0.05
+        caps = weighted_cap_budgets(self.acms, self.budgets, weights)
+        floor = (self.full * self.low).sum() / self.full.sum()
+        cost = (caps * self.full).sum(-1) / self.full.sum()
+        for b, c in zip(self.budgets.tolist(), cost.tolist()):
+            self.assertAlmostEqual(c, max(b, floor.item()), places=7, msg=f"budget {b}")
+        self.assertTrue(torch.all(caps >= self.low - 1e-12) and torch.all(caps <= 1.0))
+        # Never less for a larger budget, and in proportion to the weights where no bound binds.
+        self.assertTrue(torch.all(caps[1:] >= caps[:-1] - 1e-9))
+        free = (caps[7] > self.low + 1e-9) & (caps[7] < 1.0 - 1e-9)
+        ratio = caps[7][free] / weights[free]
+        self.assertTrue(torch.allclose(ratio, ratio[0].expand_as(ratio), atol=1e-6))
+
+    def test_model_with_weights_keeps_the_budget_contract(self):
+        from models.toolchain.export import budget_floor
+        from models.toolchain.metrics import used_fraction
+        self.model.cap_weights.copy_(torch.linspace(0.2, 1.0, len(self.acms), dtype=torch.float64))
+        floor = budget_floor(self.model)
+        pixels = torch.randn(len(self.budgets), 1, 28, 28, generator=torch.Generator().manual_seed(5))
+        with torch.no_grad():
+            _, counts = self.model.eval()(pixels, self.budgets)
+        caps = self.model.cap_budgets(self.budgets)
+        tokens = self.model.cfg.tokens
+        for a, acm in enumerate(self.acms):  # each ACM within its own cap
+            limit = torch.clamp(torch.floor(caps[:, a] * acm.n * tokens), min=acm.min_choice * tokens)
+            self.assertTrue(torch.all(counts[:, a].sum(-1) <= limit))
+        for b, u in zip(self.budgets.tolist(), used_fraction(self.model, counts).tolist()):
+            self.assertLessEqual(u, max(b, floor) + 1e-12, f"budget {b}: used {u}")
