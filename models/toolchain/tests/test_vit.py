@@ -1,4 +1,5 @@
-"""The convolutional stem: its cost, its checks, and that fine-tuning leaves its statistics alone."""
+"""The convolutional stem: its cost, its checks, that fine-tuning leaves its statistics alone, and
+that a bundle reads back into the model it was exported from."""
 import json
 import unittest
 
@@ -45,6 +46,52 @@ class StemTest(unittest.TestCase):
         self.assertFalse(model.conv_proj.training)
         self.assertTrue(torch.equal(before, model.conv_proj[1].running_mean))
         self.assertTrue(model.layers[0].training)
+
+
+class ImportBundleTest(unittest.TestCase):
+    """An exported bundle read back (import_bundle) computes what the exported model computed."""
+
+    def test_round_trip_through_onnx(self):
+        import tempfile
+
+        from models.toolchain.export import export_bundle, manifest
+        from models.toolchain.import_bundle import import_models
+        torch.manual_seed(0)
+        cfg = ViTConfig(num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, stem=(4, 8))
+        vit = build_vit(cfg)
+        with torch.no_grad():
+            # Distinct values everywhere, as after training: the exporter merges equal-valued
+            # parameters (torchvision's zero biases) into one initializer.
+            for p in vit.parameters():
+                p.normal_(std=0.3)
+            # Batch norms with statistics and scales of their own, to fold.
+            for m in vit.conv_proj:
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.running_mean.normal_(); m.running_var.uniform_(0.5, 2.0)
+                    m.weight.uniform_(0.5, 1.5)
+        vit.eval()
+        model = from_dense(vit, cfg).eval()
+        with torch.no_grad():
+            for _, _, acm in model.acms():
+                for p in acm.gate.parameters():
+                    p.mul_(4.0)
+            model.cap_weights.copy_(torch.linspace(0.2, 1.0, len(model.acms()), dtype=torch.float64))
+        meta = manifest(model, "t", [str(i) for i in range(10)], [0.5], [0.25], dense_graph="dense.onnx",
+                        training={"steps": {"base_epochs": 3, "phase3": 7}})
+        x = torch.randn(5, 1, 28, 28)
+        budget = torch.tensor([1.0, 0.25, 0.6, 0.1, 0.75], dtype=torch.float64)
+        with tempfile.TemporaryDirectory() as out:
+            export_bundle(model, out, meta, dense=vit)
+            cfg2, vit2, model2, _ = import_models(out)
+        self.assertEqual(cfg2, cfg)
+        self.assertFalse(vit.training or model.training, "export left a model in training mode")
+        with torch.no_grad():
+            self.assertTrue(torch.allclose(vit2(x), vit(x), atol=1e-5))
+            (logits, counts), (logits2, counts2) = model(x, budget), model2(x, budget)
+        self.assertTrue(torch.allclose(logits2, logits, atol=1e-5))
+        self.assertTrue(torch.equal(counts2, counts))
+        self.assertTrue(torch.equal(model2.cap_weights, model.cap_weights))
+        self.assertTrue(torch.equal(model2.layers[1].mlp.w1, model.layers[1].mlp.w1))
 
 
 if __name__ == "__main__":
