@@ -178,6 +178,10 @@ export class OrtBackend implements Backend {
           this.startFailed(new Error(`bundle ${JSON.stringify(this.name)}: graph does not match acm.json: ${problems.join('; ')}`));
           return;
         }
+        if (msg.niceError !== undefined) {
+          this.opts.log.warn({ model: this.name, worker: slot.index, nice: this.opts.nice, err: msg.niceError },
+            'inference worker runs at the server\'s priority: setting its nice value failed');
+        }
         slot.ready = true;
         slot.failures = 0;
         if (this.started && --this.started.pending === 0) {

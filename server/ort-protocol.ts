@@ -42,7 +42,8 @@ export type ToWorker =
   | { type: 'close' };
 
 export type FromWorker =
-  | { type: 'ready'; inputs: ValueInfo[]; outputs: ValueInfo[] }
+  /** niceError: why the worker could not set WorkerInit.nice (it then runs at the server's priority). */
+  | { type: 'ready'; inputs: ValueInfo[]; outputs: ValueInfo[]; niceError?: string }
   | { type: 'fatal'; message: string }
   | { type: 'result'; id: number; logits: Float32Array; counts: Int32Array }
   | { type: 'failed'; id: number; message: string };

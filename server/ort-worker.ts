@@ -13,12 +13,14 @@ import type { WorkerInit, FromWorker, ToWorker, ValueInfo } from './ort-protocol
 const init = workerData as WorkerInit;
 // On Linux a nice value belongs to a thread, and threads inherit it from the thread that starts
 // them: set here, before the session exists, it covers this thread and onnxruntime's pool.
-// Raising one's own nice value needs no privilege; where the platform refuses, run as is.
+// Raising one's own nice value needs no privilege; where the platform refuses, run as is (a
+// priority is a preference, never a reason not to serve) and say so in the ready message.
+let niceError: string | undefined;
 if (init.nice) {
   try {
     setPriority(init.nice);
-  } catch {
-    // priority is a preference, never a reason not to serve
+  } catch (err) {
+    niceError = (err as Error).message;
   }
 }
 const port = parentPort;
@@ -84,7 +86,7 @@ async function load(): Promise<void> {
     exitWhenIdle();
     return;
   }
-  post({ type: 'ready', inputs: describe(session.inputMetadata), outputs: describe(session.outputMetadata) });
+  post({ type: 'ready', inputs: describe(session.inputMetadata), outputs: describe(session.outputMetadata), niceError });
 }
 
 async function runBatch(s: ort.InferenceSession, msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {

@@ -5,6 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
 import request from 'supertest';
 import { scanBundles, type Bundle } from '../server/bundle.js';
 import { createLogger } from '../server/logger.js';
@@ -108,6 +109,23 @@ describe('tiny ONNX bundle', () => {
       assert.equal(afterRun.get(process.pid), beforeStart.get(process.pid), 'the HTTP thread keeps its priority');
     } finally {
       await niced.close();
+    }
+  });
+
+  it('warns and still serves when the inference threads cannot take their nice value', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const log = pino({ level: 'warn' }, { write: (line: string) => { lines.push(JSON.parse(line) as Record<string, unknown>); } });
+    // Out of the range the platform accepts (-20..19), so setting it fails everywhere.
+    const backend = new OrtBackend({ bundle, provider: 'cpu', threads: 1, graphOptimization: 'all', workers: 1,
+      runTimeoutMs: 30_000, log, nice: 25 });
+    await backend.start();
+    try {
+      assert.equal((await backend.run([{ budget: 0.5, input: new Float32Array(28 * 28).fill(0.2) }])).length, 1);
+      const warning = lines.find((l) => String(l.msg).includes('setting its nice value failed'));
+      assert.ok(warning, `no warning among ${JSON.stringify(lines)}`);
+      assert.equal(warning.nice, 25);
+    } finally {
+      await backend.close();
     }
   });
 
