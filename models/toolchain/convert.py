@@ -28,7 +28,7 @@ from .checkpoint import load_file, load_into, load_state, save_state
 from .metrics import used_fraction
 from .phases import acm_pairs, distil_loss, gate_loss, phase3_loss, teacher_pairs
 from .train_base import augment
-from .vit import ViTConfig, build_vit, set_threads, torch_device
+from .vit import ViTConfig, add_training_options, build_vit, start_training
 
 
 DEFAULT_BUDGET_WEIGHT = 0.1  # DESIGN §2
@@ -53,6 +53,8 @@ def load_base(run: str):
     cfg = ViTConfig(**saved["config"])
     vit = build_vit(cfg)
     vit.load_state_dict(saved["model"])
+    for p in vit.parameters():  # the base is a fixed teacher from here on
+        p.requires_grad_(False)
     return cfg, vit.eval(), saved
 
 
@@ -112,6 +114,14 @@ def run_phase(name: str, run: str, steps: int, model, params, lr: float, step_fn
     return True
 
 
+def phase3_groups(model, gate_lr: float, lr: float) -> list[dict]:
+    """Phase 3's optimizer groups: the gates at gate_lr, everything else at lr."""
+    gates = [p for _, _, a in model.acms() for p in a.gate.parameters()]
+    gate_ids = {id(p) for p in gates}
+    return [{"params": gates, "lr": gate_lr},
+            {"params": [p for p in model.parameters() if id(p) not in gate_ids], "lr": lr}]
+
+
 @torch.no_grad()
 def phase_metrics(name: str, model, vit, val: data.Split, items: int = 1000) -> None:
     """Print how far the phase got, on `items` validation items spread evenly over the classes."""
@@ -158,15 +168,10 @@ def main() -> None:
                          "settles above its --target needs more")
     ap.add_argument("--gate-lr", type=float, default=1e-3, help="phase 3 learning rate of the gates")
     ap.add_argument("--lr", type=float, default=1e-4, help="phase 3 learning rate of everything else")
-    ap.add_argument("--checkpoint-minutes", type=float, default=3.0)
-    ap.add_argument("--device", default="cpu", help="cpu, or cuda when one is present")
+    add_training_options(ap)
     args = ap.parse_args()
-    set_threads()
-    device = torch_device(args.device)
-    torch.manual_seed(0)
+    device = start_training(args)
     cfg, vit, _ = load_base(args.run)
-    for p in vit.parameters():
-        p.requires_grad_(False)
     model = from_dense(vit, cfg, args.n).to(device)  # built on the CPU, where the base was read
     vit.to(device)
     batches = Batches(data.load("train"), args.batch, seed=1000, device=device)
@@ -204,10 +209,7 @@ def main() -> None:
             name, targets, capped = "phase3", [0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 1.0], True
         else:
             name, targets, capped = phase3_name(args.target, args.budget_weight), [args.target], False
-        gates = [p for _, _, a in model.acms() for p in a.gate.parameters()]
-        gate_ids = {id(p) for p in gates}
-        groups = [{"params": gates, "lr": args.gate_lr},
-                  {"params": [p for p in model.parameters() if id(p) not in gate_ids], "lr": args.lr}]
+        groups = phase3_groups(model, args.gate_lr, args.lr)
         model.capped = capped
 
         def phase3(step: int):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from . import data
 from .checkpoint import load_state, save_state
-from .vit import CONFIGS, build_vit, set_threads, torch_device
+from .vit import CONFIGS, add_training_options, build_vit, start_training
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, erase: bool = False) -> torch.Tensor:
@@ -71,12 +71,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--train-limit", type=int, default=None, help="use only the first N training items (quick checks)")
     ap.add_argument("--erase", action="store_true", help="also random-erase an 8x8 square (see augment)")
-    ap.add_argument("--checkpoint-minutes", type=float, default=3.0)
-    ap.add_argument("--device", default="cpu", help="cpu, or cuda when one is present")
+    add_training_options(ap)
     args = ap.parse_args()
-    set_threads()
-    device = torch_device(args.device)
-    torch.manual_seed(0)
+    device = start_training(args)
     cfg = CONFIGS[args.config]
     model = build_vit(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
