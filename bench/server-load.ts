@@ -24,7 +24,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, setPriority } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startProbe } from './healthz-probe.js';
+import { ProbeThread } from './healthz-probe.js';
 import { intArg, numberArg } from './args.js';
 import { closedLoop, openLoop, type LoadResult, type Target } from './load.js';
 import { baseServerEnv, DEFAULT_IMAGES_DIR, loadImages, REPO, ServerProcess } from './server-process.js';
@@ -175,14 +175,17 @@ async function main(): Promise<void> {
   const loadBefore = loadavg();
 
   const servers = new Map<ModeName, ServerProcess>();
+  let prober: ProbeThread | undefined;
   try {
     // Started together (start-up is not measured); a failed start stops the others in `finally`.
     const starts = MODES.map((mode) => ServerProcess.start({ label: mode.name, env: mode.env, ...(mode.nodeFlags ? { nodeFlags: mode.nodeFlags } : {}) }, base)
       .then((s) => { servers.set(mode.name, s); }));
     const failures = (await Promise.allSettled(starts)).filter((r) => r.status === 'rejected');
     if (failures.length > 0) throw (failures[0] as PromiseRejectedResult).reason;
-    // After the servers started (children inherit the niceness): only this thread, which runs the
-    // load generator, yields the cores; the servers and the probe thread keep theirs.
+    // After the servers and the probe thread started (children and new threads inherit the
+    // niceness): only this thread, which runs the load generator, yields the cores; the servers
+    // and the probe thread keep theirs.
+    prober = new ProbeThread();
     if (settings.clientNice !== null) setPriority(settings.clientNice);
     const model = await modelName(servers.get('batching-on')!);
     const target = (mode: ModeName): Target => ({ url: servers.get(mode)!.url, path, images, headers });
@@ -200,10 +203,10 @@ async function main(): Promise<void> {
           const entry = raw.get(key) ?? { runs: [], healthz: [], healthzFailures: 0, loop: [] };
           raw.set(key, entry);
           const url = servers.get(mode.name)!.url;
-          let probe: ReturnType<typeof startProbe> | undefined;
+          let probe: ReturnType<ProbeThread['start']> | undefined;
           let windowStart: Promise<unknown> = Promise.resolve();
           const probeTimer = setTimeout(() => {
-            probe = startProbe(url, settings.healthzIntervalMs);
+            probe = prober?.start(url, settings.healthzIntervalMs);
             windowStart = loopDelay(url).catch(() => null);
           }, settings.warmupS * 1000);
           const run = await closedLoop(target(mode.name), c, settings.warmupS, settings.durationS);
@@ -279,6 +282,7 @@ async function main(): Promise<void> {
     }, null, 2));
     console.log(`wrote ${out}`);
   } finally {
+    await prober?.close();
     for (const s of servers.values()) await s.stop();
   }
 }

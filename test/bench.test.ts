@@ -3,13 +3,18 @@
 // here asserts a speed: on a shared machine timings are not reproducible, only their structure is.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { once } from 'node:events';
+import { getPriority, setPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import sharp from 'sharp';
+import { ProbeThread } from '../bench/healthz-probe.js';
 import { checkModelBenchJson, modelPlotSvg, type ModelBenchJson } from '../bench/plot-svg.js';
 import type { Summary } from '../bench/stats.js';
 import { assertPositiveSummary } from './support/bench-report.js';
@@ -101,4 +106,40 @@ describe('model-bench chart', () => {
     bad.rows[1]!.acm[2]!.ms_per_image = NaN;
     assert.throws(() => checkModelBenchJson(bad), /rows\[1\]\.acm\[2\]: budget and ms_per_image must be finite/);
   });
+});
+
+describe('healthz probe thread', () => {
+  // Field 19 of /proc/self/task/<tid>/stat is a thread's nice value, counted after the last ')'.
+  const niceByThread = (): Map<number, number> => new Map(readdirSync('/proc/self/task').map((tid) => {
+    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+    return [Number(tid), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])];
+  }));
+
+  it('probes at the priority it was made with after the load generator lowers its own',
+    { skip: process.platform !== 'linux' }, async () => {
+      const server = createServer((_req, res) => res.end('ok')).listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const before = niceByThread();
+      const base = getPriority();
+      const prober = new ProbeThread();
+      try {
+        const first = await prober.start(url, 5).stop();
+        const probeThreads = [...niceByThread().keys()].filter((tid) => !before.has(tid));
+        assert.ok(probeThreads.length > 0, 'the probe thread is running');
+        // What server-load --client-nice does (this file's process keeps the lower priority).
+        setPriority(Math.min(base + 3, 19));
+        await new Promise((r) => setTimeout(r, 60));
+        const window = prober.start(url, 5);
+        await new Promise((r) => setTimeout(r, 60));
+        const result = await window.stop();
+        assert.ok(first.latenciesMs.length + result.latenciesMs.length > 0, 'probes answered');
+        const now = niceByThread();
+        for (const tid of probeThreads) assert.equal(now.get(tid), base, `probe thread ${tid} kept nice ${base}`);
+        assert.equal(now.get(process.pid), Math.min(base + 3, 19), 'the main thread did lower its priority');
+      } finally {
+        await prober.close();
+        server.close();
+      }
+    });
 });
