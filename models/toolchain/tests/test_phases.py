@@ -121,6 +121,31 @@ class RelaxedForwardTest(unittest.TestCase):
             self.assertTrue(torch.equal(asked, ran))
         self.assertTrue(torch.allclose(out.fractions.detach(), out.executed))
 
+    def test_weighted_caps_bound_each_acm_by_its_own_share(self):
+        acms = [a for _, _, a in self.model.acms()]
+        self.model.cap_weights.copy_(torch.linspace(0.1, 1.0, len(acms), dtype=torch.float64))
+        budget = torch.tensor([0.1, 0.2, 0.3, 0.5, 0.8, 1.0], dtype=torch.float64)
+        out = phases.relaxed_forward(self.model, self.x, budget, capped=True)
+        caps = self.model.cap_budgets(budget)
+        tokens = self.cfg.tokens
+        for a, (acm, ran) in enumerate(zip(acms, out.counts)):
+            limit = torch.clamp(torch.floor(caps[:, a] * acm.n * tokens), min=acm.min_choice * tokens)
+            self.assertTrue(bool((ran.sum(-1) <= limit).all()), (a, ran.sum(-1), limit))
+        # The first layer's FFN (weight 0.5) is held tighter than the last one's (weight 1.0).
+        self.assertTrue(bool((caps[1:4, 4] < caps[1:4, 9]).all()), caps)
+
+    def test_asked_fractions_are_the_uncapped_choices(self):
+        from models.toolchain.reallocate import asked_fractions
+        budgets = [0.3, 1.0]
+        asked = asked_fractions(self.model, self.x, budgets)
+        self.assertTrue(self.model.capped, "the cap is put back")
+        self.model.capped = False
+        with torch.no_grad():
+            counts = torch.stack([self.model(self.x, torch.full((6,), b, dtype=torch.float64))[1] for b in budgets])
+        n = torch.tensor([a.n for _, _, a in self.model.acms()], dtype=torch.float64)
+        expected = counts.double().mean((0, 1, 3)) / n  # over budgets, requests and tokens
+        self.assertTrue(torch.allclose(asked, expected))
+
     def test_task_loss_reaches_the_gates(self):
         out = phases.relaxed_forward(self.model, self.x, torch.full((6,), 0.5, dtype=torch.float64), capped=True)
         out.logits.sum().backward()

@@ -1,0 +1,98 @@
+"""Share each request's budget among the ACMs the way the gates ask, and fine-tune under that cap.
+
+    python3 -m models.toolchain.reallocate --run .cache/runs/fashion --steps 600
+
+The single every-budget model is served under a per-request cap (ACMViT.cap_budgets). With equal
+cap weights every ACM gets the same fraction of its learners: at budget 0.25, one learner in four
+everywhere, although the gates of some layers ask for three and others for one. This step
+  1. measures, on training items, the fraction of its learners each ACM's gate asks for without a
+     cap, and sets the model's cap weights to those fractions (to the power --power): the caps
+     then follow the gates while still costing exactly the budget;
+  2. continues phase 3 from <run>/phase3.ckpt under the new cap (same losses and budget draw as
+     `convert`), into <run>/phase3-shared.ckpt, resumable like every phase;
+  3. prints the phase metrics on validation items.
+`build_bundle --single phase3-shared` evaluates and exports the result.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+
+import numpy as np
+import torch
+
+from . import data
+from .acm import from_dense
+from .checkpoint import load_state
+from .convert import Batches, load_base, phase3_groups, phase_metrics, run_phase
+from .phases import phase3_loss
+from .vit import add_training_options, start_training
+
+TARGETS = [0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 1.0]  # as convert's phase 3
+
+
+@torch.no_grad()
+def asked_fractions(model, x: torch.Tensor, budgets=TARGETS, batch: int = 500) -> torch.Tensor:
+    """Per ACM [A], the mean fraction of its learners the gate asks for with no cap, over the
+    items x and the budgets."""
+    capped, model.capped = model.capped, False
+    model.eval()
+    total = torch.zeros(len(model.acms()), dtype=torch.float64)
+    for b in budgets:
+        for i in range(0, len(x), batch):
+            _, counts = model(x[i:i + batch], torch.full((len(x[i:i + batch]),), b, dtype=torch.float64))
+            total += counts.to(torch.float64).mean(-1).sum(0)
+    model.capped = capped
+    n = torch.tensor([a.n for _, _, a in model.acms()], dtype=torch.float64)
+    return total / (len(x) * len(budgets)) / n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", default=".cache/runs/fashion")
+    ap.add_argument("--source", default="phase3", help="the checkpoint to start from, in --run")
+    ap.add_argument("--name", default="phase3-shared", help="the checkpoint to write, in --run")
+    ap.add_argument("--power", type=float, default=1.0,
+                    help="cap weight = asked fraction ** power (0: equal weights, the plain cap)")
+    ap.add_argument("--calibration-items", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--gate-lr", type=float, default=5e-4)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    add_training_options(ap)
+    args = ap.parse_args()
+    device = start_training(args)
+    cfg, vit, _ = load_base(args.run)
+    model = from_dense(vit, cfg)
+    source = load_state(os.path.join(args.run, f"{args.source}.ckpt"))
+    model.load_state_dict(source["model"])
+    done = load_state(os.path.join(args.run, f"{args.name}.ckpt"))
+    if done is None:
+        train = data.load("train")
+        pick = np.random.default_rng(11).choice(len(train.y), args.calibration_items, replace=False)
+        asked = asked_fractions(model, data.to_tensor(train.x[np.sort(pick)]))
+        weights = asked.clamp_min(1e-3) ** args.power
+        model.cap_weights.copy_(weights / weights.max())
+        print("asked fraction per ACM: " + " ".join(f"{v:.2f}" for v in asked.tolist()), flush=True)
+    # else: run_phase resumes the weights with the rest of the checkpoint.
+    model.to(device)
+    vit.to(device)
+
+    groups = phase3_groups(model, args.gate_lr, args.lr)
+    batches = Batches(data.load("train"), args.batch, seed=2000, device=device)
+    model.capped = True
+
+    def step_fn(step: int):
+        x, y = batches(step)
+        return phase3_loss(model, x, y, random.Random(10_000 + step).choice(TARGETS), capped=True)
+
+    model.train()
+    run_phase(args.name, args.run, args.steps, model, groups, 1.0, step_fn, args.checkpoint_minutes)
+    model.load_state_dict(load_state(os.path.join(args.run, f"{args.name}.ckpt"))["model"])
+    print("cap weights: " + " ".join(f"{v:.2f}" for v in model.cap_weights.tolist()), flush=True)
+    phase_metrics(args.name, model, vit, data.load("val"))
+
+
+if __name__ == "__main__":
+    main()
