@@ -112,15 +112,21 @@ def set_threads() -> None:
     torch.set_num_threads(int(os.environ.get("ACM_TORCH_THREADS", "2")))
 
 
-def add_training_options(ap) -> None:
-    """--checkpoint-minutes and --device, which every resumable training command takes."""
+def add_training_options(ap, threads: bool = False) -> None:
+    """--checkpoint-minutes and --device, which every resumable training command takes, and
+    --threads (else set_threads' rule) where asked."""
     ap.add_argument("--checkpoint-minutes", type=float, default=3.0)
+    if threads:
+        ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu, or cuda when one is present")
 
 
 def start_training(args) -> torch.device:
     """Threads, the device of --device, and the seed every training command starts from."""
-    set_threads()
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    else:
+        set_threads()
     device = torch_device(args.device)
     torch.manual_seed(0)
     return device

@@ -19,7 +19,7 @@ import torch
 from ..checkpoint import load_file, load_into, load_state
 from ..convert import run_phase
 from . import data
-from ..vit import torch_device
+from ..vit import add_training_options, start_training
 from .model import SpeechConfig, build_dense, from_dense
 from .phases import distil_step, gate_step, phase3_loss, window_frames
 
@@ -47,13 +47,9 @@ def main() -> None:
                     help="fine-tune under the request cap, as served (--no-capped: the published relaxation)")
     ap.add_argument("--speed-perturb", type=float, default=0.0, metavar="SPREAD",
                     help="phase 3: play each utterance 1 +- SPREAD times as fast (as the base was trained)")
-    ap.add_argument("--checkpoint-minutes", type=float, default=3.0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="cpu", help="cpu, or cuda when one is present")
+    add_training_options(ap, threads=True)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch_device(args.device)
-    torch.manual_seed(0)
+    device = start_training(args)
     cfg, dense, _ = load_base(args.run)
     for p in dense.parameters():
         p.requires_grad_(False)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import load_state, save_state
-from ..vit import torch_device
+from ..vit import add_training_options, start_training
 from . import data
 from .model import CONFIGS, SpeechConfig, build_dense, dense_windows_logits, error_rates, greedy_decode, output_frames
 
@@ -72,13 +72,9 @@ def main() -> None:
                     help="play each training utterance 1 +- SPREAD times as fast (see data.speed_perturb)")
     ap.add_argument("--eval-every", type=int, default=400)
     ap.add_argument("--val-limit", type=int, default=200, help="validation utterances per evaluation")
-    ap.add_argument("--checkpoint-minutes", type=float, default=3.0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="cpu", help="cpu, or cuda when one is present")
+    add_training_options(ap, threads=True)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch_device(args.device)
-    torch.manual_seed(0)
+    device = start_training(args)
     cfg = CONFIGS[args.config]
     model = build_dense(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
