@@ -9,9 +9,10 @@ everywhere, although the gates of some layers ask for three and others for one. 
      cap, and sets the model's cap weights to those fractions (to the power --power): the caps
      then follow the gates while still costing exactly the budget;
   2. continues phase 3 from <run>/phase3.ckpt under the new cap (same losses and budget draw as
-     `convert`), into <run>/phase3-shared.ckpt, resumable like every phase;
+     `convert`, or --targets), into <run>/phase3-shared.ckpt, resumable like every phase;
   3. prints the phase metrics on validation items.
-`build_bundle --single phase3-shared` evaluates and exports the result.
+`build_bundle --single phase3-shared` evaluates and exports the result. Started from a checkpoint
+that has weights of its own (--source phase3-shared), it keeps them unless --recalibrate.
 """
 from __future__ import annotations
 
@@ -56,6 +57,10 @@ def main() -> None:
     ap.add_argument("--power", type=float, default=1.0,
                     help="cap weight = asked fraction ** power (0: equal weights, the plain cap)")
     ap.add_argument("--calibration-items", type=int, default=2000)
+    ap.add_argument("--recalibrate", action="store_true",
+                    help="measure the weights again even if --source already has its own")
+    ap.add_argument("--targets", default=",".join(str(t) for t in TARGETS),
+                    help="budget targets, one drawn per batch; repeat one to draw it more often")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--gate-lr", type=float, default=5e-4)
@@ -67,15 +72,17 @@ def main() -> None:
     model = from_dense(vit, cfg)
     source = load_state(os.path.join(args.run, f"{args.source}.ckpt"))
     model.load_state_dict(source["model"])
+    targets = [float(t) for t in args.targets.split(",")]
     done = load_state(os.path.join(args.run, f"{args.name}.ckpt"))
-    if done is None:
+    equal = bool((model.cap_weights == model.cap_weights[0]).all())
+    if done is None and (equal or args.recalibrate):
         train = data.load("train")
         pick = np.random.default_rng(11).choice(len(train.y), args.calibration_items, replace=False)
         asked = asked_fractions(model, data.to_tensor(train.x[np.sort(pick)]))
         weights = asked.clamp_min(1e-3) ** args.power
         model.cap_weights.copy_(weights / weights.max())
         print("asked fraction per ACM: " + " ".join(f"{v:.2f}" for v in asked.tolist()), flush=True)
-    # else: run_phase resumes the weights with the rest of the checkpoint.
+    # Else the weights are the source's, or (resuming) run_phase reads them with the checkpoint.
     model.to(device)
     vit.to(device)
 
@@ -85,7 +92,7 @@ def main() -> None:
 
     def step_fn(step: int):
         x, y = batches(step)
-        return phase3_loss(model, x, y, random.Random(10_000 + step).choice(TARGETS), capped=True)
+        return phase3_loss(model, x, y, random.Random(10_000 + step).choice(targets), capped=True)
 
     model.train()
     run_phase(args.name, args.run, args.steps, model, groups, 1.0, step_fn, args.checkpoint_minutes)
