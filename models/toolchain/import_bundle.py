@@ -3,7 +3,7 @@
     python3 -m models.toolchain.import_bundle --bundle models/fashion-vit-acm --run .cache/runs/fashion-import
 
 Writes <run>/base-best.pt (from dense.onnx) and <run>/phase3.ckpt (from model.onnx), the files
-`convert`, `finetune` and `build_bundle` read. Exports keep every parameter as a named initializer
+`convert`, `reallocate` and `build_bundle` read. Exports keep every parameter as a named initializer
 (no constant folding), so the weights come back exactly; the one change is the convolutional stem:
 PyTorch's export folds each batch norm into the convolution before it, so a stem conv comes back as
 that folded weight with its batch norm reduced to the identity plus the folded bias (mean 0, variance
@@ -35,49 +35,62 @@ def _initializers(path: str) -> tuple[dict[str, torch.Tensor], list[tuple[str, s
     return tensors, convs
 
 
-def _load_stem(stem: nn.Sequential, tensors: dict, convs: list) -> set[str]:
+def _load_stem(stem: nn.Sequential, prefix: str, tensors: dict, convs: list) -> tuple[set[str], tuple[str, ...]]:
     """Fill the stem's conv / batch-norm pairs from the exported (folded) convolutions. Returns the
-    initializer names used."""
-    used = set()
-    layers = list(stem.named_children())
-    by_name = dict(layers)
-    # The convolutions with a batch norm after them; the stem's last conv is read by name.
-    conv_modules = [(name, m) for name, m in layers if isinstance(m, nn.Conv2d)
-                    and isinstance(by_name.get(str(int(name) + 1)), nn.BatchNorm2d)]
-    if len(conv_modules) != len(convs):
-        raise ValueError(f"the graph has {len(convs)} folded convolutions, the stem {len(conv_modules)}")
+    initializer names used and the state-dict prefixes of the modules filled."""
+    used, filled = set(), []
+    by_name = dict(stem.named_children())
+    # The convolutions with a batch norm after them; any other conv keeps its own named weights.
+    pairs = [(name, m, by_name[str(int(name) + 1)]) for name, m in by_name.items() if isinstance(m, nn.Conv2d)
+             and isinstance(by_name.get(str(int(name) + 1)), nn.BatchNorm2d)]
+    # A folded conv's weight has an exporter-made name (onnx::Conv_...), not the module's.
+    folded = [c for c in convs if not c[0].startswith(prefix)]
+    if len(pairs) != len(folded):
+        raise ValueError(f"the graph has {len(folded)} folded convolutions, the stem {len(pairs)}")
     with torch.no_grad():
-        for (name, conv), (w_name, b_name) in zip(conv_modules, convs):
+        for (name, conv, bn), (w_name, b_name) in zip(pairs, folded):
             conv.weight.copy_(tensors[w_name])
-            used.add(w_name)
-            bn = by_name[str(int(name) + 1)]
             bn.weight.fill_(1.0)
             bn.bias.copy_(tensors[b_name])
             bn.running_mean.zero_()
             bn.running_var.fill_(1.0 - bn.eps)
-            used.add(b_name)
-    return used
+            used |= {w_name, b_name}
+            filled += [f"{prefix}{name}.", f"{prefix}{int(name) + 1}."]
+    return used, tuple(filled)
 
 
-def _fill(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, skip: str) -> set[str]:
-    """Copy every parameter and buffer named prefix + its state_dict key, except under `skip`."""
+def _fill(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, skip: tuple[str, ...]) -> set[str]:
+    """Copy every parameter and buffer named prefix + its state_dict key, except those whose
+    prefixed name starts with one of `skip`."""
     used = set()
-    state = module.state_dict()
     with torch.no_grad():
-        for key, value in state.items():
-            if key.startswith(skip):
+        for key, value in module.state_dict().items():
+            name = prefix + key
+            if name.startswith(skip):
                 continue
-            source = tensors.get(prefix + key)
+            source = tensors.get(name)
             if source is None and key == "cap_weights":
                 continue  # exported before cap weights existed: equal ones, the model's default
             if source is None:  # e.g. merged by the exporter into an equal-valued initializer
-                raise KeyError(f"{prefix + key} is not in the graph (the exporter merges parameters of "
+                raise KeyError(f"{name} is not in the graph (the exporter merges parameters of "
                                "equal value, such as untrained zero biases, into one initializer)")
             if source.shape != value.shape:
-                raise ValueError(f"{prefix + key}: graph shape {tuple(source.shape)}, model {tuple(value.shape)}")
+                raise ValueError(f"{name}: graph shape {tuple(source.shape)}, model {tuple(value.shape)}")
             value.copy_(source)
-            used.add(prefix + key)
+            used.add(name)
     return used
+
+
+def _load_graph(module: nn.Module, stem: nn.Sequential, path: str, prefix: str) -> None:
+    """Fill `module` (whose stem is `stem`) from the initializers of the graph at `path`, where its
+    state-dict keys are named with `prefix`."""
+    tensors, convs = _initializers(path)
+    used, filled = _load_stem(stem, prefix + "conv_proj.", tensors, convs)
+    used |= _fill(module, tensors, prefix, skip=filled)
+    # Small constant tensors (shapes, indices) are initializers too; every float weight must be ours.
+    left = [k for k, v in tensors.items() if k not in used and v.is_floating_point() and v.numel() > 1]
+    if left:
+        raise ValueError(f"{os.path.basename(path)}: weights the model has no place for: {left[:5]}")
 
 
 def import_models(bundle: str) -> tuple[ViTConfig, nn.Module, ACMViT, dict]:
@@ -86,29 +99,11 @@ def import_models(bundle: str) -> tuple[ViTConfig, nn.Module, ACMViT, dict]:
         meta = json.load(f)
     arch = {k: v for k, v in meta["architecture"].items() if k != "family"}
     cfg = ViTConfig(**arch)
-    n = meta["acms"][0]["n"]
-
     vit = build_vit(cfg)
-    tensors, convs = _initializers(os.path.join(bundle, meta["dense_graph"]))
-    used = _load_stem(vit.conv_proj, tensors, convs[:-1])
-    used |= _fill(vit, tensors, "vit.", skip="conv_proj.")
-    used |= _fill(vit.conv_proj[-1], tensors, f"vit.conv_proj.{len(vit.conv_proj) - 1}.", skip="\0")
-    _check_all_used(tensors, used, meta["dense_graph"])
-
-    model = ACMViT(cfg, n)
-    tensors, convs = _initializers(os.path.join(bundle, meta["graph"]))
-    used = _load_stem(model.conv_proj, tensors, convs[:-1])
-    used |= _fill(model, tensors, "", skip="conv_proj.")
-    used |= _fill(model.conv_proj[-1], tensors, f"conv_proj.{len(model.conv_proj) - 1}.", skip="\0")
-    _check_all_used(tensors, used, meta["graph"])
+    _load_graph(vit, vit.conv_proj, os.path.join(bundle, meta["dense_graph"]), "vit.")
+    model = ACMViT(cfg, meta["acms"][0]["n"])
+    _load_graph(model, model.conv_proj, os.path.join(bundle, meta["graph"]), "")
     return cfg, vit.eval(), model.eval(), meta
-
-
-def _check_all_used(tensors: dict, used: set[str], graph: str) -> None:
-    # Small constant tensors (shapes, indices) are initializers too; every float weight must be ours.
-    left = [k for k, v in tensors.items() if k not in used and v.is_floating_point() and v.numel() > 1]
-    if left:
-        raise ValueError(f"{graph}: weights the model has no place for: {left[:5]}")
 
 
 def main() -> None:
