@@ -195,7 +195,7 @@ class ACMViT(nn.Module):
         bonus[0] = float(n + 1)
         self.register_buffer("token_bonus", bonus, persistent=False)
         # How the request cap shares a budget among the ACMs (weighted_cap_budgets): equal weights
-        # cap every ACM at the budget itself; calibrate_cap_weights sets them from the gates.
+        # cap every ACM at the budget itself; models.toolchain.reallocate sets them from the gates.
         self.register_buffer("cap_weights", torch.ones(len(KINDS) * cfg.num_layers, dtype=torch.float64))
         # False evaluates a model trained the published way (one budget target, no request cap):
         # the gates alone decide, and the budget input is only what the gates were trained with.

@@ -114,12 +114,11 @@ def recipe(single: str) -> str:
 def phase_steps(run: str, single: str) -> dict[str, int]:
     """Training steps of each phase behind `single`, from the run's checkpoints; a run made by
     import_bundle has only the last ones and carries the earlier counts in its phase3.ckpt."""
+    names = dict.fromkeys(("phase1", "phase2") + (() if single == "phase2" else ("phase3", single)))
+    states = {p: load_state(os.path.join(run, f"{p}.ckpt")) for p in names}
+    imported = (states.get("phase3") or {}).get("steps", {})
     steps: dict[str, int] = {}
-    imported = (load_state(os.path.join(run, "phase3.ckpt")) or {}).get("steps", {})
-    for p in ("phase1", "phase2", "phase3", single):
-        if p in steps or (p == "phase3" and single == "phase2"):
-            continue
-        state = load_state(os.path.join(run, f"{p}.ckpt"))
+    for p, state in states.items():
         if state is not None:
             steps[p] = int(state["step"])
         elif p in imported:

@@ -73,10 +73,10 @@ def main() -> None:
     source = load_state(os.path.join(args.run, f"{args.source}.ckpt"))
     model.load_state_dict(source["model"])
     targets = [float(t) for t in args.targets.split(",")]
-    done = load_state(os.path.join(args.run, f"{args.name}.ckpt"))
+    resuming = os.path.exists(os.path.join(args.run, f"{args.name}.ckpt"))
     equal = bool((model.cap_weights == model.cap_weights[0]).all())
-    if done is None and (equal or args.recalibrate):
-        train = data.load("train")
+    train = data.load("train")
+    if not resuming and (equal or args.recalibrate):
         pick = np.random.default_rng(11).choice(len(train.y), args.calibration_items, replace=False)
         asked = asked_fractions(model, data.to_tensor(train.x[np.sort(pick)]))
         weights = asked.clamp_min(1e-3) ** args.power
@@ -87,7 +87,7 @@ def main() -> None:
     vit.to(device)
 
     groups = phase3_groups(model, args.gate_lr, args.lr)
-    batches = Batches(data.load("train"), args.batch, seed=2000, device=device)
+    batches = Batches(train, args.batch, seed=2000, device=device)
     model.capped = True
 
     def step_fn(step: int):
