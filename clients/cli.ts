@@ -150,7 +150,7 @@ async function models(client: AcmClient, v: Values): Promise<void> {
     return;
   }
   for (const m of list) {
-    const extra = 'labels' in m ? `, ${m.labels.length} classes` : `, ${m.input.sample_rate} Hz, ${m.vocabulary.length} symbols`;
+    const extra = 'labels' in m ? `, ${m.labels.length} classes` : `, ${m.input.sample_rate} Hz, ${m.vocabulary.length} symbols, ${m.decoder} decoding`;
     console.log(`${m.name}  ${m.task}${extra}, default budget ${String(m.default_budget)}, floor ${m.budget_floor}`);
   }
 }

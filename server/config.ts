@@ -37,6 +37,7 @@ export interface Config {
   readonly maxAudioSeconds: number;
   /** Most concurrent /asr WebSocket streams; the next upgrade is refused with 503. */
   readonly maxStreams: number;
+  readonly speechDecoder: 'bundle' | 'greedy';
   /** Longest audio one /asr stream may send, in seconds. */
   readonly maxStreamSeconds: number;
   /** An /asr stream that sends nothing for this long is closed, in milliseconds. */
@@ -128,6 +129,9 @@ export const FIELDS: readonly Field[] = [
     kind: { type: 'int', min: 10, max: 3_600_000 }, default: () => 15_000, doc: 'close an /asr stream silent this long' },
   { key: 'maxMessageBytes', env: 'ACM_MAX_MESSAGE_BYTES', flag: '--max-message-bytes', unit: 'bytes',
     kind: { type: 'int', min: 1024, max: 64 * MIB }, default: () => MIB, doc: 'largest /asr WebSocket message' },
+  { key: 'speechDecoder', env: 'ACM_SPEECH_DECODER', flag: '--speech-decoder', unit: '',
+    kind: { type: 'enum', values: ['bundle', 'greedy'] }, default: () => 'bundle',
+    doc: "speech decoding: the bundle's lexicon beam search when it has one, or greedy CTC" },
   { key: 'defaultBudget', env: 'ACM_DEFAULT_BUDGET', flag: '--default-budget', unit: 'fraction',
     kind: { type: 'number', min: 0, max: 1, minExclusive: true }, default: () => undefined,
     doc: "budget when a request names none (unset = the model's default_budget)" },

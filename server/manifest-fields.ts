@@ -26,6 +26,8 @@ export interface QualityPoint {
   readonly used?: number;
   /** Mean GFLOPs per item at this budget (fixed + gates + executed learners), when measured. */
   readonly gflops?: number;
+  /** How the output was decoded, where there is a choice (speech: "greedy" or "lexicon-beam"). */
+  readonly decoder?: string;
 }
 
 /** The fields of acm.json that every task has (models/BUNDLE.md), for the task named T. */
@@ -177,7 +179,7 @@ export function checkAcmLayout(r: Reader, m: Obj): void {
 
   r.arr(m.quality, 'quality', 0).forEach((v, i) => {
     const f = `quality[${i}]`;
-    const q = r.obj(v, f, ['budget', 'metric', 'value', 'dataset', 'items'], ['used', 'gflops']);
+    const q = r.obj(v, f, ['budget', 'metric', 'value', 'dataset', 'items'], ['used', 'gflops', 'decoder']);
     r.num(q.budget, `${f}.budget`, 0, 1, { minOpen: true });
     r.str(q.metric, `${f}.metric`);
     r.num(q.value, `${f}.value`, -MAX, MAX);
@@ -185,5 +187,6 @@ export function checkAcmLayout(r: Reader, m: Obj): void {
     r.num(q.items, `${f}.items`, 1, MAX, { int: true });
     if (q.used !== undefined) r.num(q.used, `${f}.used`, 0, 1);
     if (q.gflops !== undefined) r.num(q.gflops, `${f}.gflops`, 0, MAX, { minOpen: true });
+    if (q.decoder !== undefined) r.str(q.decoder, `${f}.decoder`);
   });
 }

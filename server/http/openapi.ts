@@ -193,7 +193,9 @@ function components(): Json {
         compute: ref('Compute') } },
       ModelList: { type: 'object', required: ['models'], properties: { models: { type: 'array', items: { type: 'object',
         required: ['name', 'task'], properties: { name: { type: 'string' }, task: { type: 'string' }, labels: { type: 'array', items: { type: 'string' } },
-          input: { type: 'object' }, budget_floor: { type: 'number' }, default_budget: { type: 'number' }, quality: { type: 'array' } } } } } },
+          input: { type: 'object' }, budget_floor: { type: 'number' }, default_budget: { type: 'number' },
+          decoder: { type: 'string', description: 'speech models: "lexicon-beam" (lexicon and word n-gram model) or "greedy"' },
+          vocabulary: { type: 'array', items: { type: 'string' } }, quality: { type: 'array' } } } } } },
       TranscribeResponse: { type: 'object', required: ['model', 'text', 'compute'], properties: {
         model: { type: 'string' }, text: { type: 'string' }, words: { type: 'array' },
         compute: { type: 'object', properties: { budget: budgetSchema, used: { type: 'number' }, gflops: { type: 'number' },

@@ -1,11 +1,15 @@
 // Speech bundles: sub-folders of the models folder whose acm.json has task "speech-recognition".
 // Loaded and refused exactly like image bundles (bundle-files.ts: manifest, graph file, embedded copy).
 import { readdirSync, readFileSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ModelShape } from '../backend.js';
 import { bundleDirs, MANIFEST_FILE, ModelNames, manifestTask, openBundle, readManifest, type LoadedBundle } from '../bundle-files.js';
 import type { ValueInfo } from '../ort-protocol.js';
 import { checkTensors } from '../graph-check.js';
+import { ManifestError } from '../manifest-fields.js';
+import { Lexicon } from './lexicon-decoder.js';
+import { NGramModel, readArpa } from './ngram.js';
 import { parseSpeechManifest, type SpeechManifest } from './manifest.js';
 
 export type SpeechBundle = LoadedBundle<SpeechManifest>;
@@ -14,7 +18,33 @@ export const SPEECH_TASK = 'speech-recognition';
 
 export async function loadSpeechBundle(dir: string): Promise<SpeechBundle> {
   const { folder, raw } = await readManifest(dir);
-  return openBundle(dir, folder, raw, parseSpeechManifest);
+  return checkDecoderFiles(folder, await openBundle(dir, folder, raw, parseSpeechManifest));
+}
+
+/** Refuses a bundle whose decoder names a language model file it does not have. */
+async function checkDecoderFiles(folder: string, bundle: SpeechBundle): Promise<SpeechBundle> {
+  const lm = bundle.manifest.ctc.decoder?.lm;
+  if (lm !== undefined && !(await stat(join(bundle.dir, lm)).then((s) => s.isFile(), () => false))) {
+    throw new ManifestError(folder, 'ctc.decoder.lm', `names ${lm}, which does not exist`);
+  }
+  return bundle;
+}
+
+/** The bundle's lexicon and language model, or undefined when it decodes greedily. */
+export async function loadLexicon(bundle: SpeechBundle): Promise<Lexicon | undefined> {
+  const m = bundle.manifest;
+  const spec = m.ctc.decoder;
+  if (!spec) return undefined;
+  const path = join(bundle.dir, spec.lm);
+  let lm: NGramModel;
+  try {
+    lm = NGramModel.parse(await readArpa(path), spec.lm);
+  } catch (err) {
+    throw new ManifestError(m.name, 'ctc.decoder.lm', `is not a usable ARPA language model: ${(err as Error).message}`);
+  }
+  const lexicon = new Lexicon(lm, m.ctc.vocabulary, m.ctc.blank, m.ctc.word_delimiter);
+  if (lexicon.words === 0) throw new ManifestError(m.name, 'ctc.decoder.lm', 'has no word the vocabulary can spell');
+  return lexicon;
 }
 
 /** Every speech bundle under modelsDir, in folder-name order; none is not an error. */
@@ -24,7 +54,7 @@ export async function scanSpeechBundles(modelsDir: string): Promise<SpeechBundle
   for (const { name, dir } of await bundleDirs(modelsDir)) {
     const { folder, raw } = await readManifest(dir);
     if (manifestTask(raw) !== SPEECH_TASK) continue;
-    const bundle = await openBundle(dir, folder, raw, parseSpeechManifest);
+    const bundle = await checkDecoderFiles(folder, await openBundle(dir, folder, raw, parseSpeechManifest));
     names.claim(name, bundle.manifest.name, dir);
     out.push(bundle);
   }

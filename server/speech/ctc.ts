@@ -11,7 +11,15 @@ export interface WordTiming {
   end: number;
 }
 
-export class CtcDecoder {
+/** What a recognition feeds its frames to: the greedy decoder here or the lexicon beam search. */
+export interface TranscriptDecoder {
+  /** Appends `count` frames of logits laid out [frames][vocab]. */
+  push(logits: Float32Array, count: number): void;
+  transcript(): string;
+  timings(): WordTiming[];
+}
+
+export class CtcDecoder implements TranscriptDecoder {
   private readonly vocab: readonly string[];
   private readonly blank: number;
   private readonly delimiter: string;

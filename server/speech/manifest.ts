@@ -25,8 +25,25 @@ export interface AudioContract {
 export interface SpeechManifest extends ManifestCommon<'speech-recognition'> {
   readonly inputs: { readonly audio: string; readonly budget: string };
   readonly audio: AudioContract;
-  readonly ctc: { readonly blank: number; readonly vocabulary: readonly string[]; readonly word_delimiter: string };
+  readonly ctc: {
+    readonly blank: number;
+    readonly vocabulary: readonly string[];
+    readonly word_delimiter: string;
+    /** Absent: greedy CTC. */
+    readonly decoder?: DecoderSpec;
+  };
   readonly tokens: { readonly count: number };
+}
+
+/** The lexicon beam search (lexicon-decoder.ts) with the bundle's word n-gram model. */
+export interface DecoderSpec {
+  readonly type: 'lexicon-beam';
+  /** ARPA file (gzip allowed) in the bundle folder; its unigrams are the lexicon. */
+  readonly lm: string;
+  readonly beam: number;
+  readonly lm_weight: number;
+  readonly word_bonus: number;
+  readonly symbol_prune?: number;
 }
 
 const TOP_KEYS = ['format', 'name', 'task', 'graph', 'inputs', 'outputs', 'audio', 'ctc', 'tokens', 'acms', 'macs',
@@ -60,13 +77,23 @@ export function parseSpeechManifest(bundle: string, raw: unknown): SpeechManifes
     if (got !== want) r.fail(`audio.${key}`, `is ${got} but the other audio fields imply ${want}`);
   }
 
-  const ctc = r.obj(m.ctc, 'ctc', ['blank', 'vocabulary', 'word_delimiter']);
+  const ctc = r.obj(m.ctc, 'ctc', ['blank', 'vocabulary', 'word_delimiter'], ['decoder']);
   const vocab = r.arr(ctc.vocabulary, 'ctc.vocabulary', 2);
   vocab.forEach((v, i) => r.str(v, `ctc.vocabulary[${i}]`));
   if (new Set(vocab).size !== vocab.length) r.fail('ctc.vocabulary', 'must not repeat an entry');
   r.num(ctc.blank, 'ctc.blank', 0, vocab.length - 1, { int: true });
   const delimiter = r.str(ctc.word_delimiter, 'ctc.word_delimiter');
   if (!vocab.includes(delimiter)) r.fail('ctc.word_delimiter', `${JSON.stringify(delimiter)} is not in ctc.vocabulary`);
+  if (ctc.decoder !== undefined) {
+    const d = r.obj(ctc.decoder, 'ctc.decoder', ['type', 'lm', 'beam', 'lm_weight', 'word_bonus'], ['symbol_prune']);
+    if (d.type !== 'lexicon-beam') r.fail('ctc.decoder.type', `must be "lexicon-beam"; got ${JSON.stringify(d.type)}`);
+    // A file of the bundle folder, never a path out of it.
+    r.str(d.lm, 'ctc.decoder.lm', /^[A-Za-z0-9][A-Za-z0-9._-]*$/);
+    r.num(d.beam, 'ctc.decoder.beam', 1, 4096, { int: true });
+    r.num(d.lm_weight, 'ctc.decoder.lm_weight', 0, 100);
+    r.num(d.word_bonus, 'ctc.decoder.word_bonus', -100, 100);
+    if (d.symbol_prune !== undefined) r.num(d.symbol_prune, 'ctc.decoder.symbol_prune', 0, 1000, { minOpen: true });
+  }
 
   const tokens = r.obj(m.tokens, 'tokens', ['count']);
   const windowFrames = leftFrames + chunkFrames;

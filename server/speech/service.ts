@@ -12,9 +12,10 @@ import type { QualityPoint } from '../manifest-fields.js';
 import type { BatchStats, Metrics } from '../metrics.js';
 import { ModelPool, RETRY_AFTER_S, type Admission, type PooledModel } from '../model-pool.js';
 import { checkBudget } from '../params.js';
-import type { SpeechBundle } from './bundle.js';
+import { loadLexicon, type SpeechBundle } from './bundle.js';
 import { SpeechAccountant, type ComputeTally, type SpeechComputeReport } from './compute.js';
-import { CtcDecoder, type WordTiming } from './ctc.js';
+import { CtcDecoder, type TranscriptDecoder, type WordTiming } from './ctc.js';
+import { DEFAULT_BEAM, LexiconBeamDecoder } from './lexicon-decoder.js';
 import type { AudioContract, SpeechManifest } from './manifest.js';
 import { WindowCutter } from './windows.js';
 
@@ -25,6 +26,8 @@ export interface SpeechModelInfo {
   input: AudioContract;
   budget_floor: number;
   default_budget: number;
+  /** How transcripts are decoded: "lexicon-beam" (with the bundle's language model) or "greedy". */
+  decoder: string;
   quality: readonly QualityPoint[];
 }
 
@@ -36,22 +39,42 @@ export interface TranscribeResult {
   timings: { queueMs: number; inferenceMs: number; totalMs: number };
 }
 
+/** Longest stretch of decoding between two yields of the thread. */
+const YIELD_AFTER_MS = 5;
+
 type SpeechModel = PooledModel<SpeechBundle, SpeechAccountant>;
+type DecoderFactory = (() => TranscriptDecoder) & { readonly kind: string };
 
 export class SpeechService {
   private readonly pool: ModelPool<SpeechBundle, SpeechAccountant>;
   private isReady = false;
   private streams = 0;
+  private readonly decoders = new Map<string, DecoderFactory>();
 
-  constructor(private readonly config: Config, private readonly metrics: Metrics, log: Logger) {
+  constructor(private readonly config: Config, private readonly metrics: Metrics, private readonly log: Logger) {
     this.pool = new ModelPool(config, metrics, log);
   }
 
   /** Starts every speech model's runtime. Throws on the first failure, leaving nothing running. */
   async load(bundles: readonly SpeechBundle[], backendFor: (b: SpeechBundle) => Backend): Promise<void> {
+    // Language models first: a bundle whose model cannot be read is refused before any runtime starts.
+    for (const b of bundles) this.decoders.set(b.manifest.name, await this.decoderFor(b));
     await this.pool.load(bundles, { item: 'window', tokensPerItem: (b) => b.manifest.audio.window_frames,
       accountant: (b) => new SpeechAccountant(b.manifest), backend: backendFor });
     this.isReady = true;
+  }
+
+  private async decoderFor(b: SpeechBundle): Promise<DecoderFactory> {
+    const m = b.manifest;
+    const spec = m.ctc.decoder;
+    if (!spec || this.config.speechDecoder === 'greedy') return Object.assign(() => new CtcDecoder(m), { kind: 'greedy' });
+    const started = performance.now();
+    const lexicon = await loadLexicon(b);
+    if (!lexicon) return Object.assign(() => new CtcDecoder(m), { kind: 'greedy' });
+    this.log.info({ model: m.name, lm: spec.lm, order: lexicon.lm.order, words: lexicon.words, skipped: lexicon.skipped,
+      ms: Math.round(performance.now() - started) }, 'language model loaded');
+    const opts = { beam: spec.beam, lmWeight: spec.lm_weight, wordBonus: spec.word_bonus, symbolPrune: spec.symbol_prune ?? DEFAULT_BEAM.symbolPrune };
+    return Object.assign(() => new LexiconBeamDecoder(lexicon, m.ctc, m.audio.frame_ms, opts), { kind: spec.type });
   }
 
   get ready(): boolean {
@@ -71,7 +94,7 @@ export class SpeechService {
   listModels(): SpeechModelInfo[] {
     return this.pool.all().map(({ manifest: m, accountant }) => ({
       name: m.name, task: m.task, vocabulary: m.ctc.vocabulary, input: m.audio, budget_floor: accountant.floor,
-      default_budget: this.config.defaultBudget ?? m.default_budget, quality: m.quality,
+      default_budget: this.config.defaultBudget ?? m.default_budget, decoder: this.decoders.get(m.name)?.kind ?? 'greedy', quality: m.quality,
     }));
   }
 
@@ -113,7 +136,7 @@ export class SpeechService {
 
   recognition(name: string | undefined, budget: number, signal?: AbortSignal): Recognition {
     const model = this.model(name);
-    return new Recognition(model, budget, this.config.requestTimeoutMs, this.config.queueCapacity, signal);
+    return new Recognition(model, this.decoder(model), budget, this.config.requestTimeoutMs, this.config.queueCapacity, signal);
   }
 
   /** Whole-file transcription: every window of the audio, batched with whatever else is queued. */
@@ -121,7 +144,7 @@ export class SpeechService {
     const arrivedAt = opts.arrivedAt ?? performance.now();
     const model = this.model(name);
     const budget = this.budgetFor(name, opts.budget);
-    const r = new Recognition(model, budget, this.config.requestTimeoutMs, this.config.queueCapacity, opts.signal);
+    const r = new Recognition(model, this.decoder(model), budget, this.config.requestTimeoutMs, this.config.queueCapacity, opts.signal);
     // A whole file has one deadline, counted from its arrival, however many windows it needs.
     r.deadline = arrivedAt + this.config.requestTimeoutMs;
     r.push(samples);
@@ -142,6 +165,11 @@ export class SpeechService {
     await this.pool.shutdown(graceMs);
   }
 
+  private decoder(model: SpeechModel): TranscriptDecoder {
+    const make = this.decoders.get(model.manifest.name);
+    return make ? make() : new CtcDecoder(model.manifest);
+  }
+
   private model(name: string | undefined): SpeechModel {
     if (!this.isReady) throw new AcmError('not_ready', 'models are still loading; retry shortly', RETRY_AFTER_S);
     const model = this.pool.find(name);
@@ -158,7 +186,6 @@ export class SpeechService {
  */
 export class Recognition {
   private readonly cutter: WindowCutter;
-  private readonly decoder: CtcDecoder;
   private readonly tally: ComputeTally;
   queueMs = 0;
   inferenceMs = 0;
@@ -167,13 +194,12 @@ export class Recognition {
 
   private readonly slice: number;
 
-  constructor(private readonly model: SpeechModel, readonly budget: number, private readonly timeoutMs: number,
-    queueCapacity: number, private readonly signal?: AbortSignal) {
+  constructor(private readonly model: SpeechModel, private readonly decoder: TranscriptDecoder, readonly budget: number,
+    private readonly timeoutMs: number, queueCapacity: number, private readonly signal?: AbortSignal) {
     this.slice = Math.max(1, Math.floor(queueCapacity / 2));
     // Every window in flight listens for the abort; a long file has many at once.
     if (signal) setMaxListeners(Math.max(getMaxListeners(signal), this.slice + 10), signal);
     this.cutter = new WindowCutter(model.manifest.audio);
-    this.decoder = new CtcDecoder(model.manifest);
     this.tally = model.accountant.tally();
   }
 
@@ -204,12 +230,19 @@ export class Recognition {
       if (timeoutMs <= 0) throw new AcmError('deadline_exceeded', `request did not finish within its deadline of ${this.timeoutMs} ms`);
       const outcomes = await Promise.all(part.map((w) => queue.submit({ input: w, budget: this.budget },
         { tokens: m.audio.window_frames, timeoutMs, ...(this.signal ? { signal: this.signal } : {}) })));
+      let since = performance.now();
       for (const o of outcomes) {
         const keep = m.audio.left_context_frames * m.ctc.vocabulary.length;
         this.decoder.push(o.result.logits.subarray(keep), m.audio.chunk_frames);
         this.tally.add(o.result.learnerCounts);
         this.queueMs = Math.max(this.queueMs, o.queueMs);
         this.inferenceMs += o.inferenceMs;
+        // The beam search costs a few milliseconds per second of audio: a long file yields the
+        // thread between windows so streams and other requests are served meanwhile.
+        if (performance.now() - since > YIELD_AFTER_MS) {
+          await new Promise((resolve) => setImmediate(resolve));
+          since = performance.now();
+        }
       }
     }
     return windows.length;

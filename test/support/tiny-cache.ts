@@ -22,6 +22,8 @@ export interface TinyBundle {
   readonly module: string;
   /** Folders, relative to the repository root, whose .py files the bundle is made from. */
   readonly sources: readonly string[];
+  /** More arguments for the module. */
+  readonly args?: readonly string[];
 }
 
 async function sourcesHash(sources: readonly string[]): Promise<string> {
@@ -39,7 +41,7 @@ export async function cachedTinyBundle(spec: TinyBundle): Promise<string> {
   const dir = join(tmpdir(), `${spec.cache}-${await sourcesHash(spec.sources)}`);
   if (existsSync(join(dir, spec.bundle, 'acm.json'))) return dir;
   const staging = await mkdtemp(join(tmpdir(), `${spec.cache}-staging-`));
-  await run(PYTHON, ['-m', spec.module, '--out', join(staging, spec.bundle), '--reference'],
+  await run(PYTHON, ['-m', spec.module, '--out', join(staging, spec.bundle), '--reference', ...(spec.args ?? [])],
     { cwd: REPO_ROOT, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 });
   try {
     await rename(staging, dir);

@@ -21,6 +21,13 @@ export async function tinySpeechDir(): Promise<string> {
     module: 'models.toolchain.speech.make_tiny_bundle', sources: ['models/toolchain', 'models/toolchain/speech'] });
 }
 
+/** Like tinySpeechDir, the bundle (`tiny-speech-lm`) also carrying a word language model and the
+ * lexicon beam search as its decoder. */
+export async function tinySpeechLmDir(): Promise<string> {
+  return cachedTinyBundle({ cache: 'acm-serve-tiny-speech-lm', bundle: 'tiny-speech-lm', args: ['--decoder', '--name', 'tiny-speech-lm'],
+    module: 'models.toolchain.speech.make_tiny_bundle', sources: ['models/toolchain', 'models/toolchain/speech'] });
+}
+
 export interface SpeechTestServer {
   readonly url: string;
   readonly ws: string;

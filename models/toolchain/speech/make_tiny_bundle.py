@@ -2,6 +2,9 @@
 
     python3 -m models.toolchain.speech.make_tiny_bundle --out /tmp/tiny-speech [--reference]
 
+With --decoder, the bundle also has a small word language model (lm.arpa, from a few sentences)
+and names the lexicon beam search as its decoder.
+
 With --reference, reference.json holds inputs and PyTorch outputs (logits, learner counts) for a
 single window and for a batch of windows with different budgets, for the ONNX parity test.
 """
@@ -13,9 +16,14 @@ import os
 
 import torch
 
+from .decoder import decoder_spec
 from .export import export_bundle, manifest
+from .lm import KneserNey
 from .model import CONFIGS, build_dense, from_dense, greedy_decode
 from .phases import acm_windows_logits
+
+
+TINY_SENTENCES = ["i see the sea", "we see a cat", "the cat sat on the mat", "a dog and a cat"]
 
 
 def build(seed: int = 0, config: str = "tiny"):
@@ -40,10 +48,15 @@ def main() -> None:
     ap.add_argument("--reference", action="store_true")
     ap.add_argument("--name", default="tiny-speech-acm")
     ap.add_argument("--config", default="tiny", choices=sorted(CONFIGS))
+    ap.add_argument("--decoder", action="store_true", help="add a word language model and the lexicon beam search")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg, dense, model = build(config=args.config)
     meta = manifest(model, args.name, dense_graph="dense.onnx", training={"note": "random weights, for tests"})
+    if args.decoder:
+        os.makedirs(args.out, exist_ok=True)
+        KneserNey([s.split() for s in TINY_SENTENCES], {"a", "an", "the"}).write_arpa(os.path.join(args.out, "lm.arpa"))
+        meta["ctc"]["decoder"] = decoder_spec("lm.arpa", beam=8, lm_weight=0.5, word_bonus=1.0)
     export_bundle(model, args.out, meta, dense=dense)
     if args.reference:
         gen = torch.Generator().manual_seed(1)
