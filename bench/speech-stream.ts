@@ -4,6 +4,7 @@
 //     WAV streamed over /asr as fast as the server takes it (no pacing), RTF = wall time from the
 //     first frame to the final / audio seconds; and the same WAV through POST /transcribe (request
 //     sent to answer read). Median [min-max] over files x repeats; budgets interleaved per file.
+//     Also the CER of the streamed finals against the whole-file texts (0 when they are identical).
 //  2. --streams (16) streams at once, each at real-time speed (--frame-ms 100 frames paced by the
 //     wall clock, starts spread over one frame period), each looping over the WAVs for --seconds
 //     (20) of audio, at --budget (0.5). Latency of every partial (bench/speech-latency.ts): its
@@ -19,6 +20,7 @@ import { parseArgs } from 'node:util';
 import { hasSpeechBundles } from '../server/speech/bundle.js';
 import { intArg, numberArg } from './args.js';
 import { timedStream } from './asr-timing.js';
+import { errorRates } from './error-rate.js';
 import { BEHIND, fellBehind, partialLatencies } from './speech-latency.js';
 import { DEFAULT_WAVS_DIR, loadClips, synthesizedDir, type Clip } from './speech-wavs.js';
 import { baseServerEnv, REPO, ServerProcess } from './server-process.js';
@@ -79,33 +81,38 @@ interface Target { server: ServerProcess; model: string; rate: number; frameSamp
 const wsUrl = (t: Target): string => `${t.server.url.replace(/^http/, 'ws')}/asr?model=${encodeURIComponent(t.model)}`;
 
 /** Seconds of wall time per second of audio, streamed unpaced; an Error when the stream failed. */
-async function streamRtf(t: Target, clip: Clip, budget: number): Promise<{ rtf: number; used: number } | Error> {
+async function streamRtf(t: Target, clip: Clip, budget: number): Promise<{ rtf: number; used: number; text: string } | Error> {
   const s = await timedStream({ url: wsUrl(t), budget, rate: t.rate, audio: clip.samples, frameSamples: t.frameSamples, paced: false,
     openTimeoutMs: OPEN_TIMEOUT_MS, finalTimeoutMs: settings.finalTimeoutS * 1000 });
   if (s.error !== undefined || s.finalAt === undefined || s.sent.length === 0) return new Error(`/asr ${clip.name}: ${s.error ?? 'no final'}`);
-  return { rtf: (s.finalAt - s.sent[0]!.at) / 1000 / clip.seconds, used: s.final?.used ?? NaN };
+  return { rtf: (s.finalAt - s.sent[0]!.at) / 1000 / clip.seconds, used: s.final?.used ?? NaN, text: s.final?.text ?? '' };
 }
 
-async function transcribeRtf(t: Target, clip: Clip, budget: number): Promise<{ rtf: number; used: number } | Error> {
+async function transcribeRtf(t: Target, clip: Clip, budget: number): Promise<{ rtf: number; used: number; text: string } | Error> {
   const t0 = performance.now();
   try {
     const res = await fetch(`${t.server.url}/transcribe?model=${encodeURIComponent(t.model)}`, {
       method: 'POST', headers: { 'Content-Type': 'audio/wav', 'X-Budget': String(budget) }, body: new Uint8Array(clip.wav),
       signal: AbortSignal.timeout(settings.finalTimeoutS * 1000) });
-    const body = (await res.json()) as { compute?: { used?: number }; message?: string };
+    const body = (await res.json()) as { text?: string; compute?: { used?: number }; message?: string };
     if (res.status !== 200) return new Error(`/transcribe ${clip.name}: HTTP ${res.status}: ${body.message ?? ''}`);
-    return { rtf: (performance.now() - t0) / 1000 / clip.seconds, used: body.compute?.used ?? NaN };
+    return { rtf: (performance.now() - t0) / 1000 / clip.seconds, used: body.compute?.used ?? NaN, text: body.text ?? '' };
   } catch (err) {
     return new Error(`/transcribe ${clip.name}: ${(err as Error).message}`);
   }
 }
 
-interface RtfRow { budget: number; stream: Summary; transcribe: Summary; stream_used: number; transcribe_used: number; failures: string[] }
+interface RtfRow {
+  budget: number; stream: Summary; transcribe: Summary; stream_used: number; transcribe_used: number;
+  /** CER of the streamed finals against the /transcribe texts of the same files (0: identical). */
+  stream_vs_whole_cer: number; failures: string[];
+}
 
 async function measureRtf(t: Target, clips: Clip[], repeats: number): Promise<RtfRow[]> {
   // Not counted: the first requests pay for lazily built state (sessions' first runs, the decoder thread).
   for (const r of [await streamRtf(t, clips[0]!, 1), await transcribeRtf(t, clips[0]!, 1)]) if (r instanceof Error) throw r;
-  const rows = settings.budgets.map((budget) => ({ budget, s: [] as number[], h: [] as number[], su: [] as number[], hu: [] as number[], failures: [] as string[] }));
+  const rows = settings.budgets.map((budget) => ({ budget, s: [] as number[], h: [] as number[], su: [] as number[], hu: [] as number[],
+    streamed: [] as string[], whole: [] as string[], failures: [] as string[] }));
   for (let rep = 0; rep < repeats; rep++) {
     for (const clip of clips) {
       for (const row of rows) {
@@ -115,12 +122,17 @@ async function measureRtf(t: Target, clips: Clip[], repeats: number): Promise<Rt
         const h = await transcribeRtf(t, clip, row.budget);
         if (h instanceof Error) row.failures.push(h.message);
         else { row.h.push(h.rtf); row.hu.push(h.used); }
+        if (!(s instanceof Error) && !(h instanceof Error)) {
+          row.streamed.push(s.text);
+          row.whole.push(h.text);
+        }
       }
     }
     console.log(`  repeat ${rep + 1}/${repeats}: ${clips.length} files x ${rows.length} budgets`);
   }
   return rows.map((r) => ({ budget: r.budget, stream: summarize(r.s), transcribe: summarize(r.h),
-    stream_used: r.su.length ? median(r.su) : NaN, transcribe_used: r.hu.length ? median(r.hu) : NaN, failures: r.failures }));
+    stream_used: r.su.length ? median(r.su) : NaN, transcribe_used: r.hu.length ? median(r.hu) : NaN,
+    stream_vs_whole_cer: r.whole.length ? errorRates(r.streamed, r.whole).cer : NaN, failures: r.failures }));
 }
 
 /** `seconds` of audio: the clips one after another from clip `first`, looping, cut to length. */
@@ -196,8 +208,9 @@ async function main(): Promise<void> {
     console.log(`\nReal-time factor, one stream at a time (${repeats} repeat${repeats > 1 ? 's' : ''})`);
     const rtf = await measureRtf(t, clips, repeats);
     printTable(`Real-time factor (wall s / audio s; below 1 = faster than real time), median [min-max] over ${clips.length} files x ${repeats}`,
-      ['budget', '/asr unpaced', 'used', 'POST /transcribe', 'used', 'failed'],
-      rtf.map((r) => [r.budget.toFixed(2), fmt(r.stream, 3), r.stream_used.toFixed(3), fmt(r.transcribe, 3), r.transcribe_used.toFixed(3), String(r.failures.length)]));
+      ['budget', '/asr unpaced', 'used', 'POST /transcribe', 'used', 'CER streamed vs whole', 'failed'],
+      rtf.map((r) => [r.budget.toFixed(2), fmt(r.stream, 3), r.stream_used.toFixed(3), fmt(r.transcribe, 3), r.transcribe_used.toFixed(3),
+        r.stream_vs_whole_cer.toFixed(4), String(r.failures.length)]));
 
     console.log(`\n${settings.streams} real-time streams of ${settings.seconds} s at budget ${settings.budget}`);
     const conc = await measureConcurrent(t, clips);

@@ -58,7 +58,7 @@ interface Report {
   model: string;
   sample_rate: number;
   settings: { files_used: { name: string; seconds: number }[]; repeats: number };
-  rtf: { budget: number; stream: Stat; transcribe: Stat; stream_used: number; transcribe_used: number; failures: string[] }[];
+  rtf: { budget: number; stream: Stat; transcribe: Stat; stream_used: number; transcribe_used: number; stream_vs_whole_cer: number; failures: string[] }[];
   concurrent: {
     streams: number; budget: number; partials: number; streams_behind: number; failures: number;
     latency_ms: { p50: number; p95: number; max: number }; final_ms: { p50: number; max: number };
@@ -93,6 +93,8 @@ describe('speech bench', () => {
         assertPositiveSummary(row.transcribe, 3, `/transcribe RTF at ${row.budget}`);
         assert.deepEqual(row.failures, []);
         for (const used of [row.stream_used, row.transcribe_used]) assert.ok(used > 0 && used <= 1, `compute used ${used} in (0, 1]`);
+        // Streams are cut into the same windows as whole files: the same text.
+        assert.equal(row.stream_vs_whole_cer, 0, `streamed vs whole CER at ${row.budget}`);
       }
 
       const c = r.concurrent;
