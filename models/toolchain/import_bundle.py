@@ -27,7 +27,7 @@ from .checkpoint import save_state
 from .vit import ViTConfig, build_vit, set_threads
 
 
-def _initializers(path: str) -> tuple[dict[str, torch.Tensor], list[tuple[str, str | None]]]:
+def initializers(path: str) -> tuple[dict[str, torch.Tensor], list[tuple[str, str | None]]]:
     """(name -> tensor, the Conv nodes' (weight, bias) initializer names in graph order)."""
     graph = onnx.load(path).graph
     tensors = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in graph.initializer}
@@ -59,7 +59,7 @@ def _load_stem(stem: nn.Sequential, prefix: str, tensors: dict, convs: list) -> 
     return used, tuple(filled)
 
 
-def _fill(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, skip: tuple[str, ...]) -> set[str]:
+def fill_from_graph(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, skip: tuple[str, ...]) -> set[str]:
     """Copy every parameter and buffer named prefix + its state_dict key, except those whose
     prefixed name starts with one of `skip`."""
     used = set()
@@ -84,9 +84,9 @@ def _fill(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, skip
 def _load_graph(module: nn.Module, stem: nn.Sequential, path: str, prefix: str) -> None:
     """Fill `module` (whose stem is `stem`) from the initializers of the graph at `path`, where its
     state-dict keys are named with `prefix`."""
-    tensors, convs = _initializers(path)
+    tensors, convs = initializers(path)
     used, filled = _load_stem(stem, prefix + "conv_proj.", tensors, convs)
-    used |= _fill(module, tensors, prefix, skip=filled)
+    used |= fill_from_graph(module, tensors, prefix, skip=filled)
     # Small constant tensors (shapes, indices) are initializers too; every float weight must be ours.
     left = [k for k, v in tensors.items() if k not in used and v.is_floating_point() and v.numel() > 1]
     if left:

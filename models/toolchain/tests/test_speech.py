@@ -273,3 +273,35 @@ class CheckpointPortabilityTest(unittest.TestCase):
         self.assertTrue(torch.equal(target(x), torch.nn.Sequential(source)(x)))
         with self.assertRaises(RuntimeError):
             load_into(target, {**newer, "0.unknown": torch.zeros(1)})
+
+
+class ImportSpeechBundleTest(unittest.TestCase):
+    """An exported speech bundle read back (speech.import_bundle) holds the exported weights."""
+
+    def test_round_trip_through_onnx(self):
+        from models.toolchain.speech.export import export_bundle, manifest
+        from models.toolchain.speech.import_bundle import import_models
+        from models.toolchain.speech.make_tiny_bundle import build
+        cfg, dense, _ = build(seed=3)
+        with torch.no_grad():
+            # Distinct values everywhere, as after training: the exporter merges equal-valued
+            # parameters (untrained layer-norm scales) into one initializer.
+            for p in dense.parameters():
+                p.normal_(std=0.3)
+        model = from_dense(dense, cfg).eval()
+        meta = manifest(model, "t", dense_graph="dense.onnx", training={})
+        out = tempfile.mkdtemp()
+        try:
+            export_bundle(model, out, meta, dense=dense)
+            cfg2, dense2, model2, _ = import_models(out)
+        finally:
+            shutil.rmtree(out)
+        self.assertEqual(cfg2, cfg)
+        for a, b in ((dense, dense2), (model, model2)):
+            sa, sb = a.state_dict(), b.state_dict()
+            self.assertEqual(sa.keys(), sb.keys())
+            for key in sa:
+                self.assertTrue(torch.equal(sa[key], sb[key]), key)
+        audio = torch.randn(1, cfg.chunk_samples * 3) * 0.3
+        with torch.no_grad():
+            self.assertTrue(torch.equal(acm_windows_logits(model, audio, 0.5), acm_windows_logits(model2, audio, 0.5)))
