@@ -44,10 +44,15 @@ def main() -> None:
     ap.add_argument("--name", default="speech-w2v2-acm")
     ap.add_argument("--test-limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--checkpoint", default=None,
+                    help="checkpoint of --run to export (default: phase3, else phase2), e.g. one of speech.finetune")
+    ap.add_argument("--recipe-note", default=None, help="appended to the manifest's training recipe")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg, dense, base = load_base(args.run)
     phases = [p for p in ("phase3", "phase2") if os.path.exists(os.path.join(args.run, f"{p}.ckpt"))]
+    if args.checkpoint:
+        phases = [args.checkpoint] + phases
     state = load_state(os.path.join(args.run, f"{phases[0]}.ckpt"))["model"]
     # convert --no-projections leaves attention dense: the checkpoint says which it was.
     projections = any(".q.w1" in k for k in state)
@@ -69,12 +74,14 @@ def main() -> None:
             for metric in ("cer", "wer"):
                 quality.append({"budget": b, "metric": metric, "value": round(r[metric], 4), "used": round(used, 4),
                                 "dataset": dataset, "items": len(test)})
-    done = "1, 2 and 3" if phases[0] == "phase3" else "1 and 2"
-    training = {"recipe": f"dense Wav2Vec2 CTC from scratch, then phases {done} of the conversion recipe "
-                          f"({'FFN and q/k/v/o' if projections else 'FFN'} ACMs)",
+    done = "1 and 2" if phases[0] == "phase2" else "1, 2 and 3"
+    recipe = (f"dense Wav2Vec2 CTC from scratch, then phases {done} of the conversion recipe "
+              f"({'FFN and q/k/v/o' if projections else 'FFN'} ACMs)")
+    training = {"recipe": recipe + (f"; {args.recipe_note}" if args.recipe_note else ""),
                 "dense_test_cer": round(dense_result["cer"], 4), "dense_test_wer": round(dense_result["wer"], 4),
                 "base_step": int(base["step"]),
-                "phase_steps": {p: int(load_state(os.path.join(args.run, f"{p}.ckpt"))["step"]) for p in reversed(phases)},
+                "phase_steps": {p: int(load_state(os.path.join(args.run, f"{p}.ckpt"))["step"]) for p in reversed(phases)
+                                if os.path.exists(os.path.join(args.run, f"{p}.ckpt"))},
                 "corpus": corpus_meta}
     meta = manifest(model, args.name, quality=quality, training=training, dense_graph="dense.onnx")
     export_bundle(model, args.out, meta, dense=dense)

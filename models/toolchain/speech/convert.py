@@ -24,6 +24,10 @@ from .model import SpeechConfig, build_dense, from_dense
 from .phases import distil_step, gate_step, phase3_loss, window_frames
 
 
+# Budget targets of phase 3, one drawn per batch.
+PHASE3_TARGETS = [0.25, 0.4, 0.5, 0.6, 0.75, 1.0]
+
+
 def load_base(run: str):
     saved = load_file(os.path.join(run, "base-best.pt"))
     cfg = SpeechConfig(**saved["config"])
@@ -80,7 +84,6 @@ def main() -> None:
     load_into(model, load_state(os.path.join(args.run, "phase2.ckpt"))["model"])
 
     if args.phase3_steps:
-        targets = [0.25, 0.4, 0.5, 0.6, 0.75, 1.0]
 
         def phase3(step: int):
             audio, samples, tg, tl = batches(args.phase1_steps + args.phase2_steps + step)
@@ -90,7 +93,7 @@ def main() -> None:
                 audio, samples = data.speed_perturb(audio, samples, step, seed=3, spread=args.speed_perturb)
             frames = window_frames(dense, audio, cfg)
             # Only the transformer trains in phase 3: the conv encoder stays the dense one's.
-            return phase3_loss(model, frames, audio.shape[0], samples, tg, tl, random.Random(step).choice(targets),
+            return phase3_loss(model, frames, audio.shape[0], samples, tg, tl, random.Random(step).choice(PHASE3_TARGETS),
                                capped=args.capped)
 
         model.train()

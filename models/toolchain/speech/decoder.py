@@ -58,7 +58,10 @@ def set_decoder(bundle: str, spec: dict, evaluation: dict | None = None) -> dict
     if evaluation is not None:
         dataset = next(q["dataset"] for q in meta["quality"])
         meta["quality"], dense = quality_from_evaluation(evaluation, spec, dataset)
-        meta.setdefault("training", {})["dense_test"] = dense
+        training = meta.setdefault("training", {})
+        training["dense_test"] = dense
+        if "greedy" in dense:  # the exporter's PyTorch figures, replaced by the served path's
+            training["dense_test_cer"], training["dense_test_wer"] = dense["greedy"]["cer"], dense["greedy"]["wer"]
     _write_metadata(os.path.join(bundle, meta["graph"]), meta)
     with open(os.path.join(bundle, "acm.json"), "w") as f:
         json.dump(meta, f, indent=2)

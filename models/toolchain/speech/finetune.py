@@ -1,0 +1,74 @@
+"""Continue phase 3 of a converted speech model from one of its checkpoints, under a new name.
+
+    python3 -m models.toolchain.speech.finetune --run .cache/runs/speech-import --source phase3 \\
+        --name phase3-sp --steps 450 --speed-perturb 0.1 --threads 1
+
+The same training as phase 3 of `speech.convert` (CTC + budget, entropy and diversity losses, one
+budget target per batch, the transformer only, Adam with a cosine decay to 10% of --lr), started
+from <run>/<source>.ckpt and written to <run>/<name>.ckpt, resumable. Its use: more training for
+a model whose run folder was rebuilt from its bundle (`speech.import_bundle`), for instance with
+speed perturbation, which the bundled model's phase 3 did not have. `speech.build_bundle
+--checkpoint <name>` evaluates and exports the result.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+
+from ..checkpoint import load_into, load_state
+from ..convert import run_phase
+from ..vit import add_training_options, start_training
+from . import data
+from .convert import PHASE3_TARGETS, load_base
+from .model import from_dense
+from .phases import phase3_loss, window_frames
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", default=".cache/speech/espeak-v1")
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--source", default="phase3", help="checkpoint of --run to start from")
+    ap.add_argument("--name", required=True, help="checkpoint of --run to write")
+    ap.add_argument("--steps", type=int, required=True)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--speed-perturb", type=float, default=0.0, metavar="SPREAD",
+                    help="play each utterance 1 +- SPREAD times as fast (see data.speed_perturb)")
+    ap.add_argument("--seed", type=int, default=4242, help="order of the training batches")
+    add_training_options(ap, threads=True)
+    args = ap.parse_args()
+    if args.name == args.source:
+        raise SystemExit("--name must differ from --source: the source checkpoint is kept")
+    device = start_training(args)
+    cfg, dense, _ = load_base(args.run)
+    for p in dense.parameters():
+        p.requires_grad_(False)
+    state = load_state(os.path.join(args.run, f"{args.source}.ckpt"))
+    if not state:
+        raise SystemExit(f"{args.run} has no {args.source}.ckpt")
+    projections = any(".q.w1" in k for k in state["model"])
+    model = from_dense(dense, cfg, projections=projections)
+    load_into(model, state["model"])
+    model.to(device)
+    dense.to(device)
+    batches = data.Batches(data.load(args.corpus, "train"), args.batch, seed=args.seed)
+
+    def step_fn(step: int):
+        audio, samples, tg, tl = batches(step)
+        audio = data.gain_augment(audio, step, seed=2).to(device)
+        samples, tg, tl = samples.to(device), tg.to(device), tl.to(device)
+        if args.speed_perturb:
+            audio, samples = data.speed_perturb(audio, samples, step, seed=3, spread=args.speed_perturb)
+        frames = window_frames(dense, audio, cfg)
+        return phase3_loss(model, frames, audio.shape[0], samples, tg, tl, random.Random(step).choice(PHASE3_TARGETS))
+
+    model.train()
+    params = [p for name, p in model.named_parameters() if not name.startswith(("feature_extractor", "feature_projection"))]
+    run_phase(args.name, args.run, args.steps, model, params, args.lr, step_fn, args.checkpoint_minutes)
+    print(f"{args.name} done", flush=True)
+
+
+if __name__ == "__main__":
+    main()
