@@ -35,6 +35,8 @@ export class Lexicon {
   /** Per node: ln of the best unigram probability of a word below it (0 at the root). */
   readonly lookahead: Float64Array;
   readonly words: number;
+  /** Words of the language model the vocabulary cannot spell, left out. */
+  readonly skipped: number;
 
   /**
    * Every word of the model the vocabulary can spell becomes a lexicon word; `skipped` counts the
@@ -94,8 +96,6 @@ export class Lexicon {
     best[0] = 0;
     this.lookahead = best;
   }
-
-  readonly skipped: number;
 
   child(node: number, symbol: number): number {
     for (let c = this.firstChild[node]!; c !== -1; c = this.nextSibling[c]!) if (this.symbol[c] === symbol) return c;
@@ -189,7 +189,7 @@ export class LexiconBeamDecoder implements TranscriptDecoder {
     // Hypotheses of this frame, by prefix; the current ones are found again by (parent, symbol).
     const next = new Map<Prefix, Hyp>();
     const existing = new Map<number, Prefix>();
-    for (const h of this.hyps) if (h.prefix.parent) existing.set(h.prefix.parent.id * 64 + h.prefix.symbol, h.prefix);
+    for (const h of this.hyps) if (h.prefix.parent) existing.set(h.prefix.parent.id * v + h.prefix.symbol, h.prefix);
     const add = (prefix: Prefix, blank: number, symbol: number): void => {
       const h = next.get(prefix);
       if (h) {
@@ -206,7 +206,7 @@ export class LexiconBeamDecoder implements TranscriptDecoder {
       // Stay: a blank, or the last symbol again without a blank between (collapsed).
       add(p, total + blankLp, p.symbol >= 0 ? h.symbol + lp[p.symbol]! : -Infinity);
       for (const s of tried) {
-        const child = existing.get(p.id * 64 + s) ?? this.extend(p, s);
+        const child = existing.get(p.id * v + s) ?? this.extend(p, s);
         if (!child) continue;
         // The same symbol twice in a row needs a blank between to count twice.
         const enter = (s === p.symbol ? h.blank : total) + lp[s]!;

@@ -67,10 +67,11 @@ export class SpeechService {
   private async decoderFor(b: SpeechBundle): Promise<DecoderFactory> {
     const m = b.manifest;
     const spec = m.ctc.decoder;
-    if (!spec || this.config.speechDecoder === 'greedy') return Object.assign(() => new CtcDecoder(m), { kind: 'greedy' });
+    const greedy = Object.assign(() => new CtcDecoder(m), { kind: 'greedy' });
+    if (!spec || this.config.speechDecoder === 'greedy') return greedy;
     const started = performance.now();
     const lexicon = await loadLexicon(b);
-    if (!lexicon) return Object.assign(() => new CtcDecoder(m), { kind: 'greedy' });
+    if (!lexicon) return greedy;
     this.log.info({ model: m.name, lm: spec.lm, order: lexicon.lm.order, words: lexicon.words, skipped: lexicon.skipped,
       ms: Math.round(performance.now() - started) }, 'language model loaded');
     const opts = { beam: spec.beam, lmWeight: spec.lm_weight, wordBonus: spec.word_bonus, symbolPrune: spec.symbol_prune ?? DEFAULT_BEAM.symbolPrune };
