@@ -19,7 +19,7 @@ import { loadSpeechBundle } from '../server/speech/bundle.js';
 import { decodeWav } from '../server/speech/audio.js';
 import { SpeechAccountant } from '../server/speech/compute.js';
 import { CtcDecoder } from '../server/speech/ctc.js';
-import { DEFAULT_BEAM, Lexicon, LexiconBeamDecoder, type BeamOptions } from '../server/speech/lexicon-decoder.js';
+import { beamOptions, Lexicon, LexiconBeamDecoder, type BeamOptions } from '../server/speech/lexicon-decoder.js';
 import type { SpeechManifest } from '../server/speech/manifest.js';
 import { NGramModel } from '../server/speech/ngram.js';
 import { WindowCutter } from '../server/speech/windows.js';
@@ -117,17 +117,17 @@ async function main(): Promise<void> {
   const budgets = list('budgets', opts.budgets, [], Number.MIN_VALUE, 1);
   // Defaults: the decoder the bundle names, else DEFAULT_BEAM's settings with lm.arpa.gz.
   const spec = m.ctc.decoder;
-  const weights = list('lm-weights', opts['lm-weights'], [spec?.lm_weight ?? DEFAULT_BEAM.lmWeight], 0, 100);
-  const bonuses = list('word-bonuses', opts['word-bonuses'], [spec?.word_bonus ?? DEFAULT_BEAM.wordBonus], -100, 100);
-  const beam = intArg('beam', opts.beam, spec?.beam ?? DEFAULT_BEAM.beam, 1, 10_000);
-  const symbolPrune = spec?.symbol_prune ?? DEFAULT_BEAM.symbolPrune;
+  const base = beamOptions(spec);
+  const weights = list('lm-weights', opts['lm-weights'], [base.lmWeight], 0, 100);
+  const bonuses = list('word-bonuses', opts['word-bonuses'], [base.wordBonus], -100, 100);
+  const beam = intArg('beam', opts.beam, base.beam, 1, 10_000);
   const utts = readSplit(resolve(opts.corpus), opts.split, m.audio.sample_rate, limit);
   const refs = utts.map((u) => u.text);
   const seconds = utts.reduce((s, u) => s + u.samples.length, 0) / m.audio.sample_rate;
   console.log(`${utts.length} ${opts.split} utterances, ${seconds.toFixed(0)} s of audio`);
   const lmPath = opts.lm ?? join(dir, spec?.lm ?? 'lm.arpa.gz');
   let t = performance.now();
-  const lexicon = new Lexicon(NGramModel.load(lmPath), m.ctc.vocabulary, m.ctc.blank, m.ctc.word_delimiter);
+  const lexicon = new Lexicon(await NGramModel.load(lmPath), m.ctc.vocabulary, m.ctc.blank, m.ctc.word_delimiter);
   console.log(`language model ${lmPath}: order ${lexicon.lm.order}, lexicon of ${lexicon.words} words ` +
     `(${lexicon.skipped} unspellable skipped), loaded in ${((performance.now() - t) / 1000).toFixed(1)} s`);
 
@@ -157,7 +157,7 @@ async function main(): Promise<void> {
     measure('greedy', () => new CtcDecoder(m), {});
     for (const lmWeight of weights) {
       for (const wordBonus of bonuses) {
-        const s: BeamOptions = { beam, lmWeight, wordBonus, symbolPrune };
+        const s: BeamOptions = { ...base, beam, lmWeight, wordBonus };
         measure('lexicon', () => new LexiconBeamDecoder(lexicon, m.ctc, m.audio.frame_ms, s), s);
       }
     }

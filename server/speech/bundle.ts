@@ -1,15 +1,14 @@
 // Speech bundles: sub-folders of the models folder whose acm.json has task "speech-recognition".
 // Loaded and refused exactly like image bundles (bundle-files.ts: manifest, graph file, embedded copy).
 import { readdirSync, readFileSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ModelShape } from '../backend.js';
-import { bundleDirs, MANIFEST_FILE, ModelNames, manifestTask, openBundle, readManifest, type LoadedBundle } from '../bundle-files.js';
+import { bundleDirs, isFile, MANIFEST_FILE, ModelNames, manifestTask, openBundle, readManifest, type LoadedBundle } from '../bundle-files.js';
 import type { ValueInfo } from '../ort-protocol.js';
 import { checkTensors } from '../graph-check.js';
 import { ManifestError } from '../manifest-fields.js';
 import { Lexicon } from './lexicon-decoder.js';
-import { NGramModel, readArpa } from './ngram.js';
+import { NGramModel } from './ngram.js';
 import { parseSpeechManifest, type SpeechManifest } from './manifest.js';
 
 export type SpeechBundle = LoadedBundle<SpeechManifest>;
@@ -18,13 +17,14 @@ export const SPEECH_TASK = 'speech-recognition';
 
 export async function loadSpeechBundle(dir: string): Promise<SpeechBundle> {
   const { folder, raw } = await readManifest(dir);
-  return checkDecoderFiles(folder, await openBundle(dir, folder, raw, parseSpeechManifest));
+  return openSpeechBundle(dir, folder, raw);
 }
 
-/** Refuses a bundle whose decoder names a language model file it does not have. */
-async function checkDecoderFiles(folder: string, bundle: SpeechBundle): Promise<SpeechBundle> {
+/** openBundle for a speech manifest; also refuses a decoder that names a file the bundle lacks. */
+async function openSpeechBundle(dir: string, folder: string, raw: unknown): Promise<SpeechBundle> {
+  const bundle = await openBundle(dir, folder, raw, parseSpeechManifest);
   const lm = bundle.manifest.ctc.decoder?.lm;
-  if (lm !== undefined && !(await stat(join(bundle.dir, lm)).then((s) => s.isFile(), () => false))) {
+  if (lm !== undefined && !(await isFile(join(bundle.dir, lm)))) {
     throw new ManifestError(folder, 'ctc.decoder.lm', `names ${lm}, which does not exist`);
   }
   return bundle;
@@ -38,7 +38,7 @@ export async function loadLexicon(bundle: SpeechBundle): Promise<Lexicon | undef
   const path = join(bundle.dir, spec.lm);
   let lm: NGramModel;
   try {
-    lm = NGramModel.parse(await readArpa(path), spec.lm);
+    lm = await NGramModel.load(path, spec.lm);
   } catch (err) {
     throw new ManifestError(m.name, 'ctc.decoder.lm', `is not a usable ARPA language model: ${(err as Error).message}`);
   }
@@ -54,7 +54,7 @@ export async function scanSpeechBundles(modelsDir: string): Promise<SpeechBundle
   for (const { name, dir } of await bundleDirs(modelsDir)) {
     const { folder, raw } = await readManifest(dir);
     if (manifestTask(raw) !== SPEECH_TASK) continue;
-    const bundle = await checkDecoderFiles(folder, await openBundle(dir, folder, raw, parseSpeechManifest));
+    const bundle = await openSpeechBundle(dir, folder, raw);
     names.claim(name, bundle.manifest.name, dir);
     out.push(bundle);
   }

@@ -19,22 +19,56 @@ export interface TranscriptDecoder {
   timings(): WordTiming[];
 }
 
+/**
+ * Words from the symbols a decoder emits, each with the frame it was emitted at: a word spans from
+ * its first symbol's frame to the end of its last one's, and the delimiter ends it.
+ */
+export class WordTimer {
+  private readonly done: WordTiming[] = [];
+  private open?: WordTiming;
+
+  constructor(private readonly delimiter: string, private readonly frameS: number) {}
+
+  add(symbol: string, frame: number): void {
+    const t = frame * this.frameS;
+    if (symbol === this.delimiter) {
+      if (this.open) this.done.push(this.open);
+      this.open = undefined;
+    } else if (this.open) {
+      this.open.word += symbol;
+      this.open.end = t + this.frameS;
+    } else {
+      this.open = { word: symbol, start: t, end: t + this.frameS };
+    }
+  }
+
+  private all(): WordTiming[] {
+    return this.open ? [...this.done, this.open] : this.done;
+  }
+
+  /** The words so far separated by one space, the word still being spelled included. */
+  text(): string {
+    return this.all().map((w) => w.word).join(' ');
+  }
+
+  /** Word timings so far in seconds, to the millisecond, the word still being spelled included. */
+  timings(): WordTiming[] {
+    const round = (x: number): number => Math.round(x * 1000) / 1000;
+    return this.all().map((w) => ({ word: w.word, start: round(w.start), end: round(w.end) }));
+  }
+}
+
 export class CtcDecoder implements TranscriptDecoder {
   private readonly vocab: readonly string[];
   private readonly blank: number;
-  private readonly delimiter: string;
-  private readonly frameS: number;
+  private readonly words: WordTimer;
   private prev = -1;
   private frames = 0;
-  private text = '';
-  private words: WordTiming[] = [];
-  private open?: WordTiming;
 
   constructor(m: SpeechManifest) {
     this.vocab = m.ctc.vocabulary;
     this.blank = m.ctc.blank;
-    this.delimiter = m.ctc.word_delimiter;
-    this.frameS = m.audio.frame_ms / 1000;
+    this.words = new WordTimer(m.ctc.word_delimiter, m.audio.frame_ms / 1000);
   }
 
   /** Appends `count` frames of logits laid out [frames][vocab]. */
@@ -50,42 +84,19 @@ export class CtcDecoder implements TranscriptDecoder {
           best = i;
         }
       }
-      if (best !== this.prev && best !== this.blank) this.emit(this.vocab[best] ?? '', this.frames);
+      if (best !== this.prev && best !== this.blank) this.words.add(this.vocab[best] ?? '', this.frames);
       this.prev = best;
       this.frames++;
     }
   }
 
-  private emit(symbol: string, frame: number): void {
-    const t = frame * this.frameS;
-    if (symbol === this.delimiter) {
-      this.close();
-      return;
-    }
-    this.text += symbol;
-    if (this.open) {
-      this.open.word += symbol;
-      this.open.end = t + this.frameS;
-    } else {
-      this.open = { word: symbol, start: t, end: t + this.frameS };
-    }
-  }
-
-  private close(): void {
-    if (!this.open) return;
-    this.words.push(this.open);
-    this.open = undefined;
-    this.text += this.delimiter;
-  }
-
   /** The transcript so far: words separated by one space, no leading or trailing space. */
   transcript(): string {
-    return this.text.split(this.delimiter).filter((w) => w.length > 0).join(' ');
+    return this.words.text();
   }
 
   /** Word timings so far, the word still being spelled included. */
   timings(): WordTiming[] {
-    const round = (x: number): number => Math.round(x * 1000) / 1000;
-    return [...this.words, ...(this.open ? [this.open] : [])].map((w) => ({ word: w.word, start: round(w.start), end: round(w.end) }));
+    return this.words.timings();
   }
 }

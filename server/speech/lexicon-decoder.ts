@@ -10,7 +10,8 @@
 // probability among the lexicon words that start with what is spelled so far. Frames are consumed
 // one at a time, so decoding a stream chunk by chunk gives the same hypotheses as decoding the
 // whole file at once.
-import type { TranscriptDecoder, WordTiming } from './ctc.js';
+import { WordTimer, type TranscriptDecoder, type WordTiming } from './ctc.js';
+import type { DecoderSpec } from './manifest.js';
 import { SENTENCE_END, SENTENCE_START, type NGramModel } from './ngram.js';
 
 export interface BeamOptions {
@@ -24,6 +25,12 @@ export interface BeamOptions {
 }
 
 export const DEFAULT_BEAM: BeamOptions = { beam: 24, lmWeight: 0.5, wordBonus: 1, symbolPrune: 8 };
+
+/** The search settings a manifest's ctc.decoder names (DEFAULT_BEAM's for what it leaves out). */
+export function beamOptions(spec: DecoderSpec | undefined): BeamOptions {
+  if (!spec) return DEFAULT_BEAM;
+  return { beam: spec.beam, lmWeight: spec.lm_weight, wordBonus: spec.word_bonus, symbolPrune: spec.symbol_prune ?? DEFAULT_BEAM.symbolPrune };
+}
 
 /** The lexicon as a trie over vocabulary symbols, shared by every decoder of a model. */
 export class Lexicon {
@@ -51,11 +58,12 @@ export class Lexicon {
     const next: number[] = [-1];
     const sym: number[] = [-1];
     const word: number[] = [-1];
+    const parent: number[] = [-1];
     let count = 0;
     let skipped = 0;
     for (let id = 0; id < lm.words.length; id++) {
       const w = lm.words[id]!;
-      if (w === SENTENCE_START || w === SENTENCE_END || w.startsWith('<')) continue;
+      if (w.startsWith('<')) continue; // <s>, </s>, <unk>: markers, not words
       const symbols = [...w].map((c) => symbolOf.get(c));
       if (symbols.length === 0 || symbols.some((s) => s === undefined)) {
         skipped++;
@@ -70,6 +78,7 @@ export class Lexicon {
           first.push(-1);
           sym.push(s);
           word.push(-1);
+          parent.push(node);
           next.push(first[node]!);
           first[node] = child;
         }
@@ -86,8 +95,6 @@ export class Lexicon {
     this.skipped = skipped;
     // Look-ahead: children always come after their parent, so one backward pass suffices.
     const best = new Float64Array(first.length).fill(-Infinity);
-    const parent = new Int32Array(first.length).fill(-1);
-    for (let n = 0; n < first.length; n++) for (let c = first[n]!; c !== -1; c = next[c]!) parent[c] = n;
     for (let n = first.length - 1; n > 0; n--) {
       if (word[n]! >= 0) best[n] = Math.max(best[n]!, lm.logProb([], word[n]!));
       const p = parent[n]!;
@@ -282,35 +289,22 @@ export class LexiconBeamDecoder implements TranscriptDecoder {
     return this.hyps.reduce((a, b) => (this.score(b) > this.score(a) ? b : a)).prefix;
   }
 
-  private symbols(): Prefix[] {
-    const out: Prefix[] = [];
-    for (let p: Prefix | undefined = this.best(); p && p.symbol >= 0; p = p.parent) out.push(p);
-    return out.reverse();
+  /** The best hypothesis's words, each timed by the frames its symbols were most likely entered at. */
+  private words(): WordTimer {
+    const path: Prefix[] = [];
+    for (let p: Prefix | undefined = this.best(); p && p.symbol >= 0; p = p.parent) path.push(p);
+    const words = new WordTimer(this.vocab[this.delimiter]!, this.frameS);
+    for (let i = path.length - 1; i >= 0; i--) words.add(this.vocab[path[i]!.symbol]!, path[i]!.frame);
+    return words;
   }
 
   /** The transcript so far: words separated by one space, no leading or trailing space. */
   transcript(): string {
-    return this.symbols().map((p) => this.vocab[p.symbol]).join('').split(this.vocab[this.delimiter]!).filter((w) => w).join(' ');
+    return this.words().text();
   }
 
   /** Word timings of the best hypothesis: first symbol's frame to the end of the last one's. */
   timings(): WordTiming[] {
-    const round = (x: number): number => Math.round(x * 1000) / 1000;
-    const out: WordTiming[] = [];
-    let open: WordTiming | undefined;
-    for (const p of this.symbols()) {
-      const t = p.frame * this.frameS;
-      if (p.symbol === this.delimiter) {
-        if (open) out.push(open);
-        open = undefined;
-      } else if (open) {
-        open.word += this.vocab[p.symbol];
-        open.end = t + this.frameS;
-      } else {
-        open = { word: this.vocab[p.symbol]!, start: t, end: t + this.frameS };
-      }
-    }
-    if (open) out.push(open);
-    return out.map((w) => ({ word: w.word, start: round(w.start), end: round(w.end) }));
+    return this.words().timings();
   }
 }

@@ -2,10 +2,9 @@
 // writes it (models/toolchain/speech/lm.py) and as common LM tools do. Probabilities are looked up
 // with the usual back-off: P(w | h) is the stored value of the n-gram h w when there is one, else
 // the back-off weight of h times P(w | h without its first word).
-import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { gunzip, gunzipSync } from 'node:zlib';
+import { gunzip } from 'node:zlib';
 
 export const SENTENCE_START = '<s>';
 export const SENTENCE_END = '</s>';
@@ -16,14 +15,6 @@ export class ArpaError extends Error {
     super(`${source}: line ${line}: ${problem}`);
     this.name = 'ArpaError';
   }
-}
-
-const isGzip = (b: Buffer): boolean => b[0] === 0x1f && b[1] === 0x8b;
-
-/** The text of an ARPA file, gunzipped off the thread when compressed. */
-export async function readArpa(path: string): Promise<string> {
-  const bytes = await readFile(path);
-  return (isGzip(bytes) ? await promisify(gunzip)(bytes) : bytes).toString('utf8');
 }
 
 export class NGramModel {
@@ -45,10 +36,11 @@ export class NGramModel {
     this.unigramBackoff = backoff;
   }
 
-  static load(path: string): NGramModel {
-    const bytes = readFileSync(path);
-    const text = (isGzip(bytes) ? gunzipSync(bytes) : bytes).toString('utf8');
-    return NGramModel.parse(text, path);
+  /** Reads an ARPA file, gunzipped off the thread when compressed; `source` names it in errors. */
+  static async load(path: string, source = path): Promise<NGramModel> {
+    const bytes = await readFile(path);
+    const gzip = bytes[0] === 0x1f && bytes[1] === 0x8b;
+    return NGramModel.parse((gzip ? await promisify(gunzip)(bytes) : bytes).toString('utf8'), source);
   }
 
   /** Parses ARPA text; `source` names it in errors. */

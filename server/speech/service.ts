@@ -15,7 +15,7 @@ import { checkBudget } from '../params.js';
 import { loadLexicon, type SpeechBundle } from './bundle.js';
 import { SpeechAccountant, type ComputeTally, type SpeechComputeReport } from './compute.js';
 import { CtcDecoder, type TranscriptDecoder, type WordTiming } from './ctc.js';
-import { DEFAULT_BEAM, LexiconBeamDecoder } from './lexicon-decoder.js';
+import { beamOptions, LexiconBeamDecoder } from './lexicon-decoder.js';
 import type { AudioContract, SpeechManifest } from './manifest.js';
 import { WindowCutter } from './windows.js';
 
@@ -74,7 +74,7 @@ export class SpeechService {
     if (!lexicon) return greedy;
     this.log.info({ model: m.name, lm: spec.lm, order: lexicon.lm.order, words: lexicon.words, skipped: lexicon.skipped,
       ms: Math.round(performance.now() - started) }, 'language model loaded');
-    const opts = { beam: spec.beam, lmWeight: spec.lm_weight, wordBonus: spec.word_bonus, symbolPrune: spec.symbol_prune ?? DEFAULT_BEAM.symbolPrune };
+    const opts = beamOptions(spec);
     return Object.assign(() => new LexiconBeamDecoder(lexicon, m.ctc, m.audio.frame_ms, opts), { kind: spec.type });
   }
 
