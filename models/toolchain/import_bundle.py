@@ -87,6 +87,11 @@ def _load_graph(module: nn.Module, stem: nn.Sequential, path: str, prefix: str) 
     tensors, convs = initializers(path)
     used, filled = _load_stem(stem, prefix + "conv_proj.", tensors, convs)
     used |= fill_from_graph(module, tensors, prefix, skip=filled)
+    check_all_used(path, tensors, used)
+
+
+def check_all_used(path: str, tensors: dict[str, torch.Tensor], used: set[str]) -> None:
+    """Refuses a graph with a weight the model left unread."""
     # Small constant tensors (shapes, indices) are initializers too; every float weight must be ours.
     left = [k for k, v in tensors.items() if k not in used and v.is_floating_point() and v.numel() > 1]
     if left:

@@ -28,6 +28,27 @@ from .phases import distil_step, gate_step, phase3_loss, window_frames
 PHASE3_TARGETS = [0.25, 0.4, 0.5, 0.6, 0.75, 1.0]
 
 
+def phase3_params(model) -> list:
+    """What phase 3 trains: the transformer; the conv encoder stays the dense one's."""
+    return [p for name, p in model.named_parameters() if not name.startswith(("feature_extractor", "feature_projection"))]
+
+
+def phase3_step_fn(model, dense, cfg, batches, device, speed_perturb: float = 0.0, first_batch: int = 0,
+                   capped: bool = True):
+    """One phase-3 step on batch first_batch + step: gain (and speed) augmentation, the dense conv
+    features of every window, CTC + budget losses at one budget target drawn for the batch."""
+    def step_fn(step: int):
+        audio, samples, tg, tl = batches(first_batch + step)
+        audio = data.gain_augment(audio, step, seed=2).to(device)
+        samples, tg, tl = samples.to(device), tg.to(device), tl.to(device)
+        if speed_perturb:
+            audio, samples = data.speed_perturb(audio, samples, step, seed=3, spread=speed_perturb)
+        frames = window_frames(dense, audio, cfg)
+        return phase3_loss(model, frames, audio.shape[0], samples, tg, tl, random.Random(step).choice(PHASE3_TARGETS),
+                           capped=capped)
+    return step_fn
+
+
 def load_base(run: str):
     saved = load_file(os.path.join(run, "base-best.pt"))
     cfg = SpeechConfig(**saved["config"])
@@ -84,21 +105,10 @@ def main() -> None:
     load_into(model, load_state(os.path.join(args.run, "phase2.ckpt"))["model"])
 
     if args.phase3_steps:
-
-        def phase3(step: int):
-            audio, samples, tg, tl = batches(args.phase1_steps + args.phase2_steps + step)
-            audio = data.gain_augment(audio, step, seed=2).to(device)
-            samples, tg, tl = samples.to(device), tg.to(device), tl.to(device)
-            if args.speed_perturb:
-                audio, samples = data.speed_perturb(audio, samples, step, seed=3, spread=args.speed_perturb)
-            frames = window_frames(dense, audio, cfg)
-            # Only the transformer trains in phase 3: the conv encoder stays the dense one's.
-            return phase3_loss(model, frames, audio.shape[0], samples, tg, tl, random.Random(step).choice(PHASE3_TARGETS),
-                               capped=args.capped)
-
         model.train()
-        params = [p for name, p in model.named_parameters() if not name.startswith(("feature_extractor", "feature_projection"))]
-        run_phase("phase3", args.run, args.phase3_steps, model, params, 1e-4, phase3, args.checkpoint_minutes)
+        step_fn = phase3_step_fn(model, dense, cfg, batches, device, args.speed_perturb,
+                                 first_batch=args.phase1_steps + args.phase2_steps, capped=args.capped)
+        run_phase("phase3", args.run, args.phase3_steps, model, phase3_params(model), 1e-4, step_fn, args.checkpoint_minutes)
     print("conversion done", flush=True)
 
 

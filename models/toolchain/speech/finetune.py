@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 
 from ..checkpoint import load_into, load_state
 from ..convert import run_phase
 from ..vit import add_training_options, start_training
 from . import data
-from .convert import PHASE3_TARGETS, load_base
+from .convert import load_base, phase3_params, phase3_step_fn
 from .model import from_dense
-from .phases import phase3_loss, window_frames
 
 
 def main() -> None:
@@ -55,18 +53,9 @@ def main() -> None:
     dense.to(device)
     batches = data.Batches(data.load(args.corpus, "train"), args.batch, seed=args.seed)
 
-    def step_fn(step: int):
-        audio, samples, tg, tl = batches(step)
-        audio = data.gain_augment(audio, step, seed=2).to(device)
-        samples, tg, tl = samples.to(device), tg.to(device), tl.to(device)
-        if args.speed_perturb:
-            audio, samples = data.speed_perturb(audio, samples, step, seed=3, spread=args.speed_perturb)
-        frames = window_frames(dense, audio, cfg)
-        return phase3_loss(model, frames, audio.shape[0], samples, tg, tl, random.Random(step).choice(PHASE3_TARGETS))
-
     model.train()
-    params = [p for name, p in model.named_parameters() if not name.startswith(("feature_extractor", "feature_projection"))]
-    run_phase(args.name, args.run, args.steps, model, params, args.lr, step_fn, args.checkpoint_minutes)
+    step_fn = phase3_step_fn(model, dense, cfg, batches, device, args.speed_perturb)
+    run_phase(args.name, args.run, args.steps, model, phase3_params(model), args.lr, step_fn, args.checkpoint_minutes)
     print(f"{args.name} done", flush=True)
 
 

@@ -16,16 +16,13 @@ import os
 import torch
 
 from ..checkpoint import save_state
-from ..import_bundle import fill_from_graph, initializers
+from ..import_bundle import check_all_used, fill_from_graph, initializers
 from .model import SpeechConfig, build_dense, from_dense
 
 
 def _load(module: torch.nn.Module, path: str, prefix: str) -> None:
     tensors, _ = initializers(path)
-    used = fill_from_graph(module, tensors, prefix, skip=())
-    left = [k for k, v in tensors.items() if k not in used and v.is_floating_point() and v.numel() > 1]
-    if left:
-        raise ValueError(f"{os.path.basename(path)}: weights the model has no place for: {left[:5]}")
+    check_all_used(path, tensors, fill_from_graph(module, tensors, prefix, skip=()))
 
 
 def import_models(bundle: str):
