@@ -93,7 +93,13 @@ class ACM(nn.Module):
 
 
 def cap_budgets(acms: list[ACM], tokens: int, budget: torch.Tensor) -> torch.Tensor:
-    """Per request [B], the budget each ACM's cap applies; see ACMViT.cap_budgets for the rule."""
+    """Per request [B], the budget every ACM's cap applies: the equal-weights case of
+    weighted_cap_budgets, in the form the speech model uses (one cap for all its ACMs).
+
+    An ACM whose minimum choice costs more than the budget spends that minimum regardless; the
+    others share what is left: (budget * all - forced minimums) / the rest, in [0, 1]. Above every
+    minimum this is the budget itself.
+    """
     budget = budget.to(torch.float64)
     by_floor: dict[float, float] = {}
     for a in acms:
