@@ -141,17 +141,28 @@ def diversity_loss(fractions: torch.Tensor) -> torch.Tensor:
     return -(fractions[:, None] - fractions[None, :]).abs().mean()
 
 
+def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) of the class distributions, averaged over the batch."""
+    return F.kl_div(logits.log_softmax(-1), teacher.log_softmax(-1), log_target=True, reduction="batchmean")
+
+
 def phase3_loss(model: ACMViT, pixels: torch.Tensor, labels: torch.Tensor, target: float, tau: float = 0.8,
-                capped: bool = False, budget_weight: float = 0.1):
+                capped: bool = False, budget_weight: float = 0.1, teacher: torch.Tensor | None = None,
+                distil_weight: float = 0.0):
     """Task + 0.1 budget + 0.05 entropy + 0.05 diversity (DESIGN §2) at one budget target.
 
     `capped` trains the single every-budget model as it is served (see relaxed_forward); without
     it this is the published per-target recipe, where the budget loss is the only thing holding
     the gates to the target: `budget_weight` raises it for a model that settles above its target.
+    Given the dense model's logits (`teacher`), the task loss becomes (1 - w) * cross-entropy
+    + w * distillation_loss with w = `distil_weight`: the low budgets learn from the full model's
+    answers as well as from the labels (in-place distillation, Yu & Huang 2019).
     """
     budget = torch.full((pixels.shape[0],), target, dtype=torch.float64, device=pixels.device)
     out = relaxed_forward(model, pixels, budget, tau, capped)
     task = F.cross_entropy(out.logits, labels)
+    if teacher is not None and distil_weight:
+        task = (1 - distil_weight) * task + distil_weight * distillation_loss(out.logits, teacher)
     total = (task + budget_weight * budget_loss(out.fractions, target) + 0.05 * entropy_loss(out.onehots)
              + 0.05 * diversity_loss(out.fractions))
     return total, {"task": task.item(), "asked": out.fractions.mean().item(), "ran": out.executed.mean().item()}

@@ -11,6 +11,7 @@ everywhere, although the gates of some layers ask for three and others for one. 
   2. continues phase 3 from <run>/phase3.ckpt under the new cap (same losses and budget draw as
      `convert`, or --targets), into <run>/phase3-shared.ckpt, resumable like every phase;
   3. prints the phase metrics on validation items.
+--distil W takes W of the task loss from the dense model's answers (phases.phase3_loss).
 `build_bundle --single phase3-shared` evaluates and exports the result. Started from a checkpoint
 that has weights of its own (--source phase3-shared), it keeps them unless --recalibrate.
 """
@@ -65,6 +66,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--gate-lr", type=float, default=5e-4)
     ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--distil", type=float, default=0.0,
+                    help="weight of the dense model's answers in the task loss (0: labels only)")
     add_training_options(ap)
     args = ap.parse_args()
     device = start_training(args)
@@ -92,7 +95,12 @@ def main() -> None:
 
     def step_fn(step: int):
         x, y = batches(step)
-        return phase3_loss(model, x, y, random.Random(10_000 + step).choice(targets), capped=True)
+        teacher = None
+        if args.distil:
+            with torch.no_grad():
+                teacher = vit(x)
+        return phase3_loss(model, x, y, random.Random(10_000 + step).choice(targets), capped=True,
+                           teacher=teacher, distil_weight=args.distil)
 
     model.train()
     run_phase(args.name, args.run, args.steps, model, groups, 1.0, step_fn, args.checkpoint_minutes)

@@ -36,6 +36,14 @@ class LossTest(unittest.TestCase):
         # pairs: |0.2-0.6| = 0.4 twice, diagonal zeros: mean over the 2x2 matrix = 0.2
         self.assertAlmostEqual(phases.diversity_loss(torch.tensor([0.2, 0.6])).item(), -0.2, places=6)
 
+    def test_distillation_loss(self):
+        # Teacher p = (0.5, 0.5), student q = (0.8, 0.2): KL = 0.5 ln(0.5/0.8) + 0.5 ln(0.5/0.2).
+        student = torch.tensor([[0.8, 0.2]]).log()
+        teacher = torch.tensor([[0.5, 0.5]]).log() + 3.0  # logits: a shift changes nothing
+        expected = 0.5 * torch.log(torch.tensor(0.5 / 0.8)) + 0.5 * torch.log(torch.tensor(0.5 / 0.2))
+        self.assertAlmostEqual(phases.distillation_loss(student, teacher).item(), expected.item(), places=5)
+        self.assertAlmostEqual(phases.distillation_loss(teacher, teacher).item(), 0.0, places=6)
+
     def test_entropy_loss(self):
         acm = ACM(dim=4, n=4, width=2, kind="ffn")
         uniform = torch.eye(5).unsqueeze(0)           # one sample, five tokens, one of each choice
