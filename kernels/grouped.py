@@ -53,17 +53,22 @@ def grouped_learners(x: torch.Tensor, k: torch.Tensor, w1: torch.Tensor, b1: tor
 
     x: [M, d]; k: [M] int64 in [0, n]; w1: [d, n*width]; b1: [n*width]; w2: [n*width, d].
     The sum of the first k learners equals one FFN over the first k*width hidden units (DESIGN §2),
-    so rows sorted by k are processed group by group with weight slices of width j*width; rows
+    so rows grouped by k are processed group by group with weight slices of width j*width; rows
     with k = 0 get zeros. Every output row is written exactly once.
+
+    One sort of k gives each group's row indices as a slice of the sort order; each group gathers
+    its own rows straight from x. (Sorting x itself and slicing the sorted copy into groups would
+    move every activation row twice before the GEMMs, since onnxruntime's Slice copies; README,
+    "Whole-model timing", has the measured difference.)
     """
     order = torch.argsort(k)
-    xs = x.index_select(0, order)
     ks = k.index_select(0, order)
     # Group boundaries from the sorted counts; tensors, so the slices stay dynamic in the graph.
     ends = torch.stack([(ks <= j).sum() for j in range(n + 1)])
-    pieces = [torch.zeros_like(xs[:ends[0]])]
+    # Zeros for the k = 0 rows, shaped from the (integer) index slice rather than from x's rows.
+    pieces = [torch.zeros_like(order[:ends[0]], dtype=x.dtype).unsqueeze(1).expand(-1, x.shape[1])]
     for j in range(1, n + 1):
-        rows = xs[ends[j - 1]:ends[j]]
+        rows = x.index_select(0, order[ends[j - 1]:ends[j]])
         h = rows @ w1[:, :j * width] + b1[:j * width]
         if gelu:
             h = F.gelu(h)

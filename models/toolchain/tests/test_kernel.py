@@ -31,6 +31,12 @@ class GroupedKernelTest(unittest.TestCase):
         y = grouped_learners(z, k, acm.w1, acm.b1, acm.w2, 4, 4, True)
         self.assertTrue(torch.all(y[k == 0] == 0))
         self.assertTrue(torch.all(y[k == 4].abs().sum(-1) > 0))
+        # Every row in one group, including the zero group alone.
+        prefix = acm.prefix_outputs(z)
+        for j in range(5):
+            y = grouped_learners(z, torch.full((5,), j), acm.w1, acm.b1, acm.w2, 4, 4, True)
+            self.assertEqual(y.shape, z.shape)
+            torch.testing.assert_close(y, prefix[:, j], atol=1e-5, rtol=1e-5)
 
 
 class CapTest(unittest.TestCase):
