@@ -70,6 +70,8 @@ def main() -> None:
                     help="weight of the dense model's answers in the task loss (0: labels only)")
     add_training_options(ap)
     args = ap.parse_args()
+    if not 0.0 <= args.distil <= 1.0:
+        ap.error(f"--distil must be in [0, 1], got {args.distil}")
     device = start_training(args)
     cfg, vit, _ = load_base(args.run)
     model = from_dense(vit, cfg)
