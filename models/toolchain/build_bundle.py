@@ -21,9 +21,8 @@ import torch
 from PIL import Image
 
 from . import data
-from .acm import from_dense
 from .checkpoint import load_state
-from .convert import load_base, parse_phase3_name
+from .convert import load_acm, load_base, parse_phase3_name
 from .export import export_bundle, manifest
 from .metrics import gflops, used_fraction
 from .vit import dense_macs
@@ -63,8 +62,7 @@ def per_target_models(run: str, vit, cfg) -> list[tuple[float, float, object]]:
     found = []
     for path in glob.glob(os.path.join(run, "phase3-t*.ckpt")):
         target, weight = parse_phase3_name(path)
-        model = from_dense(vit, cfg)
-        model.load_state_dict(load_state(path)["model"])
+        model = load_acm(vit, cfg, path)
         model.capped = False  # served as published: the gates alone decide
         found.append((target, weight, model.eval()))
     return sorted(found, key=lambda twm: twm[:2])
@@ -141,10 +139,8 @@ def main() -> None:
     args = ap.parse_args()
     set_threads()
     cfg, vit, base = load_base(args.run)
-    model = from_dense(vit, cfg)
     phases = [p for p in (args.single, "phase2") if os.path.exists(os.path.join(args.run, f"{p}.ckpt"))]
-    state = load_state(os.path.join(args.run, f"{phases[0]}.ckpt"))
-    model.load_state_dict(state["model"])
+    model = load_acm(vit, cfg, os.path.join(args.run, f"{phases[0]}.ckpt"))
     model.eval()
     test = data.load("test")
     result = evaluate(model, vit, test, BUDGETS)

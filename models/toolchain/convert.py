@@ -58,6 +58,13 @@ def load_base(run: str):
     return cfg, vit.eval(), saved
 
 
+def load_acm(vit, cfg, path: str):
+    """The ACM model converted from `vit`, with the weights (and cap weights) of checkpoint `path`."""
+    model = from_dense(vit, cfg)
+    model.load_state_dict(load_state(path)["model"])
+    return model
+
+
 class Batches:
     """Deterministic shuffled training batches, addressable by step so a resumed phase sees the same data."""
 

@@ -25,9 +25,8 @@ import numpy as np
 import torch
 
 from . import data
-from .acm import from_dense
 from .checkpoint import load_state
-from .convert import Batches, load_base, phase3_groups, phase_metrics, run_phase
+from .convert import Batches, load_acm, load_base, phase3_groups, phase_metrics, run_phase
 from .phases import phase3_loss
 from .vit import add_training_options, start_training
 
@@ -74,9 +73,7 @@ def main() -> None:
         ap.error(f"--distil must be in [0, 1], got {args.distil}")
     device = start_training(args)
     cfg, vit, _ = load_base(args.run)
-    model = from_dense(vit, cfg)
-    source = load_state(os.path.join(args.run, f"{args.source}.ckpt"))
-    model.load_state_dict(source["model"])
+    model = load_acm(vit, cfg, os.path.join(args.run, f"{args.source}.ckpt"))
     targets = [float(t) for t in args.targets.split(",")]
     resuming = os.path.exists(os.path.join(args.run, f"{args.name}.ckpt"))
     equal = bool((model.cap_weights == model.cap_weights[0]).all())

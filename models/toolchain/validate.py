@@ -11,10 +11,8 @@ import argparse
 import os
 
 from . import data
-from .acm import from_dense
 from .build_bundle import BUDGETS, evaluate
-from .checkpoint import load_state
-from .convert import load_base
+from .convert import load_acm, load_base
 from .vit import set_threads
 
 
@@ -31,9 +29,7 @@ def main() -> None:
     print(f"{len(val.y)} validation items; accuracy % (learner fraction used) per budget", flush=True)
     print("checkpoint".ljust(24) + "".join(f"{b:>17g}" for b in budgets), flush=True)
     for name in args.checkpoints:
-        model = from_dense(vit, cfg)
-        model.load_state_dict(load_state(os.path.join(args.run, f"{name}.ckpt"))["model"])
-        model.capped = True
+        model = load_acm(vit, cfg, os.path.join(args.run, f"{name}.ckpt"))  # capped, as served
         r = evaluate(model, None, val, budgets)["acm"]
         print(name.ljust(24) + "".join(f"{100 * r[b]['accuracy']:>9.2f} ({r[b]['used']:.3f})" for b in budgets),
               flush=True)
