@@ -54,6 +54,17 @@ def evaluate(logits_fn, split: data.Split, cfg: SpeechConfig, device: torch.devi
     return {**error_rates(hyps, split.texts), "examples": [[h, r] for h, r in zip(hyps[:3], split.texts[:3])]}
 
 
+def init_from(model: torch.nn.Module, cfg: SpeechConfig, path: str) -> None:
+    """Loads a saved dense model (base-best.pt: config + state) into `model`, which must have been
+    built from the same configuration."""
+    saved = torch.load(path, map_location="cpu")
+    if json.dumps(saved["config"]) != json.dumps(cfg.to_dict()):
+        raise SystemExit(f"--init {path}: it was trained as {json.dumps(saved['config'])}, "
+                         f"not as the configuration asked for, {json.dumps(cfg.to_dict())}")
+    model.load_state_dict(saved["model"])
+    print(f"initialised from {path} (its step {saved.get('step')})", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--corpus", default=".cache/speech/espeak-v1")
@@ -70,13 +81,20 @@ def main() -> None:
                     help="run the first N epochs shortest utterances first (see data.Batches)")
     ap.add_argument("--speed-perturb", type=float, default=0.0, metavar="SPREAD",
                     help="play each training utterance 1 +- SPREAD times as fast (see data.speed_perturb)")
+    ap.add_argument("--init", default=None, metavar="MODEL",
+                    help="start from this dense model (a base-best.pt) instead of random weights: "
+                         "fine-tuning, e.g. on a larger corpus or with --speed-perturb; the optimiser and "
+                         "the learning-rate schedule start afresh")
     ap.add_argument("--eval-every", type=int, default=400)
     ap.add_argument("--val-limit", type=int, default=200, help="validation utterances per evaluation")
     add_training_options(ap, threads=True)
     args = ap.parse_args()
     device = start_training(args)
     cfg = CONFIGS[args.config]
-    model = build_dense(cfg).to(device)
+    model = build_dense(cfg)
+    if args.init:
+        init_from(model, cfg, args.init)
+    model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     train, val = data.load(args.corpus, "train"), data.load(args.corpus, "val", args.val_limit)
     batches = data.Batches(train, args.batch, seed=0, sorted_epochs=args.sorted_epochs)

@@ -154,6 +154,29 @@ class WindowTest(unittest.TestCase):
         torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
 
 
+class FineTuneInitTest(unittest.TestCase):
+    """speech.train --init: a saved dense model is the starting point, of the same configuration only."""
+
+    def test_init_loads_the_saved_weights_and_refuses_another_configuration(self):
+        from dataclasses import replace
+
+        from models.toolchain.speech.train import init_from
+        torch.manual_seed(0)
+        saved = build_dense(TINY)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "base-best.pt")
+            torch.save({"config": TINY.to_dict(), "model": saved.state_dict(), "step": 7}, path)
+            torch.manual_seed(1)
+            fresh = build_dense(TINY)
+            self.assertFalse(torch.equal(fresh.aux.weight, saved.aux.weight))
+            init_from(fresh, TINY, path)
+            for (name, a), (_, b) in zip(saved.state_dict().items(), fresh.state_dict().items()):
+                self.assertTrue(torch.equal(a, b), name)
+            wider = replace(TINY, mlp_dim=TINY.mlp_dim * 2)
+            with self.assertRaises(SystemExit):
+                init_from(build_dense(wider), wider, path)
+
+
 class ACMSpeechModelTest(unittest.TestCase):
     def setUp(self):
         torch.manual_seed(0)
