@@ -92,39 +92,17 @@ class ACM(nn.Module):
         return y.view_as(z), k
 
 
-def cap_budgets(acms: list[ACM], tokens: int, budget: torch.Tensor) -> torch.Tensor:
-    """Per request [B], the budget every ACM's cap applies: the equal-weights case of
-    weighted_cap_budgets, in the form the speech model uses (one cap for all its ACMs).
-
-    An ACM whose minimum choice costs more than the budget spends that minimum regardless; the
-    others share what is left: (budget * all - forced minimums) / the rest, in [0, 1]. Above every
-    minimum this is the budget itself.
-    """
-    budget = budget.to(torch.float64)
-    by_floor: dict[float, float] = {}
-    for a in acms:
-        by_floor[a.min_choice / a.n] = by_floor.get(a.min_choice / a.n, 0.0) + a.n * a.learner_macs * tokens
-    total = sum(by_floor.values())
-    forced = torch.zeros_like(budget)
-    free = torch.zeros_like(budget)
-    for floor, full in by_floor.items():
-        above = (budget < floor).to(torch.float64)
-        forced = forced + above * (floor * full)
-        free = free + (1 - above) * full
-    shared = ((budget * total - forced) / free.clamp_min(1.0)).clamp(0.0, 1.0)
-    return torch.where(forced > 0, shared, budget)
-
-
 def weighted_cap_budgets(acms: list[ACM], budget: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Per request and ACM [B, A], the budget each ACM's cap applies, in proportion to `weights`.
 
     ACM a may spend c_a = clamp(s * weights[a], min_choice / n, 1) of its learners, with the one
     scale s per request for which the caps together cost exactly the request's budget:
     sum_a full_a * c_a = budget * sum_a full_a (full_a: the ACM's cost with every learner, per
-    token). Below the model's floor every ACM runs its minimum. With equal weights this is the
-    rule of cap_budgets. The cost is piecewise linear in s with breakpoints where some c_a meets
-    a bound, so s is found exactly: the segment is the last breakpoint whose cost fits, then a
-    linear step inside it. Caps are rounded to 1e-9, so a budget such as 0.5 is not floored one
+    token). Below the model's floor every ACM runs its minimum. With equal weights (the speech
+    model) every ACM's cap is the budget itself, except that an ACM whose minimum costs more runs
+    that minimum and the others share what is left. The cost is piecewise linear in s with
+    breakpoints where some c_a meets a bound, so s is found exactly: the segment is the last
+    breakpoint whose cost fits, then a linear step inside it. Caps are rounded to 1e-9, so a budget such as 0.5 is not floored one
     learner short by rounding error.
     """
     budget = budget.to(torch.float64)

@@ -19,7 +19,7 @@ from torch import nn
 from torchaudio.models import Wav2Vec2Model, wav2vec2_model
 from torchaudio.models.wav2vec2.components import ConvolutionalPositionalEmbedding
 
-from ..acm import ACM, PROJECTIONS, attention, cap_budgets, projection_width
+from ..acm import ACM, PROJECTIONS, attention, projection_width, weighted_cap_budgets
 from ..acm import _init_projection as init_projection
 from .text import VOCAB
 
@@ -231,6 +231,13 @@ class ACMWav2Vec2(nn.Module):
     def acms(self) -> list[tuple[str, int, ACM]]:
         return [(f"encoder.layers.{i}.{name}", i, acm) for i, layer in enumerate(self.layers) for name, acm in layer.acms()]
 
+    def cap_budgets(self, budget: torch.Tensor) -> torch.Tensor:
+        """Per window and ACM [N, A], in acms() order, the budget each ACM's cap applies: the
+        window's budget shared equally (acm.weighted_cap_budgets with equal weights), so an ACM
+        whose minimum costs more than the budget runs that minimum and the others share the rest."""
+        acms = [a for _, _, a in self.acms()]
+        return weighted_cap_budgets(acms, budget, torch.ones(len(acms), dtype=torch.float64, device=budget.device))
+
     def embed_frames(self, x: torch.Tensor) -> torch.Tensor:
         """Projected frames [N, T, C] -> the first layer's input (positional conv, norm if first)."""
         x = x + self.pos_conv_embed(x)
@@ -247,11 +254,11 @@ class ACMWav2Vec2(nn.Module):
     def forward(self, audio: torch.Tensor, budget: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.encode(audio)
         budget = budget.to(torch.float64)
-        cap = cap_budgets([a for _, _, a in self.acms()], self.cfg.window_frames, budget)
+        cap = self.cap_budgets(budget)
         counts: list[torch.Tensor] = []
 
         def run(acm: ACM, z: torch.Tensor) -> torch.Tensor:
-            y, k = acm(z, budget, cap)
+            y, k = acm(z, budget, cap[:, len(counts)])
             counts.append(k)
             return y
 

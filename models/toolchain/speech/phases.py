@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import phases
-from ..acm import ACM, cap_budgets
+from ..acm import ACM
 from .model import ACMWav2Vec2, SpeechConfig, chunk_count, dense_trace, features, keep_chunk, output_frames, \
     pad_for_windows, windowed_frames
 
@@ -52,7 +52,7 @@ def relaxed_windows(model: ACMWav2Vec2, frames: torch.Tensor, budget: torch.Tens
     Returns (logits [N, T, V], asked fractions [N], executed fractions [N], asked one-hots).
     """
     x = model.embed_frames(frames)
-    cap = cap_budgets([a for _, _, a in model.acms()], frames.shape[1], budget) if capped else None
+    cap = model.cap_budgets(budget) if capped else None
     run = phases.StraightThrough(budget, cap, tau)
     for layer in model.layers:
         x = layer.block(x, run)

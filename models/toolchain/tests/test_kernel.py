@@ -123,15 +123,22 @@ class WeightedCapBudgetsTest(unittest.TestCase):
         self.low = torch.tensor([a.min_choice / a.n for a in self.acms], dtype=torch.float64)
         self.budgets = torch.tensor([0.01, 0.05, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0], dtype=torch.float64)
 
-    def test_equal_weights_give_the_shared_rule(self):
-        from models.toolchain.acm import cap_budgets, weighted_cap_budgets
-        tokens = self.model.cfg.tokens
-        shared = cap_budgets(self.acms, tokens, self.budgets)  # [B], applied to every ACM above its minimum
-        caps = weighted_cap_budgets(self.acms, self.budgets, torch.ones(len(self.acms)))
-        expected = torch.maximum(shared[:, None].expand_as(caps), self.low)
+    def test_equal_weights_give_every_acm_the_budget_above_its_minimum(self):
+        from types import SimpleNamespace
+
+        from models.toolchain.acm import weighted_cap_budgets
+        # A projection (minimum one learner of 4: floor 0.25, full cost 400) and an FFN (no
+        # minimum, full cost 1200). Below 0.25 the projection runs its minimum (100) and the FFN
+        # gets the rest of budget * 1600; from 0.25 both caps are the budget.
+        acms = [SimpleNamespace(n=4, learner_macs=100, min_choice=1), SimpleNamespace(n=4, learner_macs=300, min_choice=0)]
+        budgets = torch.tensor([0.1, 0.2, 0.25, 0.5, 1.0], dtype=torch.float64)
+        caps = weighted_cap_budgets(acms, budgets, torch.ones(2))
+        expected = torch.tensor([[0.25, 60 / 1200], [0.25, 220 / 1200], [0.25, 0.25], [0.5, 0.5], [1.0, 1.0]],
+                                dtype=torch.float64)
         self.assertTrue(torch.allclose(caps, expected, atol=1e-9), (caps, expected))
-        # A budget the learners divide exactly is not floored one learner short.
-        self.assertTrue(torch.all(caps[self.budgets == 0.5] == 0.5))
+        # A budget the learners divide exactly is not floored one learner short by rounding.
+        self.assertTrue(torch.all(caps[3] == 0.5))
+        self.assertTrue(torch.all(weighted_cap_budgets(self.acms, self.budgets, torch.ones(len(self.acms)))[self.budgets == 0.5] == 0.5))
 
     def test_caps_cost_the_budget_within_bounds(self):
         from models.toolchain.acm import weighted_cap_budgets
