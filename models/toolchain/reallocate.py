@@ -11,7 +11,8 @@ everywhere, although the gates of some layers ask for three and others for one. 
   2. continues phase 3 from <run>/phase3.ckpt under the new cap (same losses and budget draw as
      `convert`, or --targets), into <run>/phase3-shared.ckpt, resumable like every phase;
   3. prints the phase metrics on validation items.
---distil W takes W of the task loss from the dense model's answers (phases.phase3_loss).
+--distil W takes W of the task loss from the dense model's answers, --budget-weight sets the budget
+loss's weight (phases.phase3_loss).
 `build_bundle --single phase3-shared` evaluates and exports the result. Started from a checkpoint
 that has weights of its own (--source phase3-shared), it keeps them unless --recalibrate.
 """
@@ -65,12 +66,17 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--gate-lr", type=float, default=5e-4)
     ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--budget-weight", type=float, default=0.1,
+                    help="weight of the budget loss (DESIGN's 0.1); more holds the gates' own asks closer "
+                         "to each drawn target, so the cap cuts less of what they ask")
     ap.add_argument("--distil", type=float, default=0.0,
                     help="weight of the dense model's answers in the task loss (0: labels only)")
     add_training_options(ap)
     args = ap.parse_args()
     if not 0.0 <= args.distil <= 1.0:
         ap.error(f"--distil must be in [0, 1], got {args.distil}")
+    if args.budget_weight < 0:
+        ap.error(f"--budget-weight must be >= 0, got {args.budget_weight}")
     device = start_training(args)
     cfg, vit, _ = load_base(args.run)
     model = load_acm(vit, cfg, os.path.join(args.run, f"{args.source}.ckpt"))
@@ -99,7 +105,7 @@ def main() -> None:
             with torch.no_grad():
                 teacher = vit(x)
         return phase3_loss(model, x, y, random.Random(10_000 + step).choice(targets), capped=True,
-                           teacher=teacher, distil_weight=args.distil)
+                           budget_weight=args.budget_weight, teacher=teacher, distil_weight=args.distil)
 
     model.train()
     run_phase(args.name, args.run, args.steps, model, groups, 1.0, step_fn, args.checkpoint_minutes)

@@ -160,6 +160,17 @@ class RelaxedForwardTest(unittest.TestCase):
         grads = [a.gate[0].weight.grad for _, _, a in self.model.acms()]
         self.assertTrue(all(g is not None and g.abs().sum() > 0 for g in grads))
 
+    def test_budget_weight_scales_only_the_budget_term(self):
+        y = torch.randint(0, 10, (6,), generator=torch.Generator().manual_seed(0))
+        totals, asked = [], []
+        for w in (0.1, 0.5):
+            torch.manual_seed(5)  # the same Gumbel draws, so the same choices, for both weights
+            total, info = phases.phase3_loss(self.model, self.x, y, 0.25, capped=True, budget_weight=w)
+            totals.append(total.item())
+            asked.append(info["asked"])
+        self.assertEqual(asked[0], asked[1])
+        self.assertAlmostEqual(totals[1] - totals[0], 0.4 * abs(asked[0] - 0.25), places=5)
+
 
 class Phase3NameTest(unittest.TestCase):
     def test_names_round_trip_with_the_budget_weight(self):
