@@ -21,6 +21,21 @@ def budget_floor(model: ACMViT) -> float:
     return sum(a.min_choice * a.learner_macs for a in acms) / full
 
 
+def acm_fields(model: nn.Module, dense_macs: int) -> dict:
+    """The manifest entries every model family shares: its ACMs, multiply-adds and budget floor.
+    `model` is an ACM model (acms(), fixed_macs()); dense_macs is its dense base's per token or window."""
+    return {
+        "acms": [
+            {"name": acm_name, "layer": layer, "kind": a.kind, "n": a.n, "width": a.width,
+             "min_choice": a.min_choice, "learner_macs": a.learner_macs, "gate_macs": a.gate_macs}
+            for acm_name, layer, a in model.acms()
+        ],
+        "macs": {"fixed": model.fixed_macs(), "dense": dense_macs},
+        "budget_floor": budget_floor(model),
+        "default_budget": 1.0,
+    }
+
+
 def manifest(model: ACMViT, name: str, labels: list[str], mean: list[float], std: list[float],
              quality: list[dict] | None = None, training: dict | None = None,
              dense_graph: str | None = None) -> dict:
@@ -38,14 +53,7 @@ def manifest(model: ACMViT, name: str, labels: list[str], mean: list[float], std
                   "mean": mean, "std": std, "resize": "contain", "background": [0, 0, 0]},
         "labels": labels,
         "tokens": {"count": cfg.tokens, "grid": [side, side], "grid_offset": 1},
-        "acms": [
-            {"name": acm_name, "layer": layer, "kind": a.kind, "n": a.n, "width": a.width,
-             "min_choice": a.min_choice, "learner_macs": a.learner_macs, "gate_macs": a.gate_macs}
-            for acm_name, layer, a in model.acms()
-        ],
-        "macs": {"fixed": model.fixed_macs(), "dense": dense_macs(cfg)},
-        "budget_floor": budget_floor(model),
-        "default_budget": 1.0,
+        **acm_fields(model, dense_macs(cfg)),
         "quality": quality or [],
         "architecture": {"family": "vit", **cfg.to_dict()},
         "training": training or {},
@@ -63,30 +71,39 @@ def _write_metadata(path: str, meta: dict) -> None:
 
 def export_bundle(model: ACMViT, out_dir: str, meta: dict, dense: nn.Module | None = None) -> None:
     """Write model.onnx (+ dense.onnx) and acm.json; the manifest also goes into the ONNX metadata."""
-    os.makedirs(out_dir, exist_ok=True)
-    model = model.eval()
     cfg = model.cfg
     pixels = torch.randn(2, cfg.channels, cfg.image_size, cfg.image_size)
+    write_bundle(model, out_dir, meta, pixels, "pixel_values", DenseLogits(dense) if dense is not None else None)
+
+
+def write_bundle(model: nn.Module, out_dir: str, meta: dict, example: torch.Tensor, input_name: str,
+                 dense: nn.Module | None = None) -> None:
+    """The export every model family shares. model(example, budget) -> (logits, learner_counts)
+    becomes meta["graph"] and dense(example) -> logits meta["dense_graph"] (when both are given),
+    batch dimension dynamic; the manifest goes into the graph's metadata and into acm.json.
+
+    Both modules are exported in eval mode and left in it: the exporter restores the mode of the
+    module it is given, so a wrapper left in its default (training) mode would switch the wrapped
+    model's dropout and batch norms to training after the export.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    model = model.eval()
     budget = torch.tensor([1.0, 0.4], dtype=torch.float64)
     batch = {0: "batch"}
     path = os.path.join(out_dir, meta["graph"])
     with torch.no_grad():
         torch.onnx.export(
-            model, (pixels, budget), path, opset_version=OPSET, do_constant_folding=False,
-            input_names=["pixel_values", "budget"], output_names=["logits", "learner_counts"],
-            dynamic_axes={"pixel_values": batch, "budget": batch, "logits": batch, "learner_counts": batch},
+            model, (example, budget), path, opset_version=OPSET, do_constant_folding=False,
+            input_names=[input_name, "budget"], output_names=["logits", "learner_counts"],
+            dynamic_axes={input_name: batch, "budget": batch, "logits": batch, "learner_counts": batch},
         )
     _write_metadata(path, meta)
     if dense is not None and meta.get("dense_graph"):
-        dense_path = os.path.join(out_dir, meta["dense_graph"])
-        # The wrapper is put in eval mode itself: the exporter restores the mode of the module it
-        # is given, and a new wrapper's default (training) would otherwise switch the dense
-        # model's batch norms to batch statistics after the export.
         with torch.no_grad():
             torch.onnx.export(
-                DenseLogits(dense).eval(), (pixels,), dense_path, opset_version=OPSET, do_constant_folding=False,
-                input_names=["pixel_values"], output_names=["logits"],
-                dynamic_axes={"pixel_values": batch, "logits": batch},
+                dense.eval(), (example,), os.path.join(out_dir, meta["dense_graph"]), opset_version=OPSET,
+                do_constant_folding=False, input_names=[input_name], output_names=["logits"],
+                dynamic_axes={input_name: batch, "logits": batch},
             )
     with open(os.path.join(out_dir, "acm.json"), "w") as f:
         json.dump(meta, f, indent=2)

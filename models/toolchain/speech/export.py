@@ -7,13 +7,11 @@ windows are cut), so the same graph serves whole files and streams.
 """
 from __future__ import annotations
 
-import json
-import os
 
 import torch
 from torch import nn
 
-from ..export import FORMAT, OPSET, _write_metadata, budget_floor
+from ..export import FORMAT, acm_fields, write_bundle
 from .model import SAMPLE_RATE, ACMWav2Vec2, dense_macs, features
 from .text import VOCAB
 
@@ -38,14 +36,7 @@ def manifest(model: ACMWav2Vec2, name: str, quality: list[dict] | None = None, t
         },
         "ctc": {"blank": 0, "vocabulary": VOCAB, "word_delimiter": " "},
         "tokens": {"count": cfg.window_frames},
-        "acms": [
-            {"name": acm_name, "layer": layer, "kind": a.kind, "n": a.n, "width": a.width,
-             "min_choice": a.min_choice, "learner_macs": a.learner_macs, "gate_macs": a.gate_macs}
-            for acm_name, layer, a in model.acms()
-        ],
-        "macs": {"fixed": model.fixed_macs(), "dense": dense_macs(cfg)},
-        "budget_floor": budget_floor(model),
-        "default_budget": 1.0,
+        **acm_fields(model, dense_macs(cfg)),
         "quality": quality or [],
         "architecture": {"family": "wav2vec2", **cfg.to_dict()},
         "training": training or {},
@@ -65,27 +56,5 @@ class DenseWindow(nn.Module):
 
 def export_bundle(model: ACMWav2Vec2, out_dir: str, meta: dict, dense: nn.Module | None = None) -> None:
     """Write model.onnx (+ dense.onnx) and acm.json; the manifest also goes into the ONNX metadata."""
-    os.makedirs(out_dir, exist_ok=True)
-    model = model.eval()
-    cfg = model.cfg
-    audio = torch.randn(2, cfg.window_samples) * 0.1
-    budget = torch.tensor([1.0, 0.4], dtype=torch.float64)
-    batch = {0: "batch"}
-    path = os.path.join(out_dir, meta["graph"])
-    with torch.no_grad():
-        torch.onnx.export(
-            model, (audio, budget), path, opset_version=OPSET, do_constant_folding=False,
-            input_names=["audio", "budget"], output_names=["logits", "learner_counts"],
-            dynamic_axes={"audio": batch, "budget": batch, "logits": batch, "learner_counts": batch},
-        )
-    _write_metadata(path, meta)
-    if dense is not None and meta.get("dense_graph"):
-        with torch.no_grad():
-            torch.onnx.export(
-                DenseWindow(dense.eval()), (audio,), os.path.join(out_dir, meta["dense_graph"]), opset_version=OPSET,
-                do_constant_folding=False, input_names=["audio"], output_names=["logits"],
-                dynamic_axes={"audio": batch, "logits": batch},
-            )
-    with open(os.path.join(out_dir, "acm.json"), "w") as f:
-        json.dump(meta, f, indent=2)
-        f.write("\n")
+    audio = torch.randn(2, model.cfg.window_samples) * 0.1
+    write_bundle(model, out_dir, meta, audio, "audio", DenseWindow(dense) if dense is not None else None)

@@ -320,6 +320,7 @@ class ImportSpeechBundleTest(unittest.TestCase):
         finally:
             shutil.rmtree(out)
         self.assertEqual(cfg2, cfg)
+        self.assertFalse(dense.training or model.training, "export left a model in training mode (dropout on)")
         for a, b in ((dense, dense2), (model, model2)):
             sa, sb = a.state_dict(), b.state_dict()
             self.assertEqual(sa.keys(), sb.keys())
