@@ -20,7 +20,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import load_state, save_state
+from ..checkpoint import load_file, load_into, load_state, save_state
 from ..vit import add_training_options, start_training
 from . import data
 from .model import CONFIGS, SpeechConfig, build_dense, dense_windows_logits, error_rates, greedy_decode, output_frames
@@ -57,11 +57,11 @@ def evaluate(logits_fn, split: data.Split, cfg: SpeechConfig, device: torch.devi
 def init_from(model: torch.nn.Module, cfg: SpeechConfig, path: str) -> None:
     """Loads a saved dense model (base-best.pt: config + state) into `model`, which must have been
     built from the same configuration."""
-    saved = torch.load(path, map_location="cpu")
+    saved = load_file(path)
     if json.dumps(saved["config"]) != json.dumps(cfg.to_dict()):
         raise SystemExit(f"--init {path}: it was trained as {json.dumps(saved['config'])}, "
                          f"not as the configuration asked for, {json.dumps(cfg.to_dict())}")
-    model.load_state_dict(saved["model"])
+    load_into(model, saved["model"])
     print(f"initialised from {path} (its step {saved.get('step')})", flush=True)
 
 
