@@ -49,11 +49,17 @@ def phase3_step_fn(model, dense, cfg, batches, device, speed_perturb: float = 0.
     return step_fn
 
 
-def load_base(run: str):
-    saved = load_file(os.path.join(run, "base-best.pt"))
+def load_dense(path: str):
+    """(config, dense model, saved dict) from a saved dense model (base-best.pt: config + state)."""
+    saved = load_file(path)
     cfg = SpeechConfig(**saved["config"])
     dense = build_dense(cfg)
     load_into(dense, saved["model"])
+    return cfg, dense, saved
+
+
+def load_base(run: str):
+    cfg, dense, saved = load_dense(os.path.join(run, "base-best.pt"))
     return cfg, dense.eval(), saved
 
 

@@ -20,9 +20,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import load_file, load_into, load_state, save_state
+from ..checkpoint import load_state, save_state
 from ..vit import add_training_options, start_training
 from . import data
+from .convert import load_dense
 from .model import CONFIGS, SpeechConfig, build_dense, dense_windows_logits, error_rates, greedy_decode, output_frames
 
 
@@ -54,15 +55,14 @@ def evaluate(logits_fn, split: data.Split, cfg: SpeechConfig, device: torch.devi
     return {**error_rates(hyps, split.texts), "examples": [[h, r] for h, r in zip(hyps[:3], split.texts[:3])]}
 
 
-def init_from(model: torch.nn.Module, cfg: SpeechConfig, path: str) -> None:
-    """Loads a saved dense model (base-best.pt: config + state) into `model`, which must have been
-    built from the same configuration."""
-    saved = load_file(path)
-    if json.dumps(saved["config"]) != json.dumps(cfg.to_dict()):
-        raise SystemExit(f"--init {path}: it was trained as {json.dumps(saved['config'])}, "
+def init_from(cfg: SpeechConfig, path: str) -> torch.nn.Module:
+    """The saved dense model at `path` (base-best.pt), which must have configuration `cfg`."""
+    saved_cfg, model, saved = load_dense(path)
+    if json.dumps(saved_cfg.to_dict()) != json.dumps(cfg.to_dict()):
+        raise SystemExit(f"--init {path}: it was trained as {json.dumps(saved_cfg.to_dict())}, "
                          f"not as the configuration asked for, {json.dumps(cfg.to_dict())}")
-    load_into(model, saved["model"])
     print(f"initialised from {path} (its step {saved.get('step')})", flush=True)
+    return model
 
 
 def main() -> None:
@@ -91,10 +91,7 @@ def main() -> None:
     args = ap.parse_args()
     device = start_training(args)
     cfg = CONFIGS[args.config]
-    model = build_dense(cfg)
-    if args.init:
-        init_from(model, cfg, args.init)
-    model = model.to(device)
+    model = (init_from(cfg, args.init) if args.init else build_dense(cfg)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     train, val = data.load(args.corpus, "train"), data.load(args.corpus, "val", args.val_limit)
     batches = data.Batches(train, args.batch, seed=0, sorted_epochs=args.sorted_epochs)
