@@ -225,18 +225,30 @@ def generate(out: str, counts: dict[str, int], seed: int, jobs: int = 1,
                 done[split] = list(pool.map(_make, work, chunksize=8))
         else:
             done[split] = [_make(w) for w in work]
-        with open(os.path.join(folder, "index.jsonl"), "w") as f:
-            for row in done[split]:
-                f.write(json.dumps(row, sort_keys=True) + "\n")
+        replace_text(os.path.join(folder, "index.jsonl"), "".join(json.dumps(row, sort_keys=True) + "\n" for row in done[split]))
     # The sentences depend on the installed word list and the audio on espeak-ng's version: both
     # are recorded, so a corpus can be compared with one generated elsewhere.
     words = textmod.system_words()
     espeak = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout.strip()
     provenance = {"word_list": textmod.WORDLIST if words else None, "words": len(words),
                   "words_sha1": hashlib.sha1("\n".join(words).encode()).hexdigest(), "espeak_ng": espeak}
-    with open(os.path.join(out, "corpus.json"), "w") as f:
-        json.dump({"seed": seed, "counts": counts, "extra_train": extra_train, "sample_rate": SAMPLE_RATE, "voices": voice_split(seed), **provenance}, f, indent=1)
+    replace_text(os.path.join(out, "corpus.json"), json.dumps(
+        {"seed": seed, "counts": counts, "extra_train": extra_train, "sample_rate": SAMPLE_RATE, "voices": voice_split(seed), **provenance},
+        indent=1))
     return done
+
+
+def replace_text(path: str, text: str) -> None:
+    """Write `path` as a new file that takes the old one's name.
+
+    Never in place: a corpus grown from a hard-linked copy of another (`cp -al`, then
+    --extra-train) would otherwise rewrite the original's index too, and a stopped run would leave
+    a truncated one.
+    """
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def load_index(out: str, split: str) -> list[dict]:

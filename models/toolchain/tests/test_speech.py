@@ -108,6 +108,26 @@ class CorpusSplitTest(unittest.TestCase):
                     self.assertEqual(x.read(), y.read())
             self.assertFalse(os.path.exists(os.path.join(tmp, "b", "test")), "only the listed splits are written")
 
+    @unittest.skipUnless(shutil.which("espeak-ng"), "espeak-ng is not installed")
+    def test_growing_a_hard_linked_copy_leaves_the_original_as_it_was(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            first, grown = os.path.join(tmp, "a"), os.path.join(tmp, "b")
+            counts = {"train": 2, "val": 1, "test": 1}
+            corpus.generate(first, counts, seed=5, index_only=True)
+            names = ["corpus.json"] + [os.path.join(s, "index.jsonl") for s in counts]
+            before = {}
+            for name in names:
+                with open(os.path.join(first, name)) as f:
+                    before[name] = f.read()
+            for name in names:  # cp -al: the copy shares every file with the original
+                os.makedirs(os.path.dirname(os.path.join(grown, name)), exist_ok=True)
+                os.link(os.path.join(first, name), os.path.join(grown, name))
+            corpus.generate(grown, counts, seed=5, extra_train=3, index_only=True)
+            self.assertEqual(len(corpus.load_index(grown, "train")), 5)
+            for name in names:
+                with open(os.path.join(first, name)) as f:
+                    self.assertEqual(f.read(), before[name], name)
+
 
 class DecodeTest(unittest.TestCase):
     def test_greedy_ctc_collapses_repeats_and_drops_blanks(self):
