@@ -197,6 +197,23 @@ class FineTuneInitTest(unittest.TestCase):
             with self.assertRaises(SystemExit):
                 init_from(wider, path)
 
+    def test_freeze_conv_trains_only_the_layers_above(self):
+        from models.toolchain.speech.train import freeze_conv
+        torch.manual_seed(0)
+        model = build_dense(TINY)
+        self.assertGreaterEqual(len(TINY.conv), 3)
+        freeze_conv(model, 2)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+        dense_windows_logits(model, torch.randn(2, TINY.chunk_samples * 2), TINY).square().mean().backward()
+        opt.step()
+        layers = model.feature_extractor.conv_layers
+        for i in (0, 1):
+            for name, p in layers[i].named_parameters():
+                self.assertIsNone(p.grad, f"conv layer {i} {name}")
+                self.assertTrue(torch.equal(p, before[f"feature_extractor.conv_layers.{i}.{name}"]))
+        self.assertFalse(torch.equal(layers[2].conv.weight, before["feature_extractor.conv_layers.2.conv.weight"]))
+
 
 class ACMSpeechModelTest(unittest.TestCase):
     def setUp(self):
