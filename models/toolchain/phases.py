@@ -10,6 +10,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from kernels.grouped import cap_counts
 from .acm import KINDS, ACM, ACMViT, attention, dense_trace
 
 RATIO = 1.2
@@ -87,7 +88,8 @@ class StraightThrough:
             # One cap budget per request [B], or one per request and ACM [B, A] in call order.
             cap = self.cap if self.cap.dim() == 1 else self.cap[:, len(self.counts)]
             with torch.no_grad():
-                k = acm.capped_counts(choice + acm.min_choice, logits, cap, self.token_bonus) - acm.min_choice
+                priority = acm.cap_priority(logits, self.token_bonus)
+                k = cap_counts(choice + acm.min_choice, cap, acm.n, acm.min_choice, priority) - acm.min_choice
         relax = soft - soft.detach()
         self.asked.append((acm, F.one_hot(choice, acm.choices).to(soft.dtype) + relax))
         hot = F.one_hot(k, acm.choices).to(soft.dtype) + relax
