@@ -225,7 +225,8 @@ def generate(out: str, counts: dict[str, int], seed: int, jobs: int = 1,
                 done[split] = list(pool.map(_make, work, chunksize=8))
         else:
             done[split] = [_make(w) for w in work]
-        replace_text(os.path.join(folder, "index.jsonl"), "".join(json.dumps(row, sort_keys=True) + "\n" for row in done[split]))
+        rows = "".join(json.dumps(row, sort_keys=True) + "\n" for row in done[split])
+        replace_text(os.path.join(folder, "index.jsonl"), rows)
     # The sentences depend on the installed word list and the audio on espeak-ng's version: both
     # are recorded, so a corpus can be compared with one generated elsewhere.
     words = textmod.system_words()
