@@ -7,7 +7,6 @@ windows are cut), so the same graph serves whole files and streams.
 """
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
