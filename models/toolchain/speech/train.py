@@ -27,6 +27,9 @@ from .convert import load_dense
 from .model import CONFIGS, SpeechConfig, build_dense, dense_windows_logits, error_rates, greedy_decode, output_frames
 
 
+DEFAULT_STEPS = 1600
+
+
 def ctc_loss(logits: torch.Tensor, samples: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor,
              cfg: SpeechConfig) -> torch.Tensor:
     log_probs = logits.log_softmax(-1).transpose(0, 1)  # [T, B, V]
@@ -65,6 +68,16 @@ def init_from(cfg: SpeechConfig, path: str) -> torch.nn.Module:
     return model
 
 
+def schedule_total(asked: int | None, saved_total: int, reached: int) -> int:
+    """Total steps of a resumed run's schedule: the one it was started with, or `asked` (--steps)
+    when given, which must leave steps to run."""
+    if asked is None:
+        return saved_total
+    if asked <= reached:
+        raise ValueError(f"--steps must be above the step the run reached ({reached}), got {asked}")
+    return asked
+
+
 def freeze_conv(model: torch.nn.Module, layers: int) -> None:
     """Stop training the first `layers` layers of the conv encoder. Nothing below them trains, so
     autograd skips their backward pass altogether."""
@@ -78,7 +91,10 @@ def main() -> None:
     ap.add_argument("--corpus", default=".cache/speech/espeak-v1")
     ap.add_argument("--run", default=".cache/runs/speech")
     ap.add_argument("--config", default="speech-small", choices=sorted(CONFIGS))
-    ap.add_argument("--steps", type=int, default=1600)
+    ap.add_argument("--steps", type=int, default=None,
+                    help="total steps of the learning-rate schedule (default 1600). A resumed run keeps the "
+                         "total it was started with unless this is given: then its schedule is re-fitted "
+                         "to the new total from the step it reached")
     ap.add_argument("--minutes", type=float, default=None,
                     help="instead of --steps: as many steps as fit in about this many minutes, counted from "
                          "the speed of the first 100 (the schedule is fixed from then on)")
@@ -128,8 +144,18 @@ def main() -> None:
     step, best = 0, math.inf
     if state:
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
-        step, best, args.steps = state["step"], state["best"], state.get("total", args.steps)
+        step, best = state["step"], state["best"]
+        saved_total = state.get("total", DEFAULT_STEPS)
+        try:
+            args.steps = schedule_total(args.steps, saved_total, step)
+        except ValueError as e:
+            ap.error(str(e))
+        if args.steps != saved_total:
+            print(f"schedule re-fitted from {saved_total} to {args.steps} steps: learning rate "
+                  f"{lr_at(step):.2e} at step {step}", flush=True)
         print(f"resumed at step {step}/{args.steps}, best val CER {best:.4f}", flush=True)
+    elif args.steps is None:
+        args.steps = DEFAULT_STEPS
     if frozen:
         print(f"conv encoder layers 0..{frozen - 1} frozen", flush=True)
 

@@ -214,6 +214,14 @@ class FineTuneInitTest(unittest.TestCase):
                 self.assertTrue(torch.equal(p, before[f"feature_extractor.conv_layers.{i}.{name}"]))
         self.assertFalse(torch.equal(layers[2].conv.weight, before["feature_extractor.conv_layers.2.conv.weight"]))
 
+    def test_resumed_schedule_keeps_its_total_unless_steps_is_given(self):
+        from models.toolchain.speech.train import schedule_total
+        self.assertEqual(schedule_total(None, 3000, 554), 3000)
+        self.assertEqual(schedule_total(1900, 3000, 554), 1900)
+        self.assertEqual(schedule_total(5000, 3000, 554), 5000)
+        with self.assertRaisesRegex(ValueError, r"above the step the run reached \(554\), got 554"):
+            schedule_total(554, 3000, 554)
+
 
 class ACMSpeechModelTest(unittest.TestCase):
     def setUp(self):
