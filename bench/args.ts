@@ -1,16 +1,39 @@
-// Numeric command-line options for the benches: a default when absent, a message naming the
-// option, its bounds and the value when wrong.
+// Command-line options for the benches: `--help` prints the command's usage, and a wrong option
+// or value ends the command with a message naming the option, its bounds and the value (exit
+// status 2), never a stack trace.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+
+/** Ends the command: the message and a pointer to --help on stderr, exit status 2. */
+export function usageError(message: string): never {
+  process.stderr.write(`${message}\n(--help lists the options)\n`);
+  process.exit(2);
+}
+
+/** parseArgs (strict) with `--help`/`-h`, which prints `usage` and exits 0. */
+export function parseCli<T extends ParseArgsConfig>(usage: string, config: T): ReturnType<typeof parseArgs<T>> {
+  const args = config.args ?? process.argv.slice(2);
+  const end = args.indexOf('--');
+  if ((end < 0 ? args : args.slice(0, end)).some((a) => a === '--help' || a === '-h')) {
+    process.stdout.write(`${usage.trim()}\n`);
+    process.exit(0);
+  }
+  try {
+    return parseArgs(config);
+  } catch (err) {
+    return usageError((err as Error).message);
+  }
+}
 
 export function numberArg(name: string, raw: string | undefined, fallback: number, min: number, max = Infinity): number {
   const v = raw === undefined ? fallback : raw.trim() === '' ? NaN : Number(raw);
   if (!Number.isFinite(v) || v < min || v > max) {
-    throw new Error(`--${name} must be a number in [${min}, ${max}]; got ${JSON.stringify(raw)}`);
+    usageError(`--${name} must be a number in [${min}, ${max}]; got ${JSON.stringify(raw)}`);
   }
   return v;
 }
 
 export function intArg(name: string, raw: string | undefined, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
   const v = numberArg(name, raw, fallback, min, max);
-  if (!Number.isInteger(v)) throw new Error(`--${name} must be an integer in [${min}, ${max}]; got ${JSON.stringify(raw)}`);
+  if (!Number.isInteger(v)) usageError(`--${name} must be an integer in [${min}, ${max}]; got ${JSON.stringify(raw)}`);
   return v;
 }

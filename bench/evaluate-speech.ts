@@ -8,12 +8,9 @@
 // say otherwise; several --lm-weights / --word-bonuses make a grid, to choose the settings on the
 // validation split. --json writes every row (models/toolchain/speech/decoder.py reads it).
 //
-//   npm run evaluate:speech -- [--model-dir models/speech-w2v2-acm] [--corpus .cache/speech/espeak-v1]
-//     [--split test] [--budgets 0.25,0.5,0.75,1] [--no-dense] [--limit N] [--lm <arpa>]
-//     [--lm-weights 0.5,1] [--word-bonuses 0,1,2] [--beam 24] [--json out.json]
+//   (options: USAGE below, or --help)
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
 import { loadSpeechBundle } from '../server/speech/bundle.js';
 import { decodeWav } from '../server/speech/audio.js';
@@ -23,12 +20,20 @@ import { beamOptions, Lexicon, LexiconBeamDecoder, type BeamOptions } from '../s
 import type { SpeechManifest } from '../server/speech/manifest.js';
 import { NGramModel } from '../server/speech/ngram.js';
 import { WindowCutter } from '../server/speech/windows.js';
-import { intArg, numberArg } from './args.js';
+import { intArg, numberArg, parseCli } from './args.js';
 import { errorRates } from './error-rate.js';
 import { REPO } from './server-process.js';
 import { printTable } from './table.js';
 
-const { values: opts } = parseArgs({
+const USAGE = `
+usage: npm run evaluate:speech -- [--model-dir models/speech-w2v2-acm] [--corpus .cache/speech/espeak-v1]
+    [--split test] [--budgets 0.25,0.5,0.75,1] [--no-dense] [--limit N] [--lm ARPA] [--lm-weights 0.5,1]
+    [--word-bonuses 0,1,2] [--beam 24] [--json FILE]
+CER and WER of the speech bundle (and its dense graph) per budget through the TypeScript runtime;
+several --lm-weights / --word-bonuses make a grid.
+`;
+
+const { values: opts } = parseCli(USAGE, {
   options: {
     'model-dir': { type: 'string', default: join(REPO, 'models', 'speech-w2v2-acm') },
     corpus: { type: 'string', default: join(REPO, '.cache', 'speech', 'espeak-v1') },

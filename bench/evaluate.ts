@@ -4,13 +4,11 @@
 // the compute went (garment patches against background patches), and with --figures draws the
 // README's heatmap sheet and accuracy-against-GFLOPs plot.
 //
-//   npm run evaluate -- [--model fashion-vit-acm] [--budgets 0.1,0.25,...] [--limit N] [--json out.json]
-//                       [--figures docs] [--comparison docs/fashion-comparison.json]
+//   (options: USAGE below, or --help)
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { scanBundles } from '../server/bundle.js';
 import { loadConfig } from '../server/config.js';
@@ -19,6 +17,7 @@ import { createLogger } from '../server/logger.js';
 import { Metrics } from '../server/metrics.js';
 import { ortBackends } from '../server/ort-backend.js';
 import { heatmapSheet, linePlot, type Series } from './figures.js';
+import { intArg, numberArg, parseCli } from './args.js';
 
 /** What models/toolchain/build_bundle.py measured in PyTorch (docs/fashion-comparison.json). */
 interface Comparison {
@@ -52,7 +51,13 @@ interface Row {
 /** Sheet budgets and columns: the first test item of each class. */
 const SHEET_BUDGETS = [0.25, 0.5];
 
-const { values: opts } = parseArgs({
+const USAGE = `
+usage: npm run evaluate -- [--model fashion-vit-acm] [--budgets 0.1,0.25,0.4,0.5,0.6,0.75,1] [--limit N]
+    [--figures FOLDER] [--comparison docs/fashion-comparison.json] [--json FILE]
+Test-split accuracy and compute per budget of the image bundle through the TypeScript runtime.
+`;
+
+const { values: opts } = parseCli(USAGE, {
   options: {
     model: { type: 'string', default: 'fashion-vit-acm' },
     budgets: { type: 'string', default: '0.1,0.25,0.4,0.5,0.6,0.75,1' },
@@ -72,9 +77,12 @@ function testSplit(): { images: Uint8Array; labels: Uint8Array } {
   return { images: readFileSync(images), labels: readFileSync(join(DATA, 'test-labels.u8')) };
 }
 
+const limit = intArg('limit', opts.limit, Number.MAX_SAFE_INTEGER, 1);
+const budgets = opts.budgets.split(',').map((b) => numberArg('budgets', b, NaN, Number.MIN_VALUE, 1));
+
 async function main(): Promise<void> {
   const { images, labels } = testSplit();
-  const count = Math.min(labels.length, opts.limit ? Number(opts.limit) : labels.length);
+  const count = Math.min(labels.length, limit);
   const pngs = await Promise.all(Array.from({ length: count }, (_, i) =>
     sharp(images.subarray(i * SIDE * SIDE, (i + 1) * SIDE * SIDE), { raw: { width: SIDE, height: SIDE, channels: 1 } }).png().toBuffer()));
 
@@ -92,7 +100,7 @@ async function main(): Promise<void> {
   const sheetMaps = new Map<number, number[][][]>(sheetItems.map((i) => [i, []]));
   console.log(`${manifest.name}: ${count} test items through the server runtime`);
   console.log('budget | accuracy | manifest | used  | GFLOPs  | garment | background');
-  for (const budget of opts.budgets.split(',').map(Number)) {
+  for (const budget of budgets) {
     let correct = 0, used = 0, gflops = 0, dense = 0;
     const spent = { garment: 0, background: 0, edge: 0 }, patches = { garment: 0, background: 0, edge: 0 };
     for (let start = 0; start < count; start += IN_FLIGHT) {

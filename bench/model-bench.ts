@@ -4,21 +4,28 @@
 // measured speedup over dense, and the FLOP-ideal speedup: dense multiply-adds over the
 // multiply-adds the ACM model actually executed (fixed part + gates + learners chosen).
 //
-//   npm run bench:model -- [--quick] [--bundle models/fashion-vit-acm] [--batches 1,8,32] [--repeats 5] [--threads 2]
+//   (options: USAGE below, or --help)
 // --quick (batches 1 and 8, 2 repeats) checks that it runs; its timings mean little.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
 import { loadBundle, type Bundle } from '../server/bundle.js';
 import { ComputeAccountant } from '../server/compute.js';
 import { median, spread, timed } from './stats.js';
+import { intArg, parseCli } from './args.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BUDGETS = [1.0, 0.75, 0.5, 0.25];
 
-const { values: opts } = parseArgs({
+const USAGE = `
+usage: npm run bench:model -- [--quick] [--bundle models/fashion-vit-acm] [--batches 1,8,32] [--repeats 5]
+    [--threads 2] [--json FILE]
+An ACM bundle against its dense graph in one process: ms per image per batch and budget, the
+speedup over dense and the FLOP-ideal speedup.
+`;
+
+const { values: opts } = parseCli(USAGE, {
   options: {
     bundle: { type: 'string', default: join(REPO, 'models', 'fashion-vit-acm') },
     quick: { type: 'boolean', default: false },
@@ -29,8 +36,9 @@ const { values: opts } = parseArgs({
   },
 });
 
-const batchSizes = opts.batches ?? (opts.quick ? '1,8' : '1,8,32');
-const repeatCount = opts.repeats ?? (opts.quick ? '2' : '5');
+const batchSizes = (opts.batches ?? (opts.quick ? '1,8' : '1,8,32')).split(',').map((b) => intArg('batches', b, 0, 1, 4096));
+const repeats = intArg('repeats', opts.repeats, opts.quick ? 2 : 5, 1, 1000);
+const threads = intArg('threads', opts.threads, 2, 1, 1024);
 
 async function main(): Promise<void> {
   const loaded = await loadBundle(resolve(opts.bundle));
@@ -39,7 +47,7 @@ async function main(): Promise<void> {
   const m = bundle.manifest;
   if (!m.dense_graph) throw new Error(`${m.name}: the bundle has no dense_graph to compare with`);
   const options: ort.InferenceSession.SessionOptions = {
-    intraOpNumThreads: Number(opts.threads), interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential',
+    intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential',
   };
   const acm = await ort.InferenceSession.create(bundle.graphPath, options);
   const dense = await ort.InferenceSession.create(join(bundle.dir, m.dense_graph), options);
@@ -47,12 +55,11 @@ async function main(): Promise<void> {
   const { channels, height, width } = m.image;
   const perImage = channels * height * width;
   const cells = m.acms.length * m.tokens.count;
-  const repeats = Number(repeatCount);
   const rows = [];
   console.log(`${m.name}: ${m.acms.length} ACMs, ${m.tokens.count} tokens, dense ${(m.macs.dense / 1e9).toFixed(3)} GMACs/image; ` +
     `${opts.threads} threads, median of ${repeats} (ms per image)`);
   console.log('batch | dense ms | ' + BUDGETS.map((b) => `b=${b}: ms  used  speedup/ideal`).join(' | '));
-  for (const batch of batchSizes.split(',').map(Number)) {
+  for (const batch of batchSizes) {
     let seed = 12345;
     const pixels = new ort.Tensor('float32', Float32Array.from({ length: batch * perImage }, () => {
       seed = (seed * 1103515245 + 12345) % 2147483648;
@@ -91,7 +98,7 @@ async function main(): Promise<void> {
   }
   const out = opts.json ?? join(REPO, '.cache', 'bench', `model-${basename(bundle.dir)}.json`);
   mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(out, JSON.stringify({ model: m.name, threads: Number(opts.threads), repeats, quick: opts.quick, rows }, null, 2));
+  writeFileSync(out, JSON.stringify({ model: m.name, threads, repeats, quick: opts.quick, rows }, null, 2));
   console.log(`wrote ${out}`);
   await acm.release();
   await dense.release();

@@ -4,15 +4,15 @@
 // bench is skipped, saying why, when the models folder (ACM_MODELS_DIR, default models/) has no
 // speech bundle.
 //
-//   npm run bench -- [--only kernel,model,server,memory,speech] [--quick] [--out <folder>]
+//   (options: USAGE below, or --help)
 // Environment twins: ACM_BENCH_ONLY, ACM_BENCH_QUICK=1, ACM_BENCH_OUT. For a single bench's own
 // options run it directly, e.g. `npm run bench:server -- --concurrency 8,32 --repeats 5`.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { hasSpeechBundles } from '../server/speech/bundle.js';
+import { parseCli } from './args.js';
 
 const dist = (rel: string): string => fileURLToPath(new URL(rel, import.meta.url));
 const BENCHES = [
@@ -31,7 +31,13 @@ function skipReason(name: string): string | undefined {
     : `skipped: no speech bundle in ${modelsDir} (a sub-folder whose acm.json has task "speech-recognition"; set ACM_MODELS_DIR)`;
 }
 
-const { values: opts } = parseArgs({
+const USAGE = `
+usage: npm run bench -- [--only kernel,model,server,memory,speech] [--quick] [--out FOLDER]
+Every benchmark in sequence, each in its own process; each prints its tables and writes its JSON
+(default .cache/bench/). --quick makes each a smoke run whose timings mean nothing.
+`;
+
+const { values: opts } = parseCli(USAGE, {
   options: {
     only: { type: 'string', default: process.env.ACM_BENCH_ONLY },
     quick: { type: 'boolean', default: ['1', 'true'].includes(process.env.ACM_BENCH_QUICK ?? '') },

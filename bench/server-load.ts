@@ -18,20 +18,27 @@
 // measured side by side with the two; `--client-nice 10` lowers the load generator's priority
 // (does the client starve the server?); `--closed-only` skips step 2.
 //
-//   npm run bench:server -- [--quick] [--concurrency 1,8,32,64] [--duration 10] [--repeats 3] [--json out.json]
-//     [--also label:ACM_X=v,...] [--client-nice 0-19] [--closed-only]
+//   (options: USAGE below, or --help)
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, setPriority } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { ProbeThread } from './healthz-probe.js';
-import { intArg, numberArg } from './args.js';
+import { intArg, numberArg, parseCli } from './args.js';
 import { closedLoop, openLoop, type LoadResult, type Target } from './load.js';
 import { baseServerEnv, DEFAULT_IMAGES_DIR, loadImages, REPO, ServerProcess } from './server-process.js';
 import { fmt, percentile, summarize, type Summary } from './stats.js';
 import { printTable } from './table.js';
 
-const { values: opts } = parseArgs({
+const USAGE = `
+usage: npm run bench:server -- [--quick] [--models-dir models] [--model NAME] [--budget B] [--concurrency 1,8,32,64]
+    [--duration 10] [--warmup 2] [--repeats 3] [--images 16] [--images-dir FOLDER] [--open-loop-fraction 0.7]
+    [--open-loop-duration 20] [--healthz-interval 50] [--also 'LABEL:ACM_X=v,...'] [--closed-only]
+    [--client-nice 0-19] [--json FILE]
+POST /classify load, batching on and off side by side: closed loop per concurrency (throughput, p50,
+p99, GET /healthz while loaded), then an open loop at a fraction of each server's maximum.
+`;
+
+const { values: opts } = parseCli(USAGE, {
   options: {
     quick: { type: 'boolean', default: false },
     'models-dir': { type: 'string' },
@@ -169,7 +176,7 @@ async function main(): Promise<void> {
   const images = loadImages(resolve(opts['images-dir']), settings.images);
   const base = baseServerEnv();
   if (opts['models-dir'] !== undefined) base.ACM_MODELS_DIR = resolve(opts['models-dir']);
-  const headers: Record<string, string> = opts.budget !== undefined ? { 'x-budget': opts.budget } : {};
+  const headers: Record<string, string> = opts.budget !== undefined ? { 'x-budget': String(numberArg('budget', opts.budget, 1, Number.MIN_VALUE, 1)) } : {};
   const path = opts.model !== undefined ? `/classify?model=${encodeURIComponent(opts.model)}` : '/classify';
   const started = new Date().toISOString();
   const loadBefore = loadavg();

@@ -9,20 +9,26 @@
 //     (default 600), RSS sampled every second. Growth = median RSS of the last 30 s against the
 //     median of the first 30 s after the warm-up (--soak-warmup, default 60 s). Target <= 5%.
 //
-//   npm run bench:memory -- [--quick] [--repeats 3] [--soak-duration 600] [--rate <req/s>] [--json out.json]
+//   (options: USAGE below, or --help)
 import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
-import { intArg, numberArg } from './args.js';
+import { intArg, numberArg, parseCli } from './args.js';
 import { closedLoop, openLoop, type Target } from './load.js';
 import { baseServerEnv, DEFAULT_IMAGES_DIR, loadImages, readMemory, REPO, SERVER_NODE_FLAGS, ServerProcess } from './server-process.js';
 import { fmt, median, summarize, type Summary } from './stats.js';
 import { printTable } from './table.js';
 
-const { values: opts } = parseArgs({
+const USAGE = `
+usage: npm run bench:memory -- [--quick] [--models-dir models] [--model NAME] [--repeats 3] [--concurrency 64]
+    [--load-duration 10] [--soak-duration 600] [--soak-warmup 60] [--soak-fraction 0.7] [--rate REQ_PER_S]
+    [--sample-ms 1000] [--images 16] [--images-dir FOLDER] [--json FILE]
+Resident memory of the server per loaded model, then under a saturating load and an open-loop soak.
+`;
+
+const { values: opts } = parseCli(USAGE, {
   options: {
     quick: { type: 'boolean', default: false },
     'models-dir': { type: 'string' },

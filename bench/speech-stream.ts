@@ -11,14 +11,12 @@
 //     arrival minus the send time of the frame that completed the audio it covers. p50/p95/max
 //     over all partials, the final's latency after stop, and which streams fell behind real time.
 //
-//   npm run bench:speech -- [--quick] [--models-dir models] [--model NAME] [--wavs <folder>] [--files 20]
-//     [--budgets 0.25,0.5,1.0] [--repeats N] [--streams 16] [--seconds 20] [--budget 0.5] [--json out.json]
+//   (options: USAGE below, or --help)
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { hasSpeechBundles } from '../server/speech/bundle.js';
-import { intArg, numberArg } from './args.js';
+import { intArg, numberArg, parseCli } from './args.js';
 import { timedStream } from './asr-timing.js';
 import { errorRates } from './error-rate.js';
 import { BEHIND, fellBehind, partialLatencies } from './speech-latency.js';
@@ -27,7 +25,15 @@ import { baseServerEnv, REPO, ServerProcess } from './server-process.js';
 import { fmt, median, percentile, summarize, type Summary } from './stats.js';
 import { printTable } from './table.js';
 
-const { values: opts } = parseArgs({
+const USAGE = `
+usage: npm run bench:speech -- [--quick] [--models-dir models] [--model NAME] [--wavs FOLDER] [--files 20]
+    [--budgets 0.25,0.5,1.0] [--repeats N] [--streams 16] [--seconds 20] [--budget 0.5] [--frame-ms 100]
+    [--final-timeout 60] [--json FILE]
+Real-time factor of one stream per budget, then --streams concurrent streams at real-time speed:
+latency from audio arrival to the partial that covers it.
+`;
+
+const { values: opts } = parseCli(USAGE, {
   options: {
     quick: { type: 'boolean', default: false },
     'models-dir': { type: 'string' },

@@ -3,12 +3,11 @@
 // repeat, at one concurrency (default 32, closed loop). Reports throughput and p50/p99 latency as
 // median [min-max] over repeats, and each alternative's throughput relative to the default value.
 //
-//   npm run bench:tune -- [--quick] [--knobs workers,max-batch-size] [--concurrency 32] [--duration 10] [--repeats 3] [--json out.json]
+//   (options: USAGE below, or --help)
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
-import { intArg, numberArg } from './args.js';
+import { intArg, numberArg, parseCli } from './args.js';
 import { closedLoop, type LoadResult, type Target } from './load.js';
 import { baseServerEnv, DEFAULT_IMAGES_DIR, loadImages, REPO, ServerProcess } from './server-process.js';
 import { fmt, summarize, type Summary } from './stats.js';
@@ -42,7 +41,13 @@ const KNOBS: Knob[] = [
   { name: 'max-wait-ms', what: 'longest wait for a batch to fill', alternatives: one('ACM_MAX_WAIT_MS', ['0', '2', '5', '10'], '5') },
 ];
 
-const { values: opts } = parseArgs({
+const USAGE = `
+usage: npm run bench:tune -- [--quick] [--knobs workers,max-batch-size,...] [--models-dir models] [--model NAME]
+    [--concurrency 32] [--duration 10] [--warmup 2] [--repeats 3] [--images 16] [--images-dir FOLDER] [--json FILE]
+Server throughput and latency for each setting of each knob, side by side.
+`;
+
+const { values: opts } = parseCli(USAGE, {
   options: {
     quick: { type: 'boolean', default: false },
     knobs: { type: 'string' },

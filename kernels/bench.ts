@@ -1,20 +1,26 @@
 // Grouped-learner kernel microbenchmark: the capped, grouped ACM FFN against a dense FFN of the
 // same shape, timed side by side (interleaved) in one process, as medians over repeats.
 //
-//   npm run bench:kernel -- [--quick] [--tokens 64,256,1024,4096,8192] [--repeats 7] [--threads 2] [--json out.json]
+//   (options: USAGE below, or --help)
 // --quick (64 and 256 tokens, 2 repeats) checks that it runs; its timings mean little.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
 import { median, spread, timed } from '../bench/stats.js';
+import { intArg, parseCli } from '../bench/args.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BUDGETS = [1.0, 0.75, 0.5, 0.25];
 
-const { values: opts } = parseArgs({
+const USAGE = `
+usage: npm run bench:kernel -- [--quick] [--tokens 64,256,1024,4096,8192] [--repeats 7] [--threads 2]
+    [--dim 768] [--mlp 3072] [--dir .cache/bench] [--json FILE]
+The capped, grouped ACM FFN against a dense FFN of the same shape, interleaved in one process.
+`;
+
+const { values: opts } = parseCli(USAGE, {
   options: {
     dir: { type: 'string', default: join(REPO, '.cache', 'bench') },
     quick: { type: 'boolean', default: false },
@@ -27,18 +33,21 @@ const { values: opts } = parseArgs({
   },
 });
 
-const tokenSizes = opts.tokens ?? (opts.quick ? '64,256' : '64,256,1024,4096,8192');
-const repeatCount = opts.repeats ?? (opts.quick ? '2' : '7');
+const tokenSizes = (opts.tokens ?? (opts.quick ? '64,256' : '64,256,1024,4096,8192')).split(',').map((t) => intArg('tokens', t, 0, 1, 1 << 20));
+const repeats = intArg('repeats', opts.repeats, opts.quick ? 2 : 7, 1, 1000);
+const threads = intArg('threads', opts.threads, 2, 1, 1024);
+const dim = intArg('dim', opts.dim, 768, 1, 65536);
+const mlp = intArg('mlp', opts.mlp, 3072, 1, 1 << 20);
 
 interface Shape { dim: number; mlp: number; n: number; tokens_per_request: number }
 
 function emitGraphs(): Shape {
   const shapeFile = join(opts.dir, 'shape.json');
   const current = existsSync(shapeFile) ? (JSON.parse(readFileSync(shapeFile, 'utf8')) as Shape) : undefined;
-  if (!current || current.dim !== Number(opts.dim) || current.mlp !== Number(opts.mlp)) {
+  if (!current || current.dim !== dim || current.mlp !== mlp) {
     mkdirSync(opts.dir, { recursive: true });
     execFileSync(process.env.ACM_PYTHON ?? '/usr/bin/python3',
-      ['-m', 'kernels.emit_bench', '--out', opts.dir, '--dim', opts.dim, '--mlp', opts.mlp], { cwd: REPO, stdio: ['ignore', 'ignore', 'inherit'] });
+      ['-m', 'kernels.emit_bench', '--out', opts.dir, '--dim', String(dim), '--mlp', String(mlp)], { cwd: REPO, stdio: ['ignore', 'ignore', 'inherit'] });
   }
   return JSON.parse(readFileSync(shapeFile, 'utf8')) as Shape;
 }
@@ -64,18 +73,16 @@ function timeRun(session: ort.InferenceSession, feeds: Record<string, ort.Tensor
 
 async function main(): Promise<void> {
   const shape = emitGraphs();
-  const threads = Number(opts.threads);
   const options: ort.InferenceSession.SessionOptions = {
     intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential',
   };
   const acm = await ort.InferenceSession.create(join(opts.dir, 'acm_ffn.onnx'), options);
   const dense = await ort.InferenceSession.create(join(opts.dir, 'dense_ffn.onnx'), options);
   const t = shape.tokens_per_request;
-  const repeats = Number(repeatCount);
   const rows = [];
   console.log(`FFN ${shape.dim} -> ${shape.mlp} -> ${shape.dim}, N = ${shape.n}, ${t} tokens per request, ${threads} threads, median of ${repeats}`);
   console.log('tokens | dense ms | ' + BUDGETS.map((b) => `b=${b}: ms  used  speedup/ideal  eff`).join(' | '));
-  for (const tokens of tokenSizes.split(',').map(Number)) {
+  for (const tokens of tokenSizes) {
     const requests = Math.max(1, Math.round(tokens / t));
     const m = requests * t;
     const next = rng(tokens);
