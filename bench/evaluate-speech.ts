@@ -28,9 +28,11 @@ import { printTable } from './table.js';
 const USAGE = `
 usage: npm run evaluate:speech -- [--model-dir models/speech-w2v2-acm] [--corpus .cache/speech/espeak-v1]
     [--split test] [--budgets 0.25,0.5,0.75,1] [--no-dense] [--limit N] [--lm ARPA] [--lm-weights 0.5,1]
-    [--word-bonuses 0,1,2] [--beam 24] [--json FILE]
+    [--word-bonuses 0,1,2] [--beam 24] [--json FILE] [--transcripts FILE.jsonl]
 CER and WER of the speech bundle (and its dense graph) per budget through the TypeScript runtime;
-several --lm-weights / --word-bonuses make a grid.
+several --lm-weights / --word-bonuses make a grid. --transcripts writes every utterance's
+reference and hypotheses, one JSON line per utterance ({id, reference, hypotheses}), each
+hypothesis keyed by its row: "dense, greedy", "acm @ 0.5, lexicon, lm 2, bonus 3, beam 128".
 `;
 
 const { values: opts } = parseCli(USAGE, {
@@ -46,6 +48,7 @@ const { values: opts } = parseCli(USAGE, {
     'word-bonuses': { type: 'string' },
     beam: { type: 'string' },
     json: { type: 'string' },
+    transcripts: { type: 'string' },
   },
 });
 
@@ -145,6 +148,8 @@ async function main(): Promise<void> {
   }
   const V = m.ctc.vocabulary.length;
   const rows: SpeechRow[] = [];
+  // Per utterance: its hypothesis under each row's settings, keyed by the row's label.
+  const hypotheses: Record<string, string>[] = utts.map(() => ({}));
   for (const g of graphs) {
     t = performance.now();
     const runs = await runGraph(g.session, m, utts, g.budget);
@@ -156,6 +161,8 @@ async function main(): Promise<void> {
       const t0 = performance.now();
       const hyps = decodeAll(runs, make, m.audio.chunk_frames, V);
       const ms = performance.now() - t0;
+      const key = [label, decoder, ...(s.lmWeight === undefined ? [] : [`lm ${s.lmWeight}`, `bonus ${s.wordBonus}`, `beam ${s.beam}`])].join(', ');
+      hyps.forEach((h, i) => { hypotheses[i]![key] = h; });
       rows.push({ ...common, decoder, lm_weight: s.lmWeight ?? null, word_bonus: s.wordBonus ?? null, beam: s.beam ?? null,
         ...errorRates(hyps, refs), decode_ms_per_audio_s: ms / seconds });
     };
@@ -170,6 +177,10 @@ async function main(): Promise<void> {
   const f = (x: number | null, d: number): string => (x === null ? '-' : x.toFixed(d));
   printTable(`speech quality, ${opts.split} split`, ['graph', 'budget', 'decoder', 'lm weight', 'word bonus', 'CER', 'WER', 'used', 'GFLOPs', 'decode ms / audio s'],
     rows.map((r) => [r.graph, f(r.budget, 2), r.decoder, f(r.lm_weight, 2), f(r.word_bonus, 2), f(r.cer, 4), f(r.wer, 4), f(r.used, 3), f(r.gflops, 3), f(r.decode_ms_per_audio_s, 2)]));
+  if (opts.transcripts) {
+    writeFileSync(opts.transcripts, utts.map((u, i) => JSON.stringify({ id: u.id, reference: u.text, hypotheses: hypotheses[i] })).join('\n') + '\n');
+    console.log(`wrote ${opts.transcripts}`);
+  }
   if (opts.json) {
     writeFileSync(opts.json, JSON.stringify({ split: opts.split, items: utts.length, audio_seconds: seconds, lm: lmPath, rows }, null, 1) + '\n');
     console.log(`wrote ${opts.json}`);
