@@ -143,6 +143,25 @@ class DecodeTest(unittest.TestCase):
         self.assertAlmostEqual(r["wer"], 1 / 5)
         self.assertAlmostEqual(r["cer"], 3 / 18)  # "a" -> "the": one substitution, two insertions
 
+    def test_word_errors_split_by_kind_of_reference_word(self):
+        from models.toolchain.speech.word_errors import align, breakdown, closed_words
+        self.assertEqual(align("a the dog".split(), "the dog".split()), [("ins", None), ("ok", "the"), ("ok", "dog")])
+        self.assertEqual(align([], ["anna", "saw"]), [("del", "anna"), ("del", "saw")])
+        closed = closed_words()
+        self.assertIn("means", closed)  # a template's own word
+        self.assertIn("apples", closed)  # "how many {noun}s"
+        self.assertNotIn("civilly", closed)
+        pairs = [("the word sever means your our apple", "the word civilly means your dark apple"),
+                 ("a the dog", "the dog"), ("", "anna saw")]
+        b = breakdown(pairs, closed)
+        self.assertEqual(b["reference_words"], 11)
+        self.assertEqual((b["closed"]["words"], b["dictionary"]["words"]), (10, 1))
+        self.assertAlmostEqual(b["closed"]["error_rate"], 3 / 10)  # dark, anna, saw
+        self.assertAlmostEqual(b["dictionary"]["error_rate"], 1.0)  # civilly
+        self.assertAlmostEqual(b["insertions"], 1 / 11)
+        self.assertAlmostEqual(b["closed"]["wer_points"] + b["dictionary"]["wer_points"] + b["insertions"], b["wer"])
+        self.assertAlmostEqual(b["wer"], error_rates([h for h, _ in pairs], [r for _, r in pairs])["wer"])
+
 
 class WindowTest(unittest.TestCase):
     def test_window_geometry(self):
