@@ -20,7 +20,7 @@ import { beamOptions, Lexicon, LexiconBeamDecoder, type BeamOptions } from '../s
 import type { SpeechManifest } from '../server/speech/manifest.js';
 import { NGramModel } from '../server/speech/ngram.js';
 import { WindowCutter } from '../server/speech/windows.js';
-import { intArg, numberArg, parseCli } from './args.js';
+import { intArg, numberArg, parseCli, usageError } from './args.js';
 import { errorRates } from './error-rate.js';
 import { REPO } from './server-process.js';
 import { printTable } from './table.js';
@@ -30,7 +30,7 @@ usage: npm run evaluate:speech -- [--model-dir models/speech-w2v2-acm] [--corpus
     [--split test] [--budgets 0.25,0.5,0.75,1] [--no-dense] [--limit N] [--lm ARPA] [--lm-weights 0.5,1]
     [--word-bonuses 0,1,2] [--beam 24] [--json FILE] [--transcripts FILE.jsonl]
 CER and WER of the speech bundle (and its dense graph) per budget through the TypeScript runtime;
-several --lm-weights / --word-bonuses make a grid. --transcripts writes every utterance's
+--budgets '' scores the dense graph alone; several --lm-weights / --word-bonuses make a grid. --transcripts writes every utterance's
 reference and hypotheses, one JSON line per utterance ({id, reference, hypotheses}), each
 hypothesis keyed by its row: "dense, greedy", "acm @ 0.5, lexicon, lm 2, bonus 3, beam 128".
 `;
@@ -61,7 +61,7 @@ export interface SpeechRow {
 }
 
 const list = (name: string, raw: string | undefined, fallback: number[], min: number, max: number): number[] =>
-  raw === undefined ? fallback : raw.split(',').map((x) => numberArg(name, x, NaN, min, max));
+  raw === undefined ? fallback : raw.trim() === '' ? [] : raw.split(',').map((x) => numberArg(name, x, NaN, min, max));
 
 function readSplit(corpus: string, split: string, rate: number, limit: number): Utterance[] {
   const index = readFileSync(join(corpus, split, 'index.jsonl'), 'utf8').split('\n').filter((l) => l.trim())
@@ -123,6 +123,7 @@ async function main(): Promise<void> {
   const m = bundle.manifest;
   const limit = intArg('limit', opts.limit, Number.MAX_SAFE_INTEGER, 1);
   const budgets = list('budgets', opts.budgets, [], Number.MIN_VALUE, 1);
+  if (budgets.length === 0 && opts['no-dense']) usageError("nothing to evaluate: --no-dense with --budgets ''");
   // Defaults: the decoder the bundle names, else DEFAULT_BEAM's settings with lm.arpa.gz.
   const spec = m.ctc.decoder;
   const base = beamOptions(spec);

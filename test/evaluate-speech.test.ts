@@ -26,18 +26,22 @@ const rowKey = (r: SpeechRow): string => [r.budget === null ? 'dense' : `acm @ $
 
 describe('evaluate:speech', { skip: !existsSync(BUNDLE) && 'no speech bundle' }, () => {
   let dir: string;
-  before(async () => { dir = await mkdtemp(join(tmpdir(), 'acm-eval-speech-')); });
-  after(async () => { if (dir) await rm(dir, { recursive: true, force: true }); });
-
-  it('writes rows and transcripts that agree with each other', { timeout: 120_000 }, async () => {
-    const { text } = JSON.parse(await readFile(join(FIXTURES, 'utterance.json'), 'utf8')) as { text: string };
+  let text: string;
+  let wrong: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'acm-eval-speech-'));
+    ({ text } = JSON.parse(await readFile(join(FIXTURES, 'utterance.json'), 'utf8')) as { text: string });
     const split = join(dir, 'corpus', 'val');
     await mkdir(split, { recursive: true });
     await copyFile(join(FIXTURES, 'utterance.wav'), join(split, 'a.wav'));
     await copyFile(join(FIXTURES, 'utterance.wav'), join(split, 'b.wav'));
     // b's reference differs from what is said in one word: at least one word error there.
-    const wrong = text.split(' ').map((w, i) => (i === 1 ? 'zebra' : w)).join(' ');
+    wrong = text.split(' ').map((w, i) => (i === 1 ? 'zebra' : w)).join(' ');
     await writeFile(join(split, 'index.jsonl'), `${JSON.stringify({ id: 'a', text })}\n${JSON.stringify({ id: 'b', text: wrong })}\n`);
+  });
+  after(async () => { if (dir) await rm(dir, { recursive: true, force: true }); });
+
+  it('writes rows and transcripts that agree with each other', { timeout: 120_000 }, async () => {
     const json = join(dir, 'rows.json');
     const transcripts = join(dir, 'transcripts.jsonl');
     await run(process.execPath, [SCRIPT, '--corpus', join(dir, 'corpus'), '--split', 'val', '--budgets', '0.5',
@@ -59,5 +63,15 @@ describe('evaluate:speech', { skip: !existsSync(BUNDLE) && 'no speech bundle' },
     }
     // The bundled model reads this utterance right with the lexicon decoder (as POST /transcribe does).
     assert.equal(lines[0]!.hypotheses['acm @ 0.5, lexicon, lm 2, bonus 3, beam 8'], text);
+  });
+
+  it("scores the dense graph alone with --budgets ''; refuses to score nothing", { timeout: 60_000 }, async () => {
+    const json = join(dir, 'dense.json');
+    await run(process.execPath, [SCRIPT, '--corpus', join(dir, 'corpus'), '--split', 'val', '--budgets', '', '--beam', '8', '--json', json],
+      { timeout: 55_000 });
+    const { rows } = JSON.parse(await readFile(json, 'utf8')) as { rows: SpeechRow[] };
+    assert.deepEqual(rows.map((r) => [r.graph, r.decoder]), [['dense', 'greedy'], ['dense', 'lexicon']]);
+    await assert.rejects(run(process.execPath, [SCRIPT, '--corpus', join(dir, 'corpus'), '--split', 'val', '--budgets', '', '--no-dense']),
+      (err: { code: number; stderr: string }) => err.code === 2 && /nothing to evaluate/.test(err.stderr));
   });
 });
