@@ -394,3 +394,40 @@ class ImportSpeechBundleTest(unittest.TestCase):
         audio = torch.randn(1, cfg.chunk_samples * 3) * 0.3
         with torch.no_grad():
             self.assertTrue(torch.equal(acm_windows_logits(model, audio, 0.5), acm_windows_logits(model2, audio, 0.5)))
+
+
+class SwapDenseTest(unittest.TestCase):
+    def test_the_copy_carries_the_new_dense_model_and_the_rest_unchanged(self):
+        import onnx
+        from dataclasses import replace
+        from onnx import numpy_helper
+        from models.toolchain.speech.export import export_bundle, manifest
+        from models.toolchain.speech.make_tiny_bundle import build
+        from models.toolchain.speech.swap_dense import swap_dense
+        torch.set_num_threads(1)
+        cfg, dense, model = build(seed=0)
+        _, other, _ = build(seed=1)
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle, out = os.path.join(tmp, "bundle"), os.path.join(tmp, "copy")
+            export_bundle(model, bundle, manifest(model, "tiny", dense_graph="dense.onnx"), dense=dense)
+            path = os.path.join(tmp, "base-best.pt")
+            torch.save({"config": cfg.to_dict(), "model": other.state_dict(), "step": 7}, path)
+            self.assertEqual(swap_dense(bundle, path, out)["step"], 7)
+            for name in ("acm.json", "model.onnx"):
+                with open(os.path.join(bundle, name), "rb") as a, open(os.path.join(out, name), "rb") as b:
+                    self.assertEqual(a.read(), b.read(), name)
+            # The new graph holds the other model's output head, not the bundle's (onnxruntime parity
+            # of this export is test/export-parity.test.ts's).
+            weights = [numpy_helper.to_array(t) for t in onnx.load(os.path.join(out, "dense.onnx")).graph.initializer]
+
+            def holds(w: np.ndarray) -> bool:
+                return any(a.shape == w.shape and np.allclose(a, w) for x in weights for a in (x, x.T))
+            self.assertTrue(holds(other.aux.weight.detach().numpy()))
+            self.assertFalse(holds(dense.aux.weight.detach().numpy()))
+            wrong = replace(cfg, chunk_frames=cfg.chunk_frames + 1)
+            torch.save({"config": wrong.to_dict(), "model": other.state_dict()}, path)
+            with self.assertRaisesRegex(ValueError, "the bundle has"):
+                swap_dense(bundle, path, out)
+            with self.assertRaisesRegex(ValueError, "not be the bundle itself"):
+                torch.save({"config": cfg.to_dict(), "model": other.state_dict()}, path)
+                swap_dense(bundle, path, bundle)
