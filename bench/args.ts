@@ -32,6 +32,13 @@ export function numberArg(name: string, raw: string | undefined, fallback: numbe
   return v;
 }
 
+/** A compute budget, as the server takes it: 0 < budget <= 1. */
+export function budgetArg(name: string, raw: string | undefined, fallback: number): number {
+  const v = raw === undefined ? fallback : raw.trim() === '' ? NaN : Number(raw);
+  if (!(v > 0 && v <= 1)) usageError(`--${name} must be a number in (0, 1]; got ${JSON.stringify(raw)}`);
+  return v;
+}
+
 export function intArg(name: string, raw: string | undefined, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
   const v = numberArg(name, raw, fallback, min, max);
   if (!Number.isInteger(v)) usageError(`--${name} must be an integer in [${min}, ${max}]; got ${JSON.stringify(raw)}`);

@@ -20,7 +20,7 @@ import { beamOptions, Lexicon, LexiconBeamDecoder, type BeamOptions } from '../s
 import type { SpeechManifest } from '../server/speech/manifest.js';
 import { NGramModel } from '../server/speech/ngram.js';
 import { WindowCutter } from '../server/speech/windows.js';
-import { intArg, numberArg, parseCli, usageError } from './args.js';
+import { budgetArg, intArg, numberArg, parseCli, usageError } from './args.js';
 import { errorRates } from './error-rate.js';
 import { REPO } from './server-process.js';
 import { printTable } from './table.js';
@@ -122,7 +122,7 @@ async function main(): Promise<void> {
   const bundle = await loadSpeechBundle(dir);
   const m = bundle.manifest;
   const limit = intArg('limit', opts.limit, Number.MAX_SAFE_INTEGER, 1);
-  const budgets = list('budgets', opts.budgets, [], Number.MIN_VALUE, 1);
+  const budgets = opts.budgets.trim() === '' ? [] : opts.budgets.split(',').map((b) => budgetArg('budgets', b, NaN));
   if (budgets.length === 0 && opts['no-dense']) usageError("nothing to evaluate: --no-dense with --budgets ''");
   // Defaults: the decoder the bundle names, else DEFAULT_BEAM's settings with lm.arpa.gz.
   const spec = m.ctc.decoder;

@@ -17,7 +17,7 @@ import { createLogger } from '../server/logger.js';
 import { Metrics } from '../server/metrics.js';
 import { ortBackends } from '../server/ort-backend.js';
 import { heatmapSheet, linePlot, type Series } from './figures.js';
-import { intArg, numberArg, parseCli } from './args.js';
+import { budgetArg, intArg, parseCli } from './args.js';
 
 /** What models/toolchain/build_bundle.py measured in PyTorch (docs/fashion-comparison.json). */
 interface Comparison {
@@ -78,7 +78,7 @@ function testSplit(): { images: Uint8Array; labels: Uint8Array } {
 }
 
 const limit = intArg('limit', opts.limit, Number.MAX_SAFE_INTEGER, 1);
-const budgets = opts.budgets.split(',').map((b) => numberArg('budgets', b, NaN, Number.MIN_VALUE, 1));
+const budgets = opts.budgets.split(',').map((b) => budgetArg('budgets', b, NaN));
 
 async function main(): Promise<void> {
   const { images, labels } = testSplit();

@@ -23,7 +23,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, setPriority } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { ProbeThread } from './healthz-probe.js';
-import { intArg, numberArg, parseCli } from './args.js';
+import { budgetArg, intArg, numberArg, parseCli } from './args.js';
 import { closedLoop, openLoop, type LoadResult, type Target } from './load.js';
 import { baseServerEnv, DEFAULT_IMAGES_DIR, loadImages, REPO, ServerProcess } from './server-process.js';
 import { fmt, percentile, summarize, type Summary } from './stats.js';
@@ -176,7 +176,7 @@ async function main(): Promise<void> {
   const images = loadImages(resolve(opts['images-dir']), settings.images);
   const base = baseServerEnv();
   if (opts['models-dir'] !== undefined) base.ACM_MODELS_DIR = resolve(opts['models-dir']);
-  const headers: Record<string, string> = opts.budget !== undefined ? { 'x-budget': String(numberArg('budget', opts.budget, 1, Number.MIN_VALUE, 1)) } : {};
+  const headers: Record<string, string> = opts.budget !== undefined ? { 'x-budget': String(budgetArg('budget', opts.budget, 1)) } : {};
   const path = opts.model !== undefined ? `/classify?model=${encodeURIComponent(opts.model)}` : '/classify';
   const started = new Date().toISOString();
   const loadBefore = loadavg();

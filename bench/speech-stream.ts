@@ -16,7 +16,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { hasSpeechBundles } from '../server/speech/bundle.js';
-import { intArg, numberArg, parseCli } from './args.js';
+import { budgetArg, intArg, numberArg, parseCli } from './args.js';
 import { timedStream } from './asr-timing.js';
 import { errorRates } from './error-rate.js';
 import { BEHIND, fellBehind, partialLatencies } from './speech-latency.js';
@@ -55,11 +55,11 @@ const quick = opts.quick;
 const settings = {
   quick,
   files: intArg('files', opts.files, quick ? 3 : 20, 1, 10_000),
-  budgets: opts.budgets.split(',').map((b) => numberArg('budgets', b, NaN, 0.001, 1)),
+  budgets: opts.budgets.split(',').map((b) => budgetArg('budgets', b, NaN)),
   repeats: opts.repeats === undefined ? undefined : intArg('repeats', opts.repeats, 1, 1, 100),
   streams: intArg('streams', opts.streams, quick ? 4 : 16, 1, 10_000),
   seconds: numberArg('seconds', opts.seconds, quick ? 3 : 20, 0.1, 3600),
-  budget: numberArg('budget', opts.budget, 0.5, 0.001, 1),
+  budget: budgetArg('budget', opts.budget, 0.5),
   frameMs: intArg('frame-ms', opts['frame-ms'], 100, 10, 1000),
   finalTimeoutS: numberArg('final-timeout', opts['final-timeout'], 60, 1, 3600),
 };

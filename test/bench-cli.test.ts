@@ -60,7 +60,9 @@ describe('bench command lines', () => {
     { script: 'bench/model-bench.js', args: ['--batches', '1,0'], message: /--batches must be a number in \[1, 4096\]; got "0"/ },
     { script: 'kernels/bench.js', args: ['--tokens', '64,-1'], message: /--tokens must be a number in \[1, \d+\]; got "-1"/ },
     { script: 'bench/plot.js', args: ['--width', '10'], message: /--width must be a number in \[300, 4000\]; got "10"/ },
-    { script: 'bench/evaluate.js', args: ['--budgets', '0.5,1.5'], message: /--budgets must be a number in \[[^\]]+, 1\]; got "1.5"/ },
+    { script: 'bench/evaluate.js', args: ['--budgets', '0.5,1.5'], message: /--budgets must be a number in \(0, 1\]; got "1.5"/ },
+    { script: 'bench/server-load.js', args: ['--budget', '0'], message: /--budget must be a number in \(0, 1\]; got "0"/ },
+    { script: 'bench/speech-stream.js', args: ['--budgets', '0.5,NaN'], message: /--budgets must be a number in \(0, 1\]; got "NaN"/ },
     { script: 'bench/speech-stream.js', args: ['--streams', ''], message: /--streams must be a number in \[1, 10000\]; got ""/ },
   ];
   for (const { script, args, message } of badValues) {
