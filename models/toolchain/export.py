@@ -76,6 +76,16 @@ def export_bundle(model: ACMViT, out_dir: str, meta: dict, dense: nn.Module | No
     write_bundle(model, out_dir, meta, pixels, "pixel_values", DenseLogits(dense) if dense is not None else None)
 
 
+def export_dense(dense: nn.Module, path: str, example: torch.Tensor, input_name: str) -> None:
+    """dense(example) -> logits as a bundle's dense graph, batch dimension dynamic (left in eval mode)."""
+    batch = {0: "batch"}
+    with torch.no_grad():
+        torch.onnx.export(
+            dense.eval(), (example,), path, opset_version=OPSET, do_constant_folding=False,
+            input_names=[input_name], output_names=["logits"], dynamic_axes={input_name: batch, "logits": batch},
+        )
+
+
 def write_bundle(model: nn.Module, out_dir: str, meta: dict, example: torch.Tensor, input_name: str,
                  dense: nn.Module | None = None) -> None:
     """The export every model family shares. model(example, budget) -> (logits, learner_counts)
@@ -99,12 +109,7 @@ def write_bundle(model: nn.Module, out_dir: str, meta: dict, example: torch.Tens
         )
     _write_metadata(path, meta)
     if dense is not None and meta.get("dense_graph"):
-        with torch.no_grad():
-            torch.onnx.export(
-                dense.eval(), (example,), os.path.join(out_dir, meta["dense_graph"]), opset_version=OPSET,
-                do_constant_folding=False, input_names=[input_name], output_names=["logits"],
-                dynamic_axes={input_name: batch, "logits": batch},
-            )
+        export_dense(dense, os.path.join(out_dir, meta["dense_graph"]), example, input_name)
     with open(os.path.join(out_dir, "acm.json"), "w") as f:
         json.dump(meta, f, indent=2)
         f.write("\n")

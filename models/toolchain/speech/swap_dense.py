@@ -18,7 +18,7 @@ import shutil
 
 import torch
 
-from ..export import OPSET
+from ..export import export_dense
 from .convert import load_dense
 from .export import DenseWindow
 
@@ -40,13 +40,8 @@ def swap_dense(bundle: str, dense_path: str, out: str) -> dict:
         raise ValueError("--out must not be the bundle itself")
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(bundle, out)
-    example = torch.randn(2, cfg.window_samples) * 0.1
-    name = meta["inputs"]["audio"]
-    with torch.no_grad():
-        torch.onnx.export(DenseWindow(dense).eval(), (example,), os.path.join(out, meta["dense_graph"]),
-                          opset_version=OPSET, do_constant_folding=False, input_names=[name],
-                          output_names=[meta["outputs"]["logits"]],
-                          dynamic_axes={name: {0: "batch"}, meta["outputs"]["logits"]: {0: "batch"}})
+    export_dense(DenseWindow(dense), os.path.join(out, meta["dense_graph"]), torch.randn(2, cfg.window_samples) * 0.1,
+                 meta["inputs"]["audio"])
     return {k: saved.get(k) for k in ("step", "val")}
 
 
