@@ -24,8 +24,13 @@ export function parseCli<T extends ParseArgsConfig>(usage: string, config: T): R
   }
 }
 
+/** The option's value as a number: `fallback` when absent, NaN when empty. */
+function toNumber(raw: string | undefined, fallback: number): number {
+  return raw === undefined ? fallback : raw.trim() === '' ? NaN : Number(raw);
+}
+
 export function numberArg(name: string, raw: string | undefined, fallback: number, min: number, max = Infinity): number {
-  const v = raw === undefined ? fallback : raw.trim() === '' ? NaN : Number(raw);
+  const v = toNumber(raw, fallback);
   if (!Number.isFinite(v) || v < min || v > max) {
     usageError(`--${name} must be a number in [${min}, ${max}]; got ${JSON.stringify(raw)}`);
   }
@@ -34,7 +39,7 @@ export function numberArg(name: string, raw: string | undefined, fallback: numbe
 
 /** A compute budget, as the server takes it: 0 < budget <= 1. */
 export function budgetArg(name: string, raw: string | undefined, fallback: number): number {
-  const v = raw === undefined ? fallback : raw.trim() === '' ? NaN : Number(raw);
+  const v = toNumber(raw, fallback);
   if (!(v > 0 && v <= 1)) usageError(`--${name} must be a number in (0, 1]; got ${JSON.stringify(raw)}`);
   return v;
 }

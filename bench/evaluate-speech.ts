@@ -30,8 +30,8 @@ usage: npm run evaluate:speech -- [--model-dir models/speech-w2v2-acm] [--corpus
     [--split test] [--budgets 0.25,0.5,0.75,1] [--no-dense] [--limit N] [--lm ARPA] [--lm-weights 0.5,1]
     [--word-bonuses 0,1,2] [--beam 24] [--json FILE] [--transcripts FILE.jsonl]
 CER and WER of the speech bundle (and its dense graph) per budget through the TypeScript runtime;
---budgets '' scores the dense graph alone; several --lm-weights / --word-bonuses make a grid. --transcripts writes every utterance's
-reference and hypotheses, one JSON line per utterance ({id, reference, hypotheses}), each
+--budgets '' scores the dense graph alone; several --lm-weights / --word-bonuses make a grid.
+--transcripts writes every utterance's reference and hypotheses, one JSON line per utterance ({id, reference, hypotheses}), each
 hypothesis keyed by its row: "dense, greedy", "acm @ 0.5, lexicon, lm 2, bonus 3, beam 128".
 `;
 
@@ -61,7 +61,7 @@ export interface SpeechRow {
 }
 
 const list = (name: string, raw: string | undefined, fallback: number[], min: number, max: number): number[] =>
-  raw === undefined ? fallback : raw.trim() === '' ? [] : raw.split(',').map((x) => numberArg(name, x, NaN, min, max));
+  raw === undefined ? fallback : raw.split(',').map((x) => numberArg(name, x, NaN, min, max));
 
 function readSplit(corpus: string, split: string, rate: number, limit: number): Utterance[] {
   const index = readFileSync(join(corpus, split, 'index.jsonl'), 'utf8').split('\n').filter((l) => l.trim())

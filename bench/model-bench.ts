@@ -57,7 +57,7 @@ async function main(): Promise<void> {
   const cells = m.acms.length * m.tokens.count;
   const rows = [];
   console.log(`${m.name}: ${m.acms.length} ACMs, ${m.tokens.count} tokens, dense ${(m.macs.dense / 1e9).toFixed(3)} GMACs/image; ` +
-    `${opts.threads} threads, median of ${repeats} (ms per image)`);
+    `${threads} threads, median of ${repeats} (ms per image)`);
   console.log('batch | dense ms | ' + BUDGETS.map((b) => `b=${b}: ms  used  speedup/ideal`).join(' | '));
   for (const batch of batchSizes) {
     let seed = 12345;
