@@ -21,7 +21,7 @@ from ..convert import run_phase
 from . import data
 from ..vit import add_training_options, start_training
 from .model import SpeechConfig, build_dense, from_dense
-from .phases import distil_step, gate_step, phase3_loss, window_frames
+from .phases import dense_frame_logits, distil_step, gate_step, phase3_loss, window_frames
 
 
 # Budget targets of phase 3, one drawn per batch.
@@ -34,9 +34,10 @@ def phase3_params(model) -> list:
 
 
 def phase3_step_fn(model, dense, cfg, batches, device, speed_perturb: float = 0.0, first_batch: int = 0,
-                   capped: bool = True):
+                   capped: bool = True, distil_weight: float = 0.0):
     """One phase-3 step on batch first_batch + step: gain (and speed) augmentation, the dense conv
-    features of every window, CTC + budget losses at one budget target drawn for the batch."""
+    features of every window, CTC + budget losses at one budget target drawn for the batch (with
+    distil_weight, part of the CTC loss is traded for the dense model's per-frame posteriors)."""
     def step_fn(step: int):
         audio, samples, tg, tl = batches(first_batch + step)
         audio = data.gain_augment(audio, step, seed=2).to(device)
@@ -44,8 +45,9 @@ def phase3_step_fn(model, dense, cfg, batches, device, speed_perturb: float = 0.
         if speed_perturb:
             audio, samples = data.speed_perturb(audio, samples, step, seed=3, spread=speed_perturb)
         frames = window_frames(dense, audio, cfg)
+        teacher = dense_frame_logits(dense, frames, audio.shape[0], cfg) if distil_weight else None
         return phase3_loss(model, frames, audio.shape[0], samples, tg, tl, random.Random(step).choice(PHASE3_TARGETS),
-                           capped=capped)
+                           capped=capped, teacher=teacher, distil_weight=distil_weight)
     return step_fn
 
 
@@ -78,6 +80,8 @@ def main() -> None:
                     help="fine-tune under the request cap, as served (--no-capped: the published relaxation)")
     ap.add_argument("--speed-perturb", type=float, default=0.0, metavar="SPREAD",
                     help="phase 3: play each utterance 1 +- SPREAD times as fast (as the base was trained)")
+    ap.add_argument("--distil", type=float, default=0.0, metavar="W",
+                    help="phase 3: weight of the dense model's per-frame posteriors in the task loss (0: CTC only)")
     add_training_options(ap, threads=True)
     args = ap.parse_args()
     device = start_training(args)
@@ -113,7 +117,8 @@ def main() -> None:
     if args.phase3_steps:
         model.train()
         step_fn = phase3_step_fn(model, dense, cfg, batches, device, args.speed_perturb,
-                                 first_batch=args.phase1_steps + args.phase2_steps, capped=args.capped)
+                                 first_batch=args.phase1_steps + args.phase2_steps, capped=args.capped,
+                                 distil_weight=args.distil)
         run_phase("phase3", args.run, args.phase3_steps, model, phase3_params(model), 1e-4, step_fn, args.checkpoint_minutes)
     print("conversion done", flush=True)
 

@@ -34,6 +34,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--speed-perturb", type=float, default=0.0, metavar="SPREAD",
                     help="play each utterance 1 +- SPREAD times as fast (see data.speed_perturb)")
+    ap.add_argument("--distil", type=float, default=0.0, metavar="W",
+                    help="phase 3: weight of the dense model's per-frame posteriors in the task loss (0: CTC only)")
     ap.add_argument("--seed", type=int, default=4242, help="order of the training batches")
     add_training_options(ap, threads=True)
     args = ap.parse_args()
@@ -54,7 +56,7 @@ def main() -> None:
     batches = data.Batches(data.load(args.corpus, "train"), args.batch, seed=args.seed)
 
     model.train()
-    step_fn = phase3_step_fn(model, dense, cfg, batches, device, args.speed_perturb)
+    step_fn = phase3_step_fn(model, dense, cfg, batches, device, args.speed_perturb, distil_weight=args.distil)
     run_phase(args.name, args.run, args.steps, model, phase3_params(model), args.lr, step_fn, args.checkpoint_minutes)
     print(f"{args.name} done", flush=True)
 

@@ -59,18 +59,46 @@ def relaxed_windows(model: ACMWav2Vec2, frames: torch.Tensor, budget: torch.Tens
     return model.head(x), phases.compute_fraction(run.asked), phases.compute_fraction(run.ran).detach(), run.asked
 
 
+def dense_frame_logits(dense, frames: torch.Tensor, batch: int, cfg: SpeechConfig) -> torch.Tensor:
+    """The dense model's CTC logits over window frames [N, T, C] (from window_frames):
+    [batch, chunks*chunk_frames, V], no gradient. The teacher of phase 3's distillation."""
+    with torch.no_grad():
+        return keep_chunk(dense.aux(dense.encoder.transformer(frames)), batch, cfg)
+
+
+def frame_distillation(logits: torch.Tensor, teacher: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) of the per-frame symbol distributions, averaged over the frames
+    that cover each utterance (lengths [B]; the padding after them does not count).
+    logits, teacher: [B, T, V]."""
+    kl = F.kl_div(logits.log_softmax(-1), teacher.log_softmax(-1), log_target=True, reduction="none").sum(-1)
+    valid = torch.arange(logits.shape[1], device=logits.device)[None, :] < lengths[:, None]
+    return (kl * valid).sum() / valid.sum().clamp_min(1)
+
+
 def phase3_loss(model: ACMWav2Vec2, frames: torch.Tensor, batch: int, samples: torch.Tensor, targets: torch.Tensor,
-                target_lengths: torch.Tensor, target: float, tau: float = 0.8, capped: bool = True):
-    """CTC + 0.1 budget + 0.05 entropy + 0.05 diversity, one budget target for the batch."""
+                target_lengths: torch.Tensor, target: float, tau: float = 0.8, capped: bool = True,
+                teacher: torch.Tensor | None = None, distil_weight: float = 0.0):
+    """CTC + 0.1 budget + 0.05 entropy + 0.05 diversity, one budget target for the batch.
+
+    Given the dense model's logits (`teacher`, from dense_frame_logits), the task loss becomes
+    (1 - w) * CTC + w * frame_distillation with w = `distil_weight`: every budget also learns the
+    dense model's per-frame posteriors, alignment included, as the image model's phase 3 can.
+    """
     cfg = model.cfg
     budget = torch.full((frames.shape[0],), target, dtype=torch.float64, device=frames.device)
     logits, fractions, executed, onehots = relaxed_windows(model, frames, budget, tau, capped)
-    log_probs = keep_chunk(logits, batch, cfg).log_softmax(-1).transpose(0, 1)
+    kept = keep_chunk(logits, batch, cfg)
+    log_probs = kept.log_softmax(-1).transpose(0, 1)
     lengths = output_frames(samples, cfg).clamp_max(log_probs.shape[0])
     task = F.ctc_loss(log_probs, targets, lengths, target_lengths, blank=0, zero_infinity=True)
+    info = {"ctc": task.item()}
+    if teacher is not None and distil_weight:
+        kd = frame_distillation(kept, teacher, lengths)
+        task = (1 - distil_weight) * task + distil_weight * kd
+        info["kd"] = kd.item()
     total = (task + 0.1 * phases.budget_loss(fractions, target) + 0.05 * phases.entropy_loss(onehots)
              + 0.05 * phases.diversity_loss(fractions))
-    return total, {"ctc": task.item(), "asked": fractions.mean().item(), "ran": executed.mean().item()}
+    return total, {**info, "asked": fractions.mean().item(), "ran": executed.mean().item()}
 
 
 def acm_windows_logits(model: ACMWav2Vec2, audio: torch.Tensor, budget: float) -> torch.Tensor:

@@ -12,8 +12,8 @@ import torch
 from models.toolchain.speech import corpus, data, text
 from models.toolchain.speech.model import (CONFIGS, build_dense, chunk_count, dense_trace, dense_windows_logits, edit_distance,
                                            error_rates, features, from_dense, greedy_decode, keep_chunk, windows)
-from models.toolchain.speech.phases import (acm_pairs, acm_windows_logits, distil_step, phase3_loss, relaxed_windows,
-                                            window_frames)
+from models.toolchain.speech.phases import (acm_pairs, acm_windows_logits, dense_frame_logits, distil_step,
+                                            frame_distillation, phase3_loss, relaxed_windows, window_frames)
 
 torch.set_num_threads(2)
 TINY = CONFIGS["tiny"]
@@ -316,6 +316,38 @@ class ACMSpeechModelTest(unittest.TestCase):
         loss.backward()
         self.assertIsNotNone(self.model.layers[0].q.gate[0].weight.grad, "the task loss reaches the gates")
         self.assertLessEqual(info["ran"], max(0.3, floor) + 1e-9)
+
+    def test_phase3_distillation_teacher_is_the_dense_model_and_pulls_the_student_toward_it(self):
+        audio = torch.randn(2, TINY.chunk_samples * 2) * 0.2
+        frames = window_frames(self.dense, audio, TINY)
+        teacher = dense_frame_logits(self.dense, frames, 2, TINY)
+        torch.testing.assert_close(teacher, dense_windows_logits(self.dense, audio, TINY), atol=1e-5, rtol=1e-5)
+        samples = torch.tensor([audio.shape[1]] * 2)
+        args = (self.model, frames, 2, samples, torch.tensor([3, 4, 5, 6]), torch.tensor([2, 2]), 0.5)
+        torch.manual_seed(2)
+        _, ctc_only = phase3_loss(*args)
+        torch.manual_seed(2)
+        loss, info = phase3_loss(*args, teacher=teacher, distil_weight=0.5)
+        self.assertNotIn("kd", ctc_only)
+        self.assertEqual(info["ctc"], ctc_only["ctc"], "same Gumbel draws, same CTC term")
+        self.assertGreater(info["kd"], 0.0, "at budget 0.5 the ACM model differs from the dense one")
+        loss.backward()
+        self.assertIsNotNone(self.model.layers[0].q.w1.grad)
+
+    def test_frame_distillation_is_zero_on_the_teacher_and_ignores_padding(self):
+        torch.manual_seed(3)
+        teacher = torch.randn(2, 6, 5)
+        lengths = torch.tensor([6, 4])
+        self.assertAlmostEqual(frame_distillation(teacher.clone(), teacher, lengths).item(), 0.0, places=6)
+        student = torch.randn(2, 6, 5)
+        kd = frame_distillation(student, teacher, lengths)
+        self.assertGreater(kd.item(), 0.0)
+        padded = student.clone()
+        padded[1, 4:] = 100.0 * torch.randn(2, 5)  # frames past the second utterance's end
+        self.assertAlmostEqual(frame_distillation(padded, teacher, lengths).item(), kd.item(), places=5)
+        kl = torch.nn.functional.kl_div(student.log_softmax(-1), teacher.log_softmax(-1), log_target=True,
+                                        reduction="none").sum(-1)
+        self.assertAlmostEqual(kd.item(), ((kl[0].sum() + kl[1, :4].sum()) / 10).item(), places=5)
 
     def test_each_acm_is_paired_with_its_own_dense_block(self):
         frames = torch.randn(2, TINY.window_frames, TINY.hidden_dim)
