@@ -20,8 +20,8 @@ from ..checkpoint import load_file, load_into, load_state
 from ..convert import run_phase
 from . import data
 from ..vit import add_training_options, start_training
-from .model import SpeechConfig, build_dense, from_dense
-from .phases import dense_frame_logits, distil_step, gate_step, phase3_loss, window_frames
+from .model import SpeechConfig, build_dense, dense_frames_logits, from_dense
+from .phases import distil_step, gate_step, phase3_loss, window_frames
 
 
 # Budget targets of phase 3, one drawn per batch.
@@ -45,7 +45,10 @@ def phase3_step_fn(model, dense, cfg, batches, device, speed_perturb: float = 0.
         if speed_perturb:
             audio, samples = data.speed_perturb(audio, samples, step, seed=3, spread=speed_perturb)
         frames = window_frames(dense, audio, cfg)
-        teacher = dense_frame_logits(dense, frames, audio.shape[0], cfg) if distil_weight else None
+        teacher = None
+        if distil_weight:
+            with torch.no_grad():
+                teacher = dense_frames_logits(dense, frames, audio.shape[0], cfg)
         return phase3_loss(model, frames, audio.shape[0], samples, tg, tl, random.Random(step).choice(PHASE3_TARGETS),
                            capped=capped, teacher=teacher, distil_weight=distil_weight)
     return step_fn

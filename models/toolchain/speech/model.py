@@ -157,15 +157,19 @@ def keep_chunk(logits: torch.Tensor, batch: int, cfg: SpeechConfig) -> torch.Ten
     return kept.reshape(batch, -1, kept.shape[-1])
 
 
+def dense_frames_logits(model: Wav2Vec2Model, frames: torch.Tensor, batch: int, cfg: SpeechConfig) -> torch.Tensor:
+    """The dense transformer and CTC head over window frames [batch*chunks, window_frames, C]
+    (windowed_frames) -> CTC logits [batch, chunks*chunk_frames, V]."""
+    return keep_chunk(model.aux(model.encoder.transformer(frames)), batch, cfg)
+
+
 def dense_windows_logits(model: Wav2Vec2Model, audio: torch.Tensor, cfg: SpeechConfig) -> torch.Tensor:
     """Training forward of the dense model: conv once per utterance, transformer per window.
 
     audio [B, S] (zero-padded to the longest) -> CTC logits [B, chunks*chunk_frames, V].
     """
     padded = pad_for_windows(audio, chunk_count(audio.shape[1], cfg), cfg)
-    x = windowed_frames(features(model, padded), cfg)
-    x = model.encoder.transformer(x)
-    return keep_chunk(model.aux(x), audio.shape[0], cfg)
+    return dense_frames_logits(model, windowed_frames(features(model, padded), cfg), audio.shape[0], cfg)
 
 
 def output_frames(samples: torch.Tensor, cfg: SpeechConfig) -> torch.Tensor:

@@ -59,13 +59,6 @@ def relaxed_windows(model: ACMWav2Vec2, frames: torch.Tensor, budget: torch.Tens
     return model.head(x), phases.compute_fraction(run.asked), phases.compute_fraction(run.ran).detach(), run.asked
 
 
-def dense_frame_logits(dense, frames: torch.Tensor, batch: int, cfg: SpeechConfig) -> torch.Tensor:
-    """The dense model's CTC logits over window frames [N, T, C] (from window_frames):
-    [batch, chunks*chunk_frames, V], no gradient. The teacher of phase 3's distillation."""
-    with torch.no_grad():
-        return keep_chunk(dense.aux(dense.encoder.transformer(frames)), batch, cfg)
-
-
 def frame_distillation(logits: torch.Tensor, teacher: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """KL(teacher || student) of the per-frame symbol distributions, averaged over the frames
     that cover each utterance (lengths [B]; the padding after them does not count).
@@ -80,7 +73,7 @@ def phase3_loss(model: ACMWav2Vec2, frames: torch.Tensor, batch: int, samples: t
                 teacher: torch.Tensor | None = None, distil_weight: float = 0.0):
     """CTC + 0.1 budget + 0.05 entropy + 0.05 diversity, one budget target for the batch.
 
-    Given the dense model's logits (`teacher`, from dense_frame_logits), the task loss becomes
+    Given the dense model's logits (`teacher`, model.dense_frames_logits on the same frames), the task loss becomes
     (1 - w) * CTC + w * frame_distillation with w = `distil_weight`: every budget also learns the
     dense model's per-frame posteriors, alignment included, as the image model's phase 3 can.
     """
