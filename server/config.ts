@@ -66,6 +66,8 @@ export interface Config {
   readonly decodeThreads: number;
   /** Nice value (0-19) of the inference threads; above 0 the HTTP thread wins a contended core. */
   readonly inferenceNice: number;
+  /** CPUs (a Linux CPU list) reserved for the HTTP thread; every other thread runs on the rest. */
+  readonly httpCpus: string | undefined;
   /** How long shutdown waits for in-flight requests, in milliseconds. */
   readonly shutdownGraceMs: number;
   /** pino log level. */
@@ -161,6 +163,9 @@ export const FIELDS: readonly Field[] = [
   { key: 'inferenceNice', env: 'ACM_INFERENCE_NICE', flag: '--inference-nice', unit: '',
     kind: { type: 'int', min: 0, max: 19 }, default: () => 0,
     doc: 'nice value of the inference threads (0 = as the server)' },
+  { key: 'httpCpus', env: 'ACM_HTTP_CPUS', flag: '--http-cpus', unit: 'CPU list', kind: { type: 'string' },
+    default: () => undefined,
+    doc: 'CPUs reserved for the HTTP thread, e.g. 0; all other threads run on the rest (unset = all share all; Linux, needs taskset)' },
   { key: 'shutdownGraceMs', env: 'ACM_SHUTDOWN_GRACE_MS', flag: '--shutdown-grace-ms', unit: 'ms',
     kind: { type: 'int', min: 0, max: 600_000 }, default: () => 10_000,
     doc: 'wait for in-flight requests on SIGTERM' },

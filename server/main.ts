@@ -5,6 +5,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { listSupportedBackends } from 'onnxruntime-node';
 import { scanBundles } from './bundle.js';
+import { allowedCpus, planCpus, HttpCpuReservation, type CpuPlan } from './cpu-affinity.js';
 import { ConfigError, loadConfig, sessionThreads, usage, type Config } from './config.js';
 import { createApp } from './http/app.js';
 import { InferenceService } from './inference.js';
@@ -85,8 +86,30 @@ function main(): void {
     process.exit(1);
   });
 
+  let reservation: HttpCpuReservation | undefined;
+  if (config.httpCpus !== undefined) {
+    const allowed = allowedCpus();
+    if (allowed === undefined) {
+      log.warn({ httpCpus: config.httpCpus }, 'ACM_HTTP_CPUS is set but this platform does not report CPU affinity; ignored');
+    } else {
+      let plan: CpuPlan;
+      try {
+        plan = planCpus(config.httpCpus, allowed);
+      } catch (err) {
+        log.fatal(`invalid configuration: ${(err as Error).message}`);
+        process.exit(2);
+      }
+      log.info({ httpCpus: plan.http, otherCpus: plan.rest }, 'HTTP thread has CPUs of its own');
+      reservation = new HttpCpuReservation(plan, log);
+      reservation.start();
+    }
+  }
+
   let stopping = false;
   loadModels(config, inference, speech, metrics, log).then(
+    // Threads made while loading (onnxruntime's pools) get their CPUs now, not at the next interval.
+    () => void reservation?.apply(),
+  ).then(
     () => log.info({ models: [...inference.listModels(), ...(speech?.listModels() ?? [])].map((m) => m.name) }, 'ready'),
     (err: unknown) => {
       // A signal during loading stops the load too; the shutdown path reports and exits.
