@@ -4,6 +4,7 @@
 // frozen object. Nothing else in the server reads process.env.
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { allowedCpus, parseCpuList, planCpus } from './cpu-affinity.js';
 
 export type ExecutionProvider = 'cpu' | 'cuda';
 export type GraphOptimization = 'disabled' | 'basic' | 'extended' | 'all';
@@ -78,6 +79,7 @@ type Kind =
   | { type: 'int'; min: number; max: number }
   | { type: 'number'; min: number; max: number; minExclusive?: boolean }
   | { type: 'string' }
+  | { type: 'cpuList' }
   | { type: 'bool' }
   | { type: 'enum'; values: readonly string[] };
 
@@ -163,7 +165,7 @@ export const FIELDS: readonly Field[] = [
   { key: 'inferenceNice', env: 'ACM_INFERENCE_NICE', flag: '--inference-nice', unit: '',
     kind: { type: 'int', min: 0, max: 19 }, default: () => 0,
     doc: 'nice value of the inference threads (0 = as the server)' },
-  { key: 'httpCpus', env: 'ACM_HTTP_CPUS', flag: '--http-cpus', unit: 'CPU list', kind: { type: 'string' },
+  { key: 'httpCpus', env: 'ACM_HTTP_CPUS', flag: '--http-cpus', unit: 'CPU list', kind: { type: 'cpuList' },
     default: () => undefined,
     doc: 'CPUs reserved for the HTTP thread, e.g. 0; all other threads run on the rest (unset = all share all; Linux, needs taskset)' },
   { key: 'shutdownGraceMs', env: 'ACM_SHUTDOWN_GRACE_MS', flag: '--shutdown-grace-ms', unit: 'ms',
@@ -188,6 +190,13 @@ function parseValue(field: Field, raw: string, source: string): { value?: string
   switch (kind.type) {
     case 'string':
       return raw.trim() === '' ? { problem: `${named} a non-empty string; got ""` } : { value: raw };
+    case 'cpuList':
+      try {
+        parseCpuList(raw);
+        return { value: raw.trim() };
+      } catch (err) {
+        return { problem: `${named} a Linux CPU list (examples: 0, 0-1, 0,2-3); ${(err as Error).message}` };
+      }
     case 'bool':
       if (raw === 'true' || raw === '1') return { value: true };
       if (raw === 'false' || raw === '0') return { value: false };
@@ -239,7 +248,7 @@ function parseArgv(argv: readonly string[], problems: string[]): Map<string, str
 }
 
 /** Combinations that pass field by field yet cannot work; each message says how to fix it. */
-function crossCheck(c: Config, problems: string[]): void {
+function crossCheck(c: Config, problems: string[], cpus: () => readonly number[] | undefined): void {
   if (c.queueCapacity < c.maxBatchSize) {
     problems.push(`ACM_QUEUE_CAPACITY (${c.queueCapacity}) is below ACM_MAX_BATCH_SIZE (${c.maxBatchSize}), ` +
       `so a full batch could never form; raise ACM_QUEUE_CAPACITY to at least ${c.maxBatchSize} or lower ACM_MAX_BATCH_SIZE`);
@@ -260,14 +269,25 @@ function crossCheck(c: Config, problems: string[]): void {
     problems.push(`${what} (${counts}) oversubscribes ` +
       `${cores} cores more than 4 times over; lower either, or set ACM_INTRA_OP_THREADS=0 to share the cores`);
   }
+  // Where the platform does not report CPU affinity the server warns at start and ignores it.
+  const allowed = c.httpCpus === undefined ? undefined : cpus();
+  if (c.httpCpus !== undefined && allowed !== undefined) {
+    try {
+      planCpus(c.httpCpus, allowed);
+    } catch (err) {
+      problems.push((err as Error).message);
+    }
+  }
 }
 
 /**
  * Builds the configuration from an environment and CLI arguments (flags win over environment).
- * Throws ConfigError listing every problem.
+ * Throws ConfigError listing every problem. `cpus` gives the CPUs the process may run on (checked
+ * against ACM_HTTP_CPUS; undefined where the platform does not say).
  */
 export function loadConfig(env: Record<string, string | undefined> = process.env,
-  argv: readonly string[] = process.argv.slice(2)): Config {
+  argv: readonly string[] = process.argv.slice(2),
+  cpus: () => readonly number[] | undefined = allowedCpus): Config {
   const problems: string[] = [];
   const flags = parseArgv(argv, problems);
   const values: Record<string, string | number | boolean | undefined> = {};
@@ -284,7 +304,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     }
   }
   const config = values as unknown as Config;
-  if (problems.length === 0) crossCheck(config, problems);
+  if (problems.length === 0) crossCheck(config, problems, cpus);
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);
 }

@@ -17,11 +17,11 @@ export function parseCpuList(text: string): number[] {
   const cpus = new Set<number>();
   for (const part of text.split(',')) {
     const m = /^\s*(\d+)(?:-(\d+))?\s*$/.exec(part);
-    if (m === null) throw new Error(`"${text}" is not a CPU list (examples: 0, 0-1, 0,2-3)`);
+    if (m === null) throw new Error(`got "${text}", which is not a CPU list`);
     const lo = Number(m[1]);
     const hi = m[2] === undefined ? lo : Number(m[2]);
-    if (hi < lo) throw new Error(`"${text}" is not a CPU list: range ${lo}-${hi} runs backwards`);
-    if (hi > 4095) throw new Error(`"${text}" names CPU ${hi}; the highest Linux CPU number is 4095`);
+    if (hi < lo) throw new Error(`got "${text}", whose range ${lo}-${hi} runs backwards`);
+    if (hi > 4095) throw new Error(`got "${text}", which names CPU ${hi}; the highest Linux CPU number is 4095`);
     for (let c = lo; c <= hi; c++) cpus.add(c);
   }
   return [...cpus].sort((a, b) => a - b);

@@ -5,7 +5,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { listSupportedBackends } from 'onnxruntime-node';
 import { scanBundles } from './bundle.js';
-import { allowedCpus, planCpus, HttpCpuReservation, type CpuPlan } from './cpu-affinity.js';
+import { allowedCpus, planCpus, HttpCpuReservation } from './cpu-affinity.js';
 import { ConfigError, loadConfig, sessionThreads, usage, type Config } from './config.js';
 import { createApp } from './http/app.js';
 import { InferenceService } from './inference.js';
@@ -92,13 +92,8 @@ function main(): void {
     if (allowed === undefined) {
       log.warn({ httpCpus: config.httpCpus }, 'ACM_HTTP_CPUS is set but this platform does not report CPU affinity; ignored');
     } else {
-      let plan: CpuPlan;
-      try {
-        plan = planCpus(config.httpCpus, allowed);
-      } catch (err) {
-        log.fatal(`invalid configuration: ${(err as Error).message}`);
-        process.exit(2);
-      }
+      // loadConfig has already refused a list this process cannot apply.
+      const plan = planCpus(config.httpCpus, allowed);
       log.info({ httpCpus: plan.http, otherCpus: plan.rest }, 'HTTP thread has CPUs of its own');
       reservation = new HttpCpuReservation(plan, log);
       reservation.start();

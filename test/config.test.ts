@@ -107,4 +107,23 @@ describe('config', () => {
     assert.match(problems({ ACM_MAX_WAIT_MS: '1000', ACM_REQUEST_TIMEOUT_MS: '1000' }),
       /lower ACM_MAX_WAIT_MS or raise ACM_REQUEST_TIMEOUT_MS/);
   });
+
+  it('refuses an HTTP CPU list that is malformed or that the process cannot apply, naming the setting', () => {
+    const both = (env: Record<string, string>, argv: string[], cpus: number[]): string => {
+      try {
+        loadConfig(env, argv, () => cpus);
+      } catch (err) {
+        assert.ok(err instanceof ConfigError);
+        return err.message;
+      }
+      return assert.fail('expected a ConfigError');
+    };
+    assert.match(both({ ACM_HTTP_CPUS: 'first' }, [], [0, 1]), /ACM_HTTP_CPUS must be a Linux CPU list \(examples: 0, 0-1, 0,2-3\); got "first"/);
+    assert.match(both({}, ['--http-cpus', '2-1'], [0, 1]), /--http-cpus must be a Linux CPU list .*range 2-1 runs backwards/);
+    assert.match(both({ ACM_HTTP_CPUS: '3' }, [], [0, 1]), /ACM_HTTP_CPUS=3 names CPU 3, which this process may not use \(it may use 0,1\)/);
+    assert.match(both({ ACM_HTTP_CPUS: '0-1' }, [], [0, 1]), /ACM_HTTP_CPUS=0-1 leaves no CPU for inference/);
+    assert.equal(loadConfig({ ACM_HTTP_CPUS: ' 1 ' }, [], () => [0, 1]).httpCpus, '1');
+    // Where the platform does not say which CPUs are allowed, only the syntax is checked.
+    assert.equal(loadConfig({ ACM_HTTP_CPUS: '7' }, [], () => undefined).httpCpus, '7');
+  });
 });

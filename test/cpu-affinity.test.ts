@@ -18,9 +18,10 @@ describe('CPU lists', () => {
   });
 
   it('refuses what is not a CPU list, naming the value', () => {
-    assert.throws(() => parseCpuList('a'), /"a" is not a CPU list/);
+    assert.throws(() => parseCpuList('a'), /got "a", which is not a CPU list/);
     assert.throws(() => parseCpuList('3-1'), /range 3-1 runs backwards/);
-    assert.throws(() => parseCpuList(''), /"" is not a CPU list/);
+    assert.throws(() => parseCpuList(''), /got "", which is not a CPU list/);
+    assert.throws(() => parseCpuList('4096'), /highest Linux CPU number is 4095/);
   });
 
   it('reads the allowed CPUs from a status file', () => {
@@ -101,7 +102,8 @@ describe('server with ACM_HTTP_CPUS', () => {
     const s = startServer({ ACM_MODELS_DIR: await tinyModelsDir(), ACM_HTTP_CPUS: formatCpuList(allowed ?? []) });
     const [code] = (await once(s.child, 'exit')) as [number];
     assert.equal(code, 2);
-    const fatal = s.lines.find((l) => l.level === 60);
-    assert.match(String(fatal?.msg), /ACM_HTTP_CPUS=.* leaves no CPU for inference/);
+    // Refused with the other configuration problems, before anything starts.
+    assert.match(s.stderr.join(''), /invalid configuration:\n {2}- ACM_HTTP_CPUS=.* leaves no CPU for inference/);
+    assert.equal(s.lines.find((l) => l.msg === 'listening'), undefined);
   });
 });
