@@ -1,0 +1,68 @@
+"""Cap-weight search: coordinate descent on a known objective, the objective on a tiny model."""
+import unittest
+
+import torch
+
+from models.toolchain.acm import from_dense
+from models.toolchain.tune_caps import cap_loss, parse_budgets, search_weights
+from models.toolchain.vit import CONFIGS, build_vit
+
+torch.set_num_threads(2)
+
+
+class SearchTest(unittest.TestCase):
+    def test_moves_each_weight_towards_the_optimum_and_never_raises_the_score(self):
+        target = torch.tensor([1.0, 0.5, 0.25], dtype=torch.float64)
+        scores = []
+
+        def score(w):
+            s = float(((w.log() - target.log()) ** 2).sum())
+            scores.append(s)
+            return s
+
+        start = torch.tensor([0.5, 0.5, 0.5], dtype=torch.float64)
+        w, best = search_weights(score, start, factor=2.0, sweeps=5, log=lambda _: None)
+        # Factor 2 reaches every target exactly: 0.5 -> 1.0, stays, 0.5 -> 0.25.
+        self.assertEqual(w.tolist(), [1.0, 0.5, 0.25])
+        self.assertEqual(best, 0.0)
+        self.assertEqual(start.tolist(), [0.5, 0.5, 0.5], "the input is not modified")
+        self.assertLessEqual(best, scores[0])
+
+    def test_never_lifts_a_weight_above_one(self):
+        w, _ = search_weights(lambda w: -float(w.sum()), torch.tensor([0.9, 1.0], dtype=torch.float64),
+                              factor=1.5, sweeps=3, log=lambda _: None)
+        self.assertEqual(w.tolist(), [1.0, 1.0])
+
+    def test_stops_when_a_sweep_keeps_nothing(self):
+        calls = []
+        search_weights(lambda w: calls.append(1) or 1.0, torch.ones(3, dtype=torch.float64) * 0.5,
+                       factor=1.4, sweeps=10, log=lambda _: None)
+        self.assertEqual(len(calls), 1 + 3 * 2, "one sweep of two candidates per weight, then stop")
+
+    def test_refuses_a_factor_that_does_not_move(self):
+        with self.assertRaises(ValueError):
+            search_weights(lambda w: 0.0, torch.ones(2), factor=1.0)
+
+
+class ObjectiveTest(unittest.TestCase):
+    def test_budgets_parse_with_default_weight_and_bounds(self):
+        self.assertEqual(parse_budgets("0.25:1,0.1:0.25,0.5"), {0.25: 1.0, 0.1: 0.25, 0.5: 1.0})
+        for bad in ("0:1", "1.5", "0.5:-1"):
+            with self.assertRaises(ValueError):
+                parse_budgets(bad)
+
+    def test_cap_loss_is_the_weighted_cross_entropy_at_each_budget(self):
+        torch.manual_seed(0)
+        cfg = CONFIGS["tiny"]
+        model = from_dense(build_vit(cfg), cfg).eval()
+        x = torch.randn(6, cfg.channels, cfg.image_size, cfg.image_size)
+        y = torch.randint(0, cfg.num_classes, (6,))
+        expected = 0.0
+        for b, w in ((0.25, 1.0), (0.5, 0.5)):
+            logits, _ = model(x, torch.full((6,), b, dtype=torch.float64))
+            expected += w * float(torch.nn.functional.cross_entropy(logits, y))
+        self.assertAlmostEqual(cap_loss(model, x, y, {0.25: 1.0, 0.5: 0.5}, batch=4), expected, places=5)
+
+
+if __name__ == "__main__":
+    unittest.main()

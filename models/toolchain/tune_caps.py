@@ -1,0 +1,131 @@
+"""Tune the cap weights by what they cost in loss, not by what the gates ask.
+
+    python3 -m models.toolchain.tune_caps --run .cache/runs/fashion --source phase3-shared --name phase3-tuned
+
+The request cap shares a budget among the ACMs in proportion to ACMViT.cap_weights
+(acm.weighted_cap_budgets). `reallocate` sets those weights to the fraction of its learners each
+gate asks for. What the gates ask is not what each ACM is worth to the answer: an ACM may ask for
+many learners that change little. This step searches the weights directly on training items:
+coordinate descent, one ACM at a time, multiplying its weight by --factor or dividing by it and
+keeping the change if the weighted cross-entropy over --budgets goes down (the caps keep costing
+exactly each budget, so every candidate spends the same compute). No parameter is trained; the
+checkpoint --name is --source with the new weights. Validation items are not read by the search;
+`validate` compares the result with the source on them.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from . import data
+from .checkpoint import load_state, save_state
+from .convert import load_acm, load_base
+from .vit import set_threads
+
+
+def search_weights(score: Callable[[torch.Tensor], float], weights: torch.Tensor, factor: float = 1.4,
+                   sweeps: int = 3, log: Callable[[str], None] = print) -> tuple[torch.Tensor, float]:
+    """Coordinate descent on `weights` (each in (0, 1]) for the lowest score(weights).
+
+    Per sweep, each weight in turn is multiplied by `factor`, then divided by it (clamped to 1);
+    the first change that lowers the score is kept. Stops after `sweeps`, or after a sweep that
+    kept nothing. Returns the weights and their score; the score never rises.
+    """
+    if factor <= 1.0:
+        raise ValueError(f"factor must be above 1; got {factor}")
+    best_w = weights.clone()
+    best = score(best_w)
+    log(f"start: score {best:.5f}")
+    for sweep in range(sweeps):
+        kept = 0
+        for a in range(len(best_w)):
+            for f in (factor, 1.0 / factor):
+                cand = best_w.clone()
+                cand[a] = min(float(cand[a]) * f, 1.0)
+                if cand[a] == best_w[a]:
+                    continue
+                s = score(cand)
+                if s < best:
+                    best, best_w, kept = s, cand, kept + 1
+                    log(f"sweep {sweep + 1}: weight {a} x{f:.3g} -> score {best:.5f}")
+                    break
+        if kept == 0:
+            break
+    return best_w, best
+
+
+@torch.no_grad()
+def cap_loss(model, x: torch.Tensor, y: torch.Tensor, budgets: dict[float, float], batch: int = 1000) -> float:
+    """Sum over budgets of weight * mean cross-entropy of the capped model on (x, y)."""
+    model.eval()
+    total = 0.0
+    for b, w in budgets.items():
+        ce = 0.0
+        for i in range(0, len(y), batch):
+            logits, _ = model(x[i:i + batch], torch.full((len(y[i:i + batch]),), b, dtype=torch.float64))
+            ce += F.cross_entropy(logits, y[i:i + batch], reduction="sum").item()
+        total += w * ce / len(y)
+    return total
+
+
+def parse_budgets(text: str) -> dict[float, float]:
+    """'0.25:1,0.1:0.25' -> {0.25: 1.0, 0.1: 0.25}; a budget without ':w' weighs 1."""
+    out = {}
+    for part in text.split(","):
+        b, _, w = part.partition(":")
+        budget, weight = float(b), float(w or 1.0)
+        if not 0.0 < budget <= 1.0 or weight <= 0.0:
+            raise ValueError(f"each budget must be in (0, 1] with a positive weight; got {part!r}")
+        out[budget] = weight
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", default=".cache/runs/fashion")
+    ap.add_argument("--source", default="phase3-shared", help="the checkpoint to start from, in --run")
+    ap.add_argument("--name", default="phase3-tuned", help="the checkpoint to write, in --run")
+    ap.add_argument("--items", type=int, default=5000, help="training items the loss is measured on")
+    ap.add_argument("--budgets", default="0.25:1,0.1:0.25,0.5:0.25",
+                    help="budget:weight pairs of the objective (weighted cross-entropy)")
+    ap.add_argument("--factor", type=float, default=1.4)
+    ap.add_argument("--sweeps", type=int, default=3)
+    args = ap.parse_args()
+    try:
+        budgets = parse_budgets(args.budgets)
+    except ValueError as e:
+        ap.error(f"--budgets: {e}")
+    if args.factor <= 1.0:
+        ap.error(f"--factor must be above 1, got {args.factor}")
+    set_threads()
+    cfg, vit, _ = load_base(args.run)
+    source = os.path.join(args.run, f"{args.source}.ckpt")
+    model = load_acm(vit, cfg, source)
+    train = data.load("train")
+    if not 0 < args.items <= len(train.y):
+        ap.error(f"--items must be in [1, {len(train.y)}], got {args.items}")
+    pick = np.sort(np.random.default_rng(5).choice(len(train.y), args.items, replace=False))
+    x = data.to_tensor(train.x[pick])
+    y = torch.from_numpy(train.y[pick]).long()
+
+    def score(w: torch.Tensor) -> float:
+        model.cap_weights.copy_(w)
+        return cap_loss(model, x, y, budgets)
+
+    weights, _ = search_weights(score, model.cap_weights.clone(), args.factor, args.sweeps,
+                                log=lambda line: print(line, flush=True))
+    state = load_state(source)
+    state["model"]["cap_weights"] = (weights / weights.max()).clone()
+    save_state(os.path.join(args.run, f"{args.name}.ckpt"), state)
+    print("cap weights: " + " ".join(f"{v:.3f}" for v in state["model"]["cap_weights"].tolist()), flush=True)
+    print(f"wrote {os.path.join(args.run, args.name + '.ckpt')}; compare on validation with "
+          f"`python3 -m models.toolchain.validate --run {args.run} {args.source} {args.name}`", flush=True)
+
+
+if __name__ == "__main__":
+    main()
