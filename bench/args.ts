@@ -2,6 +2,7 @@
 // or value ends the command with a message naming the option, its bounds and the value (exit
 // status 2), never a stack trace.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { allowedCpus, parseCpuList } from '../server/cpu-affinity.js';
 
 /** Ends the command: the message and a pointer to --help on stderr, exit status 2. */
 export function usageError(message: string): never {
@@ -48,4 +49,18 @@ export function intArg(name: string, raw: string | undefined, fallback: number, 
   const v = numberArg(name, raw, fallback, min, max);
   if (!Number.isInteger(v)) usageError(`--${name} must be an integer in [${min}, ${max}]; got ${JSON.stringify(raw)}`);
   return v;
+}
+
+/** A Linux CPU list ("1", "0-1", "0,2-3") of CPUs this process may use, returned as given. */
+export function cpuListArg(name: string, raw: string): string {
+  let cpus: number[];
+  try {
+    cpus = parseCpuList(raw);
+  } catch (err) {
+    return usageError(`--${name} must be a Linux CPU list (examples: 1, 0-1, 0,2-3); ${(err as Error).message}`);
+  }
+  const allowed = allowedCpus();
+  const outside = allowed === undefined ? [] : cpus.filter((c) => !allowed.includes(c));
+  if (outside.length > 0) usageError(`--${name} names CPU ${outside.join(',')}, which this process may not use (it may use ${allowed?.join(',')})`);
+  return raw.trim();
 }

@@ -16,14 +16,16 @@
 // server. `--also 'label:ACM_X=1,...'` (repeatable) adds a batching-on server with other settings
 // (`node=--flag` replaces the node flags it is launched with),
 // measured side by side with the two; `--client-nice 10` lowers the load generator's priority
-// (does the client starve the server?); `--closed-only` skips step 2.
+// (does the client starve the server?), `--client-cpus 1` confines it to those CPUs (with
+// ACM_HTTP_CPUS, keeps it off the HTTP thread's); `--closed-only` skips step 2.
 //
 //   (options: USAGE below, or --help)
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, setPriority } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { ProbeThread } from './healthz-probe.js';
-import { budgetArg, intArg, numberArg, parseCli } from './args.js';
+import { budgetArg, cpuListArg, intArg, numberArg, parseCli } from './args.js';
 import { closedLoop, openLoop, type LoadResult, type Target } from './load.js';
 import { baseServerEnv, DEFAULT_IMAGES_DIR, loadImages, REPO, ServerProcess } from './server-process.js';
 import { fmt, percentile, summarize, type Summary } from './stats.js';
@@ -33,7 +35,7 @@ const USAGE = `
 usage: npm run bench:server -- [--quick] [--models-dir models] [--model NAME] [--budget B] [--concurrency 1,8,32,64]
     [--duration 10] [--warmup 2] [--repeats 3] [--images 16] [--images-dir FOLDER] [--open-loop-fraction 0.7]
     [--open-loop-duration 20] [--healthz-interval 50] [--also 'LABEL:ACM_X=v,...'] [--closed-only]
-    [--client-nice 0-19] [--json FILE]
+    [--client-nice 0-19] [--client-cpus LIST] [--json FILE]
 POST /classify load, batching on and off side by side: closed loop per concurrency (throughput, p50,
 p99, GET /healthz while loaded), then an open loop at a fraction of each server's maximum.
 `;
@@ -56,6 +58,7 @@ const { values: opts } = parseCli(USAGE, {
     also: { type: 'string', multiple: true },
     'closed-only': { type: 'boolean', default: false },
     'client-nice': { type: 'string' },
+    'client-cpus': { type: 'string' },
     json: { type: 'string', default: join(REPO, '.cache', 'bench', 'server-load.json') },
   },
 });
@@ -74,6 +77,8 @@ const settings = {
   healthzIntervalMs: numberArg('healthz-interval', opts['healthz-interval'], 50, 5),
   /** Niceness of the load generator's thread (the /healthz probe thread keeps the default). */
   clientNice: opts['client-nice'] === undefined ? null : intArg('client-nice', opts['client-nice'], 0, 0, 19),
+  /** CPUs the load generator's thread is confined to (a Linux CPU list); the probe thread keeps all. */
+  clientCpus: opts['client-cpus'] === undefined ? null : cpuListArg('client-cpus', opts['client-cpus']),
 };
 
 interface Mode { name: string; env: Record<string, string>; what: string; nodeFlags?: string[] }
@@ -194,6 +199,8 @@ async function main(): Promise<void> {
     // and the probe thread keep theirs.
     prober = new ProbeThread();
     if (settings.clientNice !== null) setPriority(settings.clientNice);
+    // The main thread's id is the process id: this confines the load generator alone.
+    if (settings.clientCpus !== null) execFileSync('taskset', ['-p', '-c', settings.clientCpus, String(process.pid)], { stdio: 'ignore' });
     const model = await modelName(servers.get('batching-on')!);
     const target = (mode: ModeName): Target => ({ url: servers.get(mode)!.url, path, images, headers });
     console.log(`server-load: model ${model}, ${images.length} images, base env ${JSON.stringify(base)}; ` +
