@@ -36,6 +36,8 @@ export interface LoadResult {
   readonly p99Ms: number;
   /** Raw latencies of the 2xx answers, ms. */
   readonly latenciesMs: number[];
+  /** Open loop only: the 2xx answers that carried the server's timing headers, with their latency. */
+  readonly timed?: { latencyMs: number; timings: ServerTimings }[];
 }
 
 function result(seconds: number, latencies: number[], non2xx: number, errors: number): LoadResult {
@@ -84,21 +86,56 @@ export function closedLoop(target: Target, connections: number, warmupS: number,
   });
 }
 
-function post(agent: Agent, target: Target, body: Buffer): Promise<number> {
+/** The server's own timings of one answer (X-Queue-Time-Ms, X-Inference-Time-Ms, X-Total-Time-Ms). */
+export interface ServerTimings { queueMs: number; inferenceMs: number; totalMs: number }
+
+function post(agent: Agent, target: Target, body: Buffer): Promise<{ status: number; timings?: ServerTimings }> {
   const url = new URL(target.path, target.url);
   return new Promise((resolve, reject) => {
     const req = request(url, {
       method: 'POST', agent, timeout: REQUEST_TIMEOUT_S * 1000,
       headers: { 'content-type': 'image/png', 'content-length': String(body.length), ...target.headers },
     }, (res) => {
+      const h = (name: string): number => Number(res.headers[name]);
+      const timings = { queueMs: h('x-queue-time-ms'), inferenceMs: h('x-inference-time-ms'), totalMs: h('x-total-time-ms') };
       res.on('data', () => undefined);
-      res.on('end', () => resolve(res.statusCode ?? 0));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0,
+        ...(Object.values(timings).every(Number.isFinite) ? { timings } : {}) }));
       res.on('error', reject);
     });
     req.on('timeout', () => req.destroy(new Error(`no answer within ${REQUEST_TIMEOUT_S} s`)));
     req.on('error', reject);
     req.end(body);
   });
+}
+
+/**
+ * Where a group of requests spent their time, in mean ms: `outside` is the latency the server's
+ * own total does not cover (the client falling behind its schedule, the connection, reading the
+ * request before the handler runs, writing the answer), then the server's queue wait, its
+ * inference, and the rest of its total (decoding, turn-around on the HTTP thread).
+ */
+export interface LatencySplit { requests: number; latencyMs: number; outsideMs: number; queueMs: number; inferenceMs: number; restMs: number }
+
+export function latencySplit(samples: readonly { latencyMs: number; timings: ServerTimings }[]): LatencySplit | null {
+  if (samples.length === 0) return null;
+  const mean = (f: (x: { latencyMs: number; timings: ServerTimings }) => number): number =>
+    samples.reduce((sum, x) => sum + f(x), 0) / samples.length;
+  return {
+    requests: samples.length,
+    latencyMs: mean((x) => x.latencyMs),
+    outsideMs: mean((x) => x.latencyMs - x.timings.totalMs),
+    queueMs: mean((x) => x.timings.queueMs),
+    inferenceMs: mean((x) => x.timings.inferenceMs),
+    restMs: mean((x) => x.timings.totalMs - x.timings.queueMs - x.timings.inferenceMs),
+  };
+}
+
+/** The split of the slowest 1% of answers (at or above p99) and of those around the median (p45-p55). */
+export function tailSplit(samples: readonly { latencyMs: number; timings: ServerTimings }[]): { median: LatencySplit | null; p99: LatencySplit | null } {
+  const sorted = [...samples].sort((a, b) => a.latencyMs - b.latencyMs);
+  const at = (q: number): number => Math.floor(q * (sorted.length - 1));
+  return { median: latencySplit(sorted.slice(at(0.45), at(0.55) + 1)), p99: latencySplit(sorted.slice(at(0.99))) };
 }
 
 export interface OpenLoopOptions {
@@ -123,6 +160,7 @@ export async function openLoop(target: Target, o: OpenLoopOptions): Promise<Load
   const total = Math.max(1, Math.floor((o.warmupS + o.seconds) * o.rateRps));
   const warmCount = Math.floor(o.warmupS * o.rateRps);
   const latencies: number[] = [];
+  const timed: { latencyMs: number; timings: ServerTimings }[] = [];
   let non2xx = 0;
   let errors = 0;
   let inFlight = 0;
@@ -141,10 +179,15 @@ export async function openLoop(target: Target, o: OpenLoopOptions): Promise<Load
         continue;
       }
       inFlight++;
-      const p = post(agent, target, target.images[index % target.images.length]!).then((status) => {
+      const p = post(agent, target, target.images[index % target.images.length]!).then(({ status, timings }) => {
         if (!counted) return;
-        if (status >= 200 && status < 300) latencies.push(performance.now() - scheduled);
-        else non2xx++;
+        if (status >= 200 && status < 300) {
+          const latencyMs = performance.now() - scheduled;
+          latencies.push(latencyMs);
+          if (timings) timed.push({ latencyMs, timings });
+        } else {
+          non2xx++;
+        }
       }, () => {
         if (counted) errors++;
       }).finally(() => {
@@ -163,5 +206,5 @@ export async function openLoop(target: Target, o: OpenLoopOptions): Promise<Load
   }
   await Promise.all(pending);
   agent.destroy();
-  return result(o.seconds, latencies, non2xx, errors);
+  return { ...result(o.seconds, latencies, non2xx, errors), timed };
 }

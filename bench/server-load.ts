@@ -26,7 +26,7 @@ import { cpus, loadavg, setPriority } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { ProbeThread } from './healthz-probe.js';
 import { budgetArg, cpuListArg, intArg, numberArg, parseCli } from './args.js';
-import { closedLoop, openLoop, type LoadResult, type Target } from './load.js';
+import { closedLoop, openLoop, tailSplit, type LatencySplit, type LoadResult, type Target } from './load.js';
 import { baseServerEnv, DEFAULT_IMAGES_DIR, loadImages, REPO, ServerProcess } from './server-process.js';
 import { fmt, percentile, summarize, type Summary } from './stats.js';
 import { printTable } from './table.js';
@@ -143,6 +143,11 @@ interface OpenCell {
   p50_ms: Summary;
   p99_ms: Summary;
   p99_over_p50: Summary;
+  /**
+   * Where the answers around the median and the slowest 1% spent their time (all repeats pooled;
+   * bench/load.ts latencySplit): outside the server's own total, queued, in inference, the rest.
+   */
+  split: { median: LatencySplit | null; p99: LatencySplit | null };
   non2xx: number;
   errors: number;
 }
@@ -269,7 +274,9 @@ async function main(): Promise<void> {
         if (!(rate > 0)) throw new Error(`${mode.name}: no successful requests in the closed-loop cells, so no open-loop rate`);
         const run = await openLoop(target(mode.name), { rateRps: rate, warmupS: settings.warmupS, seconds: settings.openLoopDurationS });
         openRaw.get(mode.name)!.push(run);
-        console.log(`  rep ${rep + 1} open loop ${mode.name} at ${rate.toFixed(1)} req/s: p50 ${run.p50Ms.toFixed(1)} ms, p99 ${run.p99Ms.toFixed(1)} ms`);
+        const tail = tailSplit(run.timed ?? []).p99;
+        console.log(`  rep ${rep + 1} open loop ${mode.name} at ${rate.toFixed(1)} req/s: p50 ${run.p50Ms.toFixed(1)} ms, p99 ${run.p99Ms.toFixed(1)} ms` +
+          (tail ? `; slowest 1%: ${splitText(tail)}` : ''));
       }
     }
     const open: OpenCell[] = opts['closed-only'] ? [] : MODES.map((m) => {
@@ -279,6 +286,7 @@ async function main(): Promise<void> {
         achieved_rps: summarize(runs.map((r) => r.throughputRps)),
         p50_ms: summarize(runs.map((r) => r.p50Ms)), p99_ms: summarize(runs.map((r) => r.p99Ms)),
         p99_over_p50: summarize(runs.map((r) => r.p99Ms / r.p50Ms)),
+        split: tailSplit(runs.flatMap((r) => r.timed ?? [])),
         non2xx: runs.reduce((s, r) => s + r.non2xx, 0), errors: runs.reduce((s, r) => s + r.errors, 0),
       };
     });
@@ -339,6 +347,11 @@ function checkTargets(cells: readonly Cell[], open: readonly OpenCell[]): Target
   return out;
 }
 
+function splitText(x: LatencySplit): string {
+  return `${x.latencyMs.toFixed(1)} ms = outside ${x.outsideMs.toFixed(1)} + queue ${x.queueMs.toFixed(1)} + ` +
+    `inference ${x.inferenceMs.toFixed(1)} + rest ${x.restMs.toFixed(1)}`;
+}
+
 function report(cells: readonly Cell[], open: readonly OpenCell[], targets: readonly TargetCheck[]): void {
   printTable('Closed loop: median [min-max] over repeats', ['mode', 'conc', 'req/s', 'p50 ms', 'p99 ms', 'healthz p50', 'healthz p99',
     'loop delay p99', 'loop delay max', 'fail'],
@@ -349,6 +362,13 @@ function report(cells: readonly Cell[], open: readonly OpenCell[], targets: read
     ['mode', 'max req/s', 'rate', 'achieved', 'p50 ms', 'p99 ms', 'p99/p50', 'fail'],
     open.map((o) => [o.mode, o.max_throughput_rps.toFixed(1), o.rate_rps.toFixed(1), fmt(o.achieved_rps), fmt(o.p50_ms), fmt(o.p99_ms),
       fmt(o.p99_over_p50, 2), String(o.non2xx + o.errors)]));
+  printTable('Open loop: where the time went (mean ms; all repeats; outside = not in the server\'s own total)',
+    ['mode', 'answers', 'latency', 'outside', 'queue', 'inference', 'rest'],
+    open.flatMap((o) => (['median', 'p99'] as const).map((which) => {
+      const x = o.split[which];
+      return [`${o.mode} ${which === 'median' ? 'p45-p55' : '>= p99'}`, String(x?.requests ?? 0),
+        ...(x ? [x.latencyMs, x.outsideMs, x.queueMs, x.inferenceMs, x.restMs].map((v) => v.toFixed(1)) : ['-', '-', '-', '-', '-'])];
+    })));
   printTable('Targets', ['target', 'value', 'threshold', 'result', 'detail'], targets.map((t) => [t.name,
     t.value === null ? 'n/a' : t.value.toFixed(2), t.threshold, t.pass === null ? 'not measured' : t.pass ? 'PASS' : 'FAIL', t.detail]));
 }

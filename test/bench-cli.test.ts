@@ -62,6 +62,8 @@ describe('bench command lines', () => {
     { script: 'bench/plot.js', args: ['--width', '10'], message: /--width must be a number in \[300, 4000\]; got "10"/ },
     { script: 'bench/evaluate.js', args: ['--budgets', '0.5,1.5'], message: /--budgets must be a number in \(0, 1\]; got "1.5"/ },
     { script: 'bench/server-load.js', args: ['--budget', '0'], message: /--budget must be a number in \(0, 1\]; got "0"/ },
+    { script: 'bench/server-load.js', args: ['--client-cpus', '1-0'], message: /--client-cpus must be a Linux CPU list .*range 1-0 runs backwards/ },
+    { script: 'bench/server-load.js', args: ['--client-cpus', '4095'], message: /--client-cpus names CPU 4095, which this process may not use/ },
     { script: 'bench/speech-stream.js', args: ['--budgets', '0.5,NaN'], message: /--budgets must be a number in \(0, 1\]; got "NaN"/ },
     { script: 'bench/speech-stream.js', args: ['--streams', ''], message: /--streams must be a number in \[1, 10000\]; got ""/ },
   ];

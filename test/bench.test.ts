@@ -15,6 +15,7 @@ import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import sharp from 'sharp';
 import { ProbeThread } from '../bench/healthz-probe.js';
+import { latencySplit, tailSplit, type LatencySplit } from '../bench/load.js';
 import { checkModelBenchJson, modelPlotSvg, type ModelBenchJson } from '../bench/plot-svg.js';
 import type { Summary } from '../bench/stats.js';
 import { assertPositiveSummary } from './support/bench-report.js';
@@ -29,12 +30,29 @@ interface Report {
   model: string;
   cells: { mode: string; concurrency: number; throughput_rps: Stat; p50_ms: Stat; p99_ms: Stat; healthz_p50_ms: Stat;
     healthz_p99_ms: Stat; non2xx: number; errors: number }[];
-  open_loop: { mode: string; rate_rps: number; achieved_rps: Stat; p50_ms: Stat; p99_ms: Stat; p99_over_p50: Stat }[];
+  open_loop: { mode: string; rate_rps: number; achieved_rps: Stat; p50_ms: Stat; p99_ms: Stat; p99_over_p50: Stat;
+    split: Record<'median' | 'p99', LatencySplit | null> }[];
   targets: { name: string; value: number | null; pass: boolean | null }[];
 }
 
 /** One repeat per cell in these quick runs. */
 const positive = (s: Stat, what: string): void => assertPositiveSummary(s, 1, what);
+
+describe('open-loop latency split', () => {
+  const t = (queueMs: number, inferenceMs: number, totalMs: number) => ({ queueMs, inferenceMs, totalMs });
+  it('averages each part of a group, the part outside the server being latency minus its total', () => {
+    const x = latencySplit([{ latencyMs: 10, timings: t(2, 3, 6) }, { latencyMs: 20, timings: t(4, 5, 12) }]);
+    assert.deepEqual(x, { requests: 2, latencyMs: 15, outsideMs: 6, queueMs: 3, inferenceMs: 4, restMs: 2 });
+    assert.equal(latencySplit([]), null);
+  });
+
+  it('takes the answers from p99 up as the tail and p45-p55 as the median group', () => {
+    const samples = Array.from({ length: 201 }, (_, i) => ({ latencyMs: 200 - i, timings: t(0, 1, 1) }));
+    const { median, p99 } = tailSplit(samples);
+    assert.deepEqual([p99?.requests, p99?.latencyMs], [3, 199]); // 198, 199, 200
+    assert.deepEqual([median?.requests, median?.latencyMs], [21, 100]); // 90..110
+  });
+});
 
 describe('server-load bench', () => {
   it('measures both modes at every concurrency and writes a complete report', { timeout: 90_000 }, async () => {
@@ -64,6 +82,13 @@ describe('server-load bench', () => {
         positive(o.achieved_rps, `${o.mode} open-loop rate`);
         positive(o.p50_ms, `${o.mode} open-loop p50`);
         positive(o.p99_over_p50, `${o.mode} p99/p50`);
+        // Every answer carried the server's timing headers, so both groups are split.
+        for (const which of ['median', 'p99'] as const) {
+          const x = o.split[which];
+          assert.ok(x && x.requests >= 1 && x.latencyMs > 0, `${o.mode} ${which} split present`);
+          assert.ok(Math.abs(x.outsideMs + x.queueMs + x.inferenceMs + x.restMs - x.latencyMs) < 1e-6, `${o.mode} ${which}: parts add up`);
+          assert.ok(x.inferenceMs > 0 && x.queueMs >= 0, `${o.mode} ${which}: inference time read from the headers`);
+        }
       }
       const targets = new Map(r.targets.map((t) => [t.name, t]));
       // Concurrency 32 was not measured: the batching target says so instead of passing or failing.
