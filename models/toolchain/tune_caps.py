@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from typing import Callable
 
 import numpy as np
@@ -73,6 +74,24 @@ def cap_loss(model, x: torch.Tensor, y: torch.Tensor, budgets: dict[float, float
     return total
 
 
+def tuned_state(source: dict, source_name: str, weights: torch.Tensor, settings: dict) -> dict:
+    """The checkpoint of the tuned model: the source's, with the new cap weights (largest 1), no
+    training steps of its own, the source's step counts carried on (build_bundle's manifest), and
+    the recipe extended by what this step did."""
+    state = {k: v for k, v in source.items() if k != "optimizer"}
+    state["model"] = dict(source["model"])
+    state["model"]["cap_weights"] = (weights / weights.max()).clone()
+    steps = dict(source.get("steps", {}))
+    if int(source.get("step", 0)) > 0:
+        steps.setdefault(source_name, int(source["step"]))
+    budgets = ", ".join(f"{b:g} (weight {w:g})" for b, w in settings["budgets"].items())
+    state.update(step=0, steps=steps, cap_search=settings, recipe=(
+        (source.get("recipe") or f"checkpoint {source_name}") +
+        f"; then the cap weights searched on {settings['items']:,} training items for the lowest cross-entropy "
+        f"at budgets {budgets}, no parameter trained (models.toolchain.tune_caps)"))
+    return state
+
+
 def parse_budgets(text: str) -> dict[float, float]:
     """'0.25:1,0.1:0.25' -> {0.25: 1.0, 0.1: 0.25}; a budget without ':w' weighs 1."""
     out = {}
@@ -117,10 +136,11 @@ def main() -> None:
         model.cap_weights.copy_(w)
         return cap_loss(model, x, y, budgets)
 
+    t0 = time.monotonic()
     weights, _ = search_weights(score, model.cap_weights.clone(), args.factor, args.sweeps,
-                                log=lambda line: print(line, flush=True))
-    state = load_state(source)
-    state["model"]["cap_weights"] = (weights / weights.max()).clone()
+                                log=lambda line: print(f"[{time.monotonic() - t0:6.0f} s] {line}", flush=True))
+    settings = {"items": args.items, "budgets": budgets, "factor": args.factor, "sweeps": args.sweeps}
+    state = tuned_state(load_state(source), args.source, weights, settings)
     save_state(os.path.join(args.run, f"{args.name}.ckpt"), state)
     print("cap weights: " + " ".join(f"{v:.3f}" for v in state["model"]["cap_weights"].tolist()), flush=True)
     print(f"wrote {os.path.join(args.run, args.name + '.ckpt')}; compare on validation with "

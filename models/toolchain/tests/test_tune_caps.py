@@ -1,10 +1,14 @@
 """Cap-weight search: coordinate descent on a known objective, the objective on a tiny model."""
+import os
+import tempfile
 import unittest
 
 import torch
 
 from models.toolchain.acm import from_dense
-from models.toolchain.tune_caps import cap_loss, parse_budgets, search_weights
+from models.toolchain.build_bundle import phase_steps, recipe
+from models.toolchain.checkpoint import save_state
+from models.toolchain.tune_caps import cap_loss, parse_budgets, search_weights, tuned_state
 from models.toolchain.vit import CONFIGS, build_vit
 
 torch.set_num_threads(2)
@@ -62,6 +66,36 @@ class ObjectiveTest(unittest.TestCase):
             logits, _ = model(x, torch.full((6,), b, dtype=torch.float64))
             expected += w * float(torch.nn.functional.cross_entropy(logits, y))
         self.assertAlmostEqual(cap_loss(model, x, y, {0.25: 1.0, 0.5: 0.5}, batch=4), expected, places=5)
+
+
+class CheckpointTest(unittest.TestCase):
+    # As import_bundle writes it: the bundle's recipe and every phase's step count.
+    imported = {"model": {"cap_weights": torch.tensor([0.5, 1.0], dtype=torch.float64), "w": torch.ones(2)},
+                "step": 1482, "steps": {"phase1": 300, "phase2": 150, "phase3": 1482, "phase3-shared": 600},
+                "recipe": "dense base, then phases 1-3; then phase3-shared"}
+    settings = {"items": 3000, "budgets": {0.25: 1.0, 0.1: 0.25}, "factor": 1.4, "sweeps": 2}
+
+    def test_tuned_state_has_the_new_weights_no_steps_of_its_own_and_an_extended_recipe(self):
+        state = tuned_state(self.imported, "phase3", torch.tensor([0.25, 0.5], dtype=torch.float64), self.settings)
+        self.assertEqual(state["model"]["cap_weights"].tolist(), [0.5, 1.0], "scaled so the largest is 1")
+        self.assertIs(state["model"]["w"], self.imported["model"]["w"])
+        self.assertEqual(self.imported["model"]["cap_weights"].tolist(), [0.5, 1.0], "the source is not modified")
+        self.assertEqual(state["step"], 0)
+        self.assertEqual(state["steps"], self.imported["steps"])
+        self.assertEqual(state["recipe"], "dense base, then phases 1-3; then phase3-shared; then the cap weights "
+                         "searched on 3,000 training items for the lowest cross-entropy at budgets 0.25 (weight 1), "
+                         "0.1 (weight 0.25), no parameter trained (models.toolchain.tune_caps)")
+        self.assertEqual(state["cap_search"], self.settings)
+
+    def test_the_bundle_manifest_keeps_the_imported_history(self):
+        with tempfile.TemporaryDirectory() as run:
+            save_state(os.path.join(run, "phase3.ckpt"), self.imported)
+            tuned = tuned_state(self.imported, "phase3", torch.ones(2, dtype=torch.float64), self.settings)
+            save_state(os.path.join(run, "phase3-tuned.ckpt"), tuned)
+            self.assertEqual(phase_steps(run, "phase3-tuned"),
+                             {"phase1": 300, "phase2": 150, "phase3": 1482, "phase3-shared": 600})
+        self.assertEqual(recipe("phase3-tuned", tuned), tuned["recipe"])
+        self.assertIn("phase 3 continued under it", recipe("phase3-shared", {"step": 600}))
 
 
 if __name__ == "__main__":
