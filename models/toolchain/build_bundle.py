@@ -61,7 +61,10 @@ def per_target_models(run: str, vit, cfg) -> list[tuple[float, float, object]]:
     by target, then weight."""
     found = []
     for path in glob.glob(os.path.join(run, "phase3-t*.ckpt")):
-        target, weight = parse_phase3_name(path)
+        parsed = parse_phase3_name(path)
+        if parsed is None:
+            continue
+        target, weight = parsed
         model = load_acm(vit, cfg, path)
         model.capped = False  # served as published: the gates alone decide
         found.append((target, weight, model.eval()))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import time
 
 import numpy as np
@@ -41,11 +42,16 @@ def phase3_name(target: float | None, budget_weight: float = DEFAULT_BUDGET_WEIG
     return f"phase3-t{target:.2f}" + ("" if budget_weight == DEFAULT_BUDGET_WEIGHT else f"-bw{budget_weight:g}")
 
 
-def parse_phase3_name(filename: str) -> tuple[float, float]:
-    """(target, budget weight) of a published-way checkpoint's file name (see phase3_name)."""
-    stem = os.path.basename(filename)[len("phase3-t"):-len(".ckpt")]
-    target, _, weight = stem.partition("-bw")
-    return float(target), float(weight) if weight else DEFAULT_BUDGET_WEIGHT
+_PHASE3_TARGET = re.compile(r"phase3-t(\d+(?:\.\d+)?)(?:-bw(\d+(?:\.\d+)?))?\.ckpt")
+
+
+def parse_phase3_name(filename: str) -> tuple[float, float] | None:
+    """(target, budget weight) of a published-way checkpoint's file name (see phase3_name); None for
+    any other checkpoint (phase3-tuned.ckpt also starts with phase3-t)."""
+    m = _PHASE3_TARGET.fullmatch(os.path.basename(filename))
+    if m is None:
+        return None
+    return float(m[1]), float(m[2]) if m[2] else DEFAULT_BUDGET_WEIGHT
 
 
 def load_base(run: str):

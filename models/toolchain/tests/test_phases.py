@@ -179,6 +179,8 @@ class Phase3NameTest(unittest.TestCase):
         self.assertEqual(phase3_name(0.25, 0.5), "phase3-t0.25-bw0.5")
         self.assertEqual(parse_phase3_name("run/phase3-t0.25.ckpt"), (0.25, 0.1))
         self.assertEqual(parse_phase3_name("run/phase3-t0.75-bw0.5.ckpt"), (0.75, 0.5))
+        for other in ("run/phase3-tuned.ckpt", "run/phase3.ckpt", "run/phase3-t0.25-bw.ckpt", "phase3-t0.5.ckpt.tmp"):
+            self.assertIsNone(parse_phase3_name(other), other)
 
 
 class RunPhaseTest(unittest.TestCase):
