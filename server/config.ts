@@ -91,6 +91,8 @@ interface Field {
   kind: Kind;
   /** undefined: the field stays unset and its consumer applies its own rule (documented in doc). */
   default: () => string | number | boolean | undefined;
+  /** How --help shows an unset default ('unset' when absent). */
+  unsetShown?: string;
   doc: string;
 }
 
@@ -137,7 +139,7 @@ export const FIELDS: readonly Field[] = [
     kind: { type: 'enum', values: ['bundle', 'greedy'] }, default: () => 'bundle',
     doc: "speech decoding: the bundle's lexicon beam search when it has one, or greedy CTC" },
   { key: 'defaultBudget', env: 'ACM_DEFAULT_BUDGET', flag: '--default-budget', unit: 'fraction',
-    kind: { type: 'number', min: 0, max: 1, minExclusive: true }, default: () => undefined,
+    kind: { type: 'number', min: 0, max: 1, minExclusive: true }, default: () => undefined, unsetShown: '(model)',
     doc: "budget when a request names none (unset = the model's default_budget)" },
   { key: 'executionProvider', env: 'ACM_EXECUTION_PROVIDER', flag: '--execution-provider', unit: '',
     kind: { type: 'enum', values: ['cpu', 'cuda'] }, default: () => 'cpu', doc: 'onnxruntime provider' },
@@ -322,6 +324,6 @@ export function sessionThreads(c: Config, cores = availableParallelism()): numbe
 
 /** Usage text for --help, generated from FIELDS so it cannot drift. */
 export function usage(): string {
-  const rows = FIELDS.map((f) => `  ${f.flag.padEnd(22)} ${f.env.padEnd(24)} ${String(f.default() ?? '(model)').padEnd(10)} ${f.doc}`);
+  const rows = FIELDS.map((f) => `  ${f.flag.padEnd(22)} ${f.env.padEnd(24)} ${String(f.default() ?? f.unsetShown ?? 'unset').padEnd(10)} ${f.doc}`);
   return `usage: node dist/server/main.js [flags]\n  flag                   env                      default    meaning\n${rows.join('\n')}`;
 }

@@ -45,6 +45,10 @@ describe('config', () => {
       assert.match(f.flag, /^--[a-z-]+$/);
       assert.ok(usage().includes(f.flag) && usage().includes(f.env));
     }
+    // An unset default is shown as what it means, not as another field's rule.
+    const row = (flag: string): string => usage().split('\n').find((l) => l.trimStart().startsWith(`${flag} `)) ?? '';
+    assert.match(row('--http-cpus'), /ACM_HTTP_CPUS\s+unset\s/);
+    assert.match(row('--default-budget'), /ACM_DEFAULT_BUDGET\s+\(model\)\s/);
   });
 
   it('is documented field by field in server/README.md', () => {
