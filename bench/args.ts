@@ -2,7 +2,7 @@
 // or value ends the command with a message naming the option, its bounds and the value (exit
 // status 2), never a stack trace.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { allowedCpus, parseCpuList } from '../server/cpu-affinity.js';
+import { allowedCpus, checkAllowedCpus, parseCpuListSetting } from '../server/cpu-affinity.js';
 
 /** Ends the command: the message and a pointer to --help on stderr, exit status 2. */
 export function usageError(message: string): never {
@@ -53,14 +53,12 @@ export function intArg(name: string, raw: string | undefined, fallback: number, 
 
 /** A Linux CPU list ("1", "0-1", "0,2-3") of CPUs this process may use, returned as given. */
 export function cpuListArg(name: string, raw: string): string {
-  let cpus: number[];
   try {
-    cpus = parseCpuList(raw);
+    const cpus = parseCpuListSetting(`--${name}`, raw);
+    const allowed = allowedCpus();
+    if (allowed !== undefined) checkAllowedCpus(`--${name}`, cpus, allowed);
   } catch (err) {
-    return usageError(`--${name} must be a Linux CPU list (examples: 1, 0-1, 0,2-3); ${(err as Error).message}`);
+    return usageError((err as Error).message);
   }
-  const allowed = allowedCpus();
-  const outside = allowed === undefined ? [] : cpus.filter((c) => !allowed.includes(c));
-  if (outside.length > 0) usageError(`--${name} names CPU ${outside.join(',')}, which this process may not use (it may use ${allowed?.join(',')})`);
   return raw.trim();
 }

@@ -4,7 +4,7 @@
 // frozen object. Nothing else in the server reads process.env.
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { allowedCpus, parseCpuList, planCpus } from './cpu-affinity.js';
+import { allowedCpus, parseCpuListSetting, planCpus } from './cpu-affinity.js';
 
 export type ExecutionProvider = 'cpu' | 'cuda';
 export type GraphOptimization = 'disabled' | 'basic' | 'extended' | 'all';
@@ -194,10 +194,10 @@ function parseValue(field: Field, raw: string, source: string): { value?: string
       return raw.trim() === '' ? { problem: `${named} a non-empty string; got ""` } : { value: raw };
     case 'cpuList':
       try {
-        parseCpuList(raw);
+        parseCpuListSetting(source, raw);
         return { value: raw.trim() };
       } catch (err) {
-        return { problem: `${named} a Linux CPU list (examples: 0, 0-1, 0,2-3); ${(err as Error).message}` };
+        return { problem: (err as Error).message };
       }
     case 'bool':
       if (raw === 'true' || raw === '1') return { value: true };

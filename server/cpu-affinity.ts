@@ -27,6 +27,27 @@ export function parseCpuList(text: string): number[] {
   return [...cpus].sort((a, b) => a - b);
 }
 
+/**
+ * A CPU list given as a setting (an environment variable or a command-line option); throws a
+ * message that names the setting, what it takes and the value.
+ */
+export function parseCpuListSetting(setting: string, text: string): number[] {
+  try {
+    return parseCpuList(text);
+  } catch (err) {
+    throw new Error(`${setting} must be a Linux CPU list (examples: 0, 0-1, 0,2-3); ${(err as Error).message}`);
+  }
+}
+
+/** Throws, naming the setting, when `cpus` holds a CPU this process may not use. */
+export function checkAllowedCpus(setting: string, cpus: readonly number[], allowed: readonly number[]): void {
+  const outside = cpus.filter((c) => !allowed.includes(c));
+  if (outside.length > 0) {
+    throw new Error(`${setting} names CPU ${formatCpuList(outside)}, which this process may not use ` +
+      `(it may use ${formatCpuList(allowed)})`);
+  }
+}
+
 export function formatCpuList(cpus: readonly number[]): string {
   return cpus.join(',');
 }
@@ -51,11 +72,7 @@ export interface CpuPlan { readonly http: number[]; readonly rest: number[] }
  */
 export function planCpus(spec: string, allowed: readonly number[]): CpuPlan {
   const http = parseCpuList(spec);
-  const outside = http.filter((c) => !allowed.includes(c));
-  if (outside.length > 0) {
-    throw new Error(`ACM_HTTP_CPUS=${spec} names CPU ${formatCpuList(outside)}, which this process may not use ` +
-      `(it may use ${formatCpuList(allowed)})`);
-  }
+  checkAllowedCpus(`ACM_HTTP_CPUS=${spec}`, http, allowed);
   const rest = allowed.filter((c) => !http.includes(c));
   if (rest.length === 0) {
     throw new Error(`ACM_HTTP_CPUS=${spec} leaves no CPU for inference: this process may use ` +
