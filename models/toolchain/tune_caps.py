@@ -9,8 +9,12 @@ many learners that change little. This step searches the weights directly on tra
 coordinate descent, one ACM at a time, multiplying its weight by --factor or dividing by it and
 keeping the change if the weighted cross-entropy over --budgets goes down (the caps keep costing
 exactly each budget, so every candidate spends the same compute). No parameter is trained; the
-checkpoint --name is --source with the new weights. Validation items are not read by the search;
-`validate` compares the result with the source on them.
+checkpoint --name is --source with the new weights.
+
+By default the search reads training items only, and `validate` compares the result with the
+source on the validation items. The model has fitted its training items, so their loss at a low
+budget can favour weights that do worse on new items; `--split val-a` searches on the first half
+of the validation items instead, and `validate --split val-b` is then the held-out check.
 """
 from __future__ import annotations
 
@@ -87,9 +91,13 @@ def tuned_state(source: dict, source_name: str, weights: torch.Tensor, settings:
     budgets = ", ".join(f"{b:g} (weight {w:g})" for b, w in settings["budgets"].items())
     state.update(step=0, steps=steps, cap_search=settings, recipe=(
         (source.get("recipe") or f"checkpoint {source_name}") +
-        f"; then the cap weights searched on {settings['items']:,} training items for the lowest cross-entropy "
+        f"; then the cap weights searched on {settings['items']:,} {SPLIT_WORDS[settings.get('split', 'train')]} "
+        f"for the lowest cross-entropy "
         f"at budgets {budgets}, no parameter trained (models.toolchain.tune_caps)"))
     return state
+
+
+SPLIT_WORDS = {"train": "training items", "val-a": "validation items (index 5500..5749 of each class)"}
 
 
 def parse_budgets(text: str) -> dict[float, float]:
@@ -109,7 +117,10 @@ def main() -> None:
     ap.add_argument("--run", default=".cache/runs/fashion")
     ap.add_argument("--source", default="phase3-shared", help="the checkpoint to start from, in --run")
     ap.add_argument("--name", default="phase3-tuned", help="the checkpoint to write, in --run")
-    ap.add_argument("--items", type=int, default=5000, help="training items the loss is measured on")
+    ap.add_argument("--split", default="train", choices=sorted(SPLIT_WORDS),
+                    help="the items the loss is measured on: training items, or the first half of validation")
+    ap.add_argument("--items", type=int, default=5000,
+                    help="how many items of --split (a seeded sample; all of them when above the count)")
     ap.add_argument("--budgets", default="0.25:1,0.1:0.25,0.5:0.25",
                     help="budget:weight pairs of the objective (weighted cross-entropy)")
     ap.add_argument("--factor", type=float, default=1.4)
@@ -125,12 +136,14 @@ def main() -> None:
     cfg, vit, _ = load_base(args.run)
     source = os.path.join(args.run, f"{args.source}.ckpt")
     model = load_acm(vit, cfg, source)
-    train = data.load("train")
-    if not 0 < args.items <= len(train.y):
-        ap.error(f"--items must be in [1, {len(train.y)}], got {args.items}")
-    pick = np.sort(np.random.default_rng(5).choice(len(train.y), args.items, replace=False))
-    x = data.to_tensor(train.x[pick])
-    y = torch.from_numpy(train.y[pick]).long()
+    items = data.load(args.split)
+    if args.items <= 0:
+        ap.error(f"--items must be positive, got {args.items}")
+    n = min(args.items, len(items.y))
+    pick = np.sort(np.random.default_rng(5).choice(len(items.y), n, replace=False))
+    x = data.to_tensor(items.x[pick])
+    y = torch.from_numpy(items.y[pick]).long()
+    print(f"{n:,} items of {args.split}", flush=True)
 
     def score(w: torch.Tensor) -> float:
         model.cap_weights.copy_(w)
@@ -139,12 +152,13 @@ def main() -> None:
     t0 = time.monotonic()
     weights, _ = search_weights(score, model.cap_weights.clone(), args.factor, args.sweeps,
                                 log=lambda line: print(f"[{time.monotonic() - t0:6.0f} s] {line}", flush=True))
-    settings = {"items": args.items, "budgets": budgets, "factor": args.factor, "sweeps": args.sweeps}
+    settings = {"split": args.split, "items": n, "budgets": budgets, "factor": args.factor, "sweeps": args.sweeps}
     state = tuned_state(load_state(source), args.source, weights, settings)
     save_state(os.path.join(args.run, f"{args.name}.ckpt"), state)
     print("cap weights: " + " ".join(f"{v:.3f}" for v in state["model"]["cap_weights"].tolist()), flush=True)
-    print(f"wrote {os.path.join(args.run, args.name + '.ckpt')}; compare on validation with "
-          f"`python3 -m models.toolchain.validate --run {args.run} {args.source} {args.name}`", flush=True)
+    check = " --split val-b" if args.split == "val-a" else ""
+    print(f"wrote {os.path.join(args.run, args.name + '.ckpt')}; compare on held-out items with "
+          f"`python3 -m models.toolchain.validate --run {args.run}{check} {args.source} {args.name}`", flush=True)
 
 
 if __name__ == "__main__":

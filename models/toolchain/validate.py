@@ -4,6 +4,8 @@
 
 Every checkpoint is evaluated on all validation items (index 5500..5999 of each class file) at the
 served budgets, under the request cap, with build_bundle's evaluation. The test split is not read.
+`--split val-b` evaluates on the second half of them only (5750..5999), for a model whose cap
+weights were searched on the first half (tune_caps --split val-a).
 """
 from __future__ import annotations
 
@@ -20,13 +22,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default=".cache/runs/fashion")
     ap.add_argument("--budgets", default=",".join(str(b) for b in BUDGETS))
+    ap.add_argument("--split", default="val", choices=["val", "val-a", "val-b"])
     ap.add_argument("checkpoints", nargs="+", help="checkpoint names in --run, without .ckpt")
     args = ap.parse_args()
     set_threads()
     budgets = [float(b) for b in args.budgets.split(",")]
     cfg, vit, _ = load_base(args.run)
-    val = data.load("val")
-    print(f"{len(val.y)} validation items; accuracy % (learner fraction used) per budget", flush=True)
+    val = data.load(args.split)
+    print(f"{len(val.y)} items of {args.split}; accuracy % (learner fraction used) per budget", flush=True)
     print("checkpoint".ljust(24) + "".join(f"{b:>17g}" for b in budgets), flush=True)
     for name in args.checkpoints:
         model = load_acm(vit, cfg, os.path.join(args.run, f"{name}.ckpt"))  # capped, as served

@@ -2,9 +2,12 @@
 import os
 import tempfile
 import unittest
+from unittest import mock
 
+import numpy as np
 import torch
 
+from models.toolchain import data
 from models.toolchain.acm import from_dense
 from models.toolchain.build_bundle import phase_steps, recipe
 from models.toolchain.checkpoint import save_state
@@ -87,6 +90,12 @@ class CheckpointTest(unittest.TestCase):
                          "0.1 (weight 0.25), no parameter trained (models.toolchain.tune_caps)")
         self.assertEqual(state["cap_search"], self.settings)
 
+    def test_a_search_on_validation_items_says_so_in_the_recipe(self):
+        settings = dict(self.settings, split="val-a", items=2500)
+        state = tuned_state(self.imported, "phase3", torch.ones(2, dtype=torch.float64), settings)
+        self.assertIn("searched on 2,500 validation items (index 5500..5749 of each class) for the lowest",
+                      state["recipe"])
+
     def test_the_bundle_manifest_keeps_the_imported_history(self):
         with tempfile.TemporaryDirectory() as run:
             save_state(os.path.join(run, "phase3.ckpt"), self.imported)
@@ -100,3 +109,17 @@ class CheckpointTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ValidationHalvesTest(unittest.TestCase):
+    def test_the_halves_split_validation_by_index_and_share_no_item(self):
+        index = np.tile(np.arange(0, 7000, 50), 2)  # two classes, every 50th index of the file
+        fake = {"x": np.zeros((len(index), 28, 28), np.uint8), "y": np.repeat([0, 1], len(index) // 2),
+                "index": index}
+        with mock.patch.object(data, "_load_all", return_value=fake):
+            val, a, b = data.load("val"), data.load("val-a"), data.load("val-b")
+            self.assertRaisesRegex(ValueError, "split must be one of .*; got 'val-c'", data.load, "val-c")
+        self.assertTrue(((a.index >= 5500) & (a.index < 5750)).all())
+        self.assertTrue(((b.index >= 5750) & (b.index < 6000)).all())
+        self.assertEqual(sorted(a.index.tolist() + b.index.tolist()), sorted(val.index.tolist()))
+        self.assertEqual(len(a.y), 10)  # 5500, 5550, ..., 5700 in each of the two classes
