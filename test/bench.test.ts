@@ -16,6 +16,7 @@ import { describe, it } from 'node:test';
 import sharp from 'sharp';
 import { ProbeThread } from '../bench/healthz-probe.js';
 import { latencySplit, tailSplit, type LatencySplit } from '../bench/load.js';
+import { nodeRole, profileByRole, ROLES } from '../bench/model-profile.js';
 import { checkModelBenchJson, modelPlotSvg, type ModelBenchJson } from '../bench/plot-svg.js';
 import type { Summary } from '../bench/stats.js';
 import { assertPositiveSummary } from './support/bench-report.js';
@@ -23,6 +24,7 @@ import { tinyModelsDir } from './support/tiny-bundle.js';
 
 const run = promisify(execFile);
 const SERVER_LOAD = fileURLToPath(new URL('../bench/server-load.js', import.meta.url));
+const MODEL_PROFILE = fileURLToPath(new URL('../bench/model-profile.js', import.meta.url));
 
 type Stat = Summary;
 interface Report {
@@ -99,6 +101,63 @@ describe('server-load bench', () => {
         const t = targets.get(name);
         assert.ok(t && Number.isFinite(t.value) && typeof t.pass === 'boolean', `target ${name} evaluated`);
       }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('model profile by role', () => {
+  it('sorts the nodes of an exported ACM graph into learners, gates, routing and shared work', () => {
+    assert.equal(nodeRole('/layers.3/mlp/MatMul/MatMulAddFusion', 'Gemm'), 'learners');
+    assert.equal(nodeRole('/layers.0/q/MatMul_2', 'MatMul'), 'learners');
+    assert.equal(nodeRole('BiasGelu_token_7', 'BiasGelu'), 'learners', 'fused GELUs lose their scope');
+    assert.equal(nodeRole('/layers.3/mlp/gate/gate.0/MatMul', 'MatMul'), 'gates');
+    assert.equal(nodeRole('/layers.11/o/Gather_4', 'Gather'), 'routing');
+    assert.equal(nodeRole('/layers.2/k/TopK', 'TopK'), 'routing');
+    assert.equal(nodeRole('Squeeze_token_3', 'Squeeze'), 'routing');
+    assert.equal(nodeRole('/layers.3/MatMul/MatMulScaleFusion/', 'FusedMatMul'), 'shared', 'attention scores');
+    assert.equal(nodeRole('/layers.3/Softmax', 'Softmax'), 'shared');
+    assert.equal(nodeRole('/conv_proj/Conv', 'Conv'), 'shared');
+    assert.equal(nodeRole('/head/Gemm', 'Gemm'), 'shared');
+  });
+
+  it('counts kernel time per role over the runs after the skipped ones only', () => {
+    const run = (ts: number, dur: number) => ({ cat: 'Session', name: 'model_run', ts, dur });
+    const node = (ts: number, name: string, op: string, dur: number) => ({ cat: 'Node', name: `${name}_kernel_time`, ts, dur, args: { op_name: op } });
+    const events = [
+      run(0, 100), node(10, '/layers.0/mlp/MatMul', 'MatMul', 50), // warm-up: not counted
+      run(200, 100), node(210, '/layers.0/mlp/MatMul', 'MatMul', 40), node(260, '/layers.0/mlp/Gather', 'Gather', 5),
+      { cat: 'Node', name: '/layers.0/mlp/Gather_fence', ts: 270, dur: 99, args: { op_name: 'Gather' } }, // not a kernel time
+      run(400, 80), node(410, '/layers.0/mlp/gate/gate.0/MatMul', 'MatMul', 3), node(420, '/layers.0/Softmax', 'Softmax', 7),
+    ];
+    const p = profileByRole(events, 1);
+    assert.equal(p.runs, 2);
+    assert.equal(p.total, 180);
+    assert.deepEqual(p.us, { learners: 40, gates: 3, routing: 5, shared: 7 });
+  });
+
+  it('profiles a real bundle: every role is measured, and the lower budget uses less compute', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'acm-profile-'));
+    try {
+      const json = join(dir, 'profile.json');
+      await run(process.execPath, [MODEL_PROFILE, '--bundle', join(await tinyModelsDir(), 'tiny-vit-acm'), '--batch', '4',
+        '--budgets', '1,0.25', '--runs', '2', '--json', json], { timeout: 120_000 });
+      const report = JSON.parse(await readFile(json, 'utf8')) as {
+        batch: number; dense_ms_per_image: number;
+        rows: { budget: number; used: number; ms_per_image: number; roles: Record<string, number>; ideal: number; without_routing: number }[];
+      };
+      assert.equal(report.batch, 4);
+      assert.ok(report.dense_ms_per_image > 0);
+      assert.deepEqual(report.rows.map((r) => r.budget), [1, 0.25]);
+      for (const r of report.rows) {
+        for (const role of ROLES) assert.ok(r.roles[role]! > 0, `budget ${r.budget}: ${role} time measured`);
+        const parts = ROLES.reduce((s, role) => s + r.roles[role]!, 0);
+        assert.ok(parts <= r.ms_per_image * 1.0001, 'the roles are part of the run time');
+        assert.ok(r.without_routing > report.dense_ms_per_image / r.ms_per_image, 'removing routing can only speed up');
+      }
+      assert.ok(report.rows[1]!.used < report.rows[0]!.used);
+      assert.ok(report.rows[1]!.ideal > report.rows[0]!.ideal);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -1,0 +1,150 @@
+// Where an ACM graph's time goes, from onnxruntime's own profiler: every node's kernel time, split
+// by what the node does for the model, next to the dense graph's total. It explains the gap between
+// the measured speedup of bench:model and its FLOP-ideal, which counts multiply-adds only:
+//
+//   learners  the learner GEMMs (inside an ACM's scope) and their GELUs: the work the budget scales
+//   gates     the gates' small MLPs
+//   routing   the rest of each ACM (sorting tokens by learner count, gathering each group's rows,
+//             concatenating and restoring the order, the per-request cap) and shape arithmetic
+//   shared    work the dense graph does too and no budget touches: attention scores, softmax,
+//             transposes, layer norms, patch embedding, residual adds, the head
+//
+// "without routing" is the speedup the ACM graph would have if its routing cost nothing, so the
+// part of the gap that no kernel change can close is the FLOP-ideal over that.
+//
+//   (options: USAGE below, or --help)
+import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import { loadBundle, type Bundle } from '../server/bundle.js';
+import { ComputeAccountant } from '../server/compute.js';
+import { budgetArg, intArg, parseCli } from './args.js';
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+const USAGE = `
+usage: npm run bench:profile -- [--bundle models/fashion-vit-acm] [--batch 8] [--budgets 1,0.25] [--runs 3]
+    [--threads 1] [--json FILE]
+onnxruntime's profile of an ACM bundle and its dense graph at one batch size: ms per image by
+role (learners, gates, routing, shared), the speedup over dense, its FLOP-ideal, and the speedup
+the graph would have without its routing. One warm-up run per graph and budget is not counted.
+`;
+
+export type Role = 'learners' | 'gates' | 'routing' | 'shared';
+export const ROLES: readonly Role[] = ['learners', 'gates', 'routing', 'shared'];
+
+const GEMM_OPS = new Set(['MatMul', 'Gemm', 'FusedMatMul', 'MatMulInteger', 'FusedGemm']);
+const GELU_OPS = new Set(['Gelu', 'BiasGelu', 'FastGelu']);
+/** An ACM's scope in the exported graph: /layers.<i>/<q|k|v|o|mlp>/... */
+const ACM_SCOPE = /\/layers\.\d+\/(q|k|v|o|mlp)\//;
+
+/**
+ * The role of one node of an exported ACM graph, from its name and operator. onnxruntime's
+ * fusions name the nodes they make `<Op>_token_<n>`, without the scope: the graph's only GELUs
+ * are the learners' (and the gates', whose tensors are a few percent of the size), and its other
+ * fused nodes come from the ACMs' index arithmetic.
+ */
+export function nodeRole(name: string, op: string): Role {
+  if (name.includes('/gate')) return 'gates';
+  if (ACM_SCOPE.test(name)) return GEMM_OPS.has(op) ? 'learners' : 'routing';
+  if (GELU_OPS.has(op)) return 'learners';
+  if (name.includes('_token_')) return 'routing';
+  return 'shared';
+}
+
+interface TraceEvent { cat?: string; name: string; ts: number; dur: number; args?: { op_name?: string } }
+
+/** Kernel microseconds per role over the runs after the first `skip` (a profile's model_run spans). */
+export function profileByRole(events: readonly TraceEvent[], skip: number): { runs: number; us: Record<Role, number>; total: number } {
+  const runs = events.filter((e) => e.cat === 'Session' && e.name === 'model_run').sort((a, b) => a.ts - b.ts).slice(skip);
+  const inRun = (ts: number): boolean => runs.some((r) => ts >= r.ts && ts <= r.ts + r.dur);
+  const us: Record<Role, number> = { learners: 0, gates: 0, routing: 0, shared: 0 };
+  for (const e of events) {
+    if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time') || !inRun(e.ts)) continue;
+    us[nodeRole(e.name.slice(0, -'_kernel_time'.length), e.args?.op_name ?? '')] += e.dur;
+  }
+  return { runs: runs.length, us, total: runs.reduce((s, r) => s + r.dur, 0) };
+}
+
+/** Runs `feeds` warm-up + runs times on a profiling session and returns the profile's events. */
+async function profile(graph: string, threads: number, feeds: Record<string, ort.Tensor>, runs: number): Promise<TraceEvent[]> {
+  const dir = mkdtempSync(join(tmpdir(), 'acm-profile-'));
+  try {
+    const session = await ort.InferenceSession.create(graph, {
+      intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential',
+      enableProfiling: true, profileFilePrefix: join(dir, 'run'),
+    });
+    for (let i = 0; i <= runs; i++) await session.run(feeds);
+    session.endProfiling();
+    await session.release();
+    const file = readdirSync(dir).find((f) => f.endsWith('.json'));
+    if (file === undefined) throw new Error(`onnxruntime wrote no profile for ${graph}`);
+    return JSON.parse(readFileSync(join(dir, file), 'utf8')) as TraceEvent[];
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  const { values: opts } = parseCli(USAGE, {
+    options: {
+      bundle: { type: 'string', default: join(REPO, 'models', 'fashion-vit-acm') },
+      batch: { type: 'string' },
+      budgets: { type: 'string', default: '1,0.25' },
+      runs: { type: 'string' },
+      threads: { type: 'string' },
+      json: { type: 'string' },
+    },
+  });
+  const batch = intArg('batch', opts.batch, 8, 1, 4096);
+  const runs = intArg('runs', opts.runs, 3, 1, 1000);
+  const threads = intArg('threads', opts.threads, 1, 1, 1024);
+  const budgets = opts.budgets.split(',').map((b) => budgetArg('budgets', b, NaN));
+  const loaded = await loadBundle(resolve(opts.bundle));
+  if (!('manifest' in loaded)) throw new Error(`${opts.bundle}: not an image bundle (${loaded.reason})`);
+  const bundle: Bundle = loaded;
+  const m = bundle.manifest;
+  if (!m.dense_graph) throw new Error(`${m.name}: the bundle has no dense_graph to compare with`);
+  const { channels, height, width } = m.image;
+  let seed = 12345;
+  const pixels = new ort.Tensor('float32', Float32Array.from({ length: batch * channels * height * width }, () => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed / 1073741824 - 1;
+  }), [batch, channels, height, width]);
+
+  const dense = profileByRole(await profile(join(bundle.dir, m.dense_graph), threads, { [m.inputs.pixels]: pixels }, runs), 1);
+  const denseMs = dense.total / dense.runs / batch / 1000;
+  console.log(`${m.name}: batch ${batch}, ${threads} thread(s), ${runs} profiled runs each; dense ${denseMs.toFixed(2)} ms per image`);
+  console.log('budget | used | ms/img | learners | gates | routing | shared | speedup | FLOP-ideal | without routing');
+  const accountant = new ComputeAccountant(m);
+  const cells = m.acms.length * m.tokens.count;
+  const rows = [];
+  for (const budget of budgets) {
+    const feeds = { [m.inputs.pixels]: pixels, [m.inputs.budget]: new ort.Tensor('float64', new Float64Array(batch).fill(budget), [batch]) };
+    const out = await (await ort.InferenceSession.create(bundle.graphPath, { intraOpNumThreads: threads })).run(feeds);
+    const counts = Int32Array.from(out[m.outputs.learner_counts]!.data as BigInt64Array, Number);
+    let used = 0, gflops = 0;
+    for (let i = 0; i < batch; i++) {
+      const r = accountant.report(counts.subarray(i * cells, (i + 1) * cells), budget);
+      used += r.used / batch; gflops += r.gflops / batch;
+    }
+    const p = profileByRole(await profile(bundle.graphPath, threads, feeds, runs), 1);
+    const perImage = (us: number): number => us / p.runs / batch / 1000;
+    const ms = perImage(p.total);
+    const roles = Object.fromEntries(ROLES.map((r) => [r, perImage(p.us[r])])) as Record<Role, number>;
+    const row = { budget, used, ms_per_image: ms, roles, speedup: denseMs / ms, ideal: m.macs.dense / (gflops * 1e9),
+      without_routing: denseMs / (ms - roles.routing) };
+    rows.push(row);
+    console.log(`${budget.toFixed(2).padStart(6)} | ${used.toFixed(3)} | ${ms.toFixed(2).padStart(6)} | ` +
+      ROLES.map((r) => roles[r].toFixed(2).padStart(r.length)).join(' | ') +
+      ` | ${row.speedup.toFixed(2).padStart(6)}x | ${row.ideal.toFixed(2).padStart(9)}x | ${row.without_routing.toFixed(2).padStart(14)}x`);
+  }
+  const outFile = opts.json ?? join(REPO, '.cache', 'bench', `profile-${basename(bundle.dir)}.json`);
+  mkdirSync(dirname(outFile), { recursive: true });
+  writeFileSync(outFile, JSON.stringify({ model: m.name, batch, threads, runs, dense_ms_per_image: denseMs, rows }, null, 2));
+  console.log(`wrote ${outFile}`);
+}
+
+if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) await main();
