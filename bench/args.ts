@@ -2,6 +2,8 @@
 // or value ends the command with a message naming the option, its bounds and the value (exit
 // status 2), never a stack trace.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { resolve } from 'node:path';
+import { loadBundle, type Bundle } from '../server/bundle.js';
 import { allowedCpus, checkAllowedCpus, parseCpuListSetting } from '../server/cpu-affinity.js';
 
 /** Ends the command: the message and a pointer to --help on stderr, exit status 2. */
@@ -61,4 +63,16 @@ export function cpuListArg(name: string, raw: string): string {
     return usageError((err as Error).message);
   }
   return raw.trim();
+}
+
+/** The image bundle in folder `raw`, checked as the server checks it; a folder that is not one ends the command. */
+export async function imageBundleArg(name: string, raw: string): Promise<Bundle> {
+  let loaded: Awaited<ReturnType<typeof loadBundle>>;
+  try {
+    loaded = await loadBundle(resolve(raw));
+  } catch (err) {
+    return usageError(`--${name} must be an image bundle folder; ${JSON.stringify(raw)}: ${(err as Error).message}`);
+  }
+  if (!('manifest' in loaded)) return usageError(`--${name} must be an image bundle folder; ${JSON.stringify(raw)}: ${loaded.reason}`);
+  return loaded;
 }

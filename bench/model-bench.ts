@@ -10,10 +10,9 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
-import { loadBundle, type Bundle } from '../server/bundle.js';
 import { ComputeAccountant } from '../server/compute.js';
 import { median, spread, timed } from './stats.js';
-import { intArg, parseCli } from './args.js';
+import { imageBundleArg, intArg, parseCli } from './args.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BUDGETS = [1.0, 0.75, 0.5, 0.25];
@@ -41,9 +40,7 @@ const repeats = intArg('repeats', opts.repeats, opts.quick ? 2 : 5, 1, 1000);
 const threads = intArg('threads', opts.threads, 2, 1, 1024);
 
 async function main(): Promise<void> {
-  const loaded = await loadBundle(resolve(opts.bundle));
-  if (!('manifest' in loaded)) throw new Error(`${opts.bundle}: not an image bundle (${loaded.reason})`);
-  const bundle: Bundle = loaded;
+  const bundle = await imageBundleArg('bundle', opts.bundle);
   const m = bundle.manifest;
   if (!m.dense_graph) throw new Error(`${m.name}: the bundle has no dense_graph to compare with`);
   const options: ort.InferenceSession.SessionOptions = {

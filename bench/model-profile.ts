@@ -1,6 +1,6 @@
 // Where an ACM graph's time goes, from onnxruntime's own profiler: every node's kernel time, split
-// by what the node does for the model, next to the dense graph's total. It explains the gap between
-// the measured speedup of bench:model and its FLOP-ideal, which counts multiply-adds only:
+// by what the node does for the model, next to the dense graph. It explains the gap between the
+// measured speedup of bench:model and its FLOP-ideal, which counts multiply-adds only:
 //
 //   learners  the learner GEMMs (inside an ACM's scope) and their GELUs: the work the budget scales
 //   gates     the gates' small MLPs
@@ -9,8 +9,11 @@
 //   shared    work the dense graph does too and no budget touches: attention scores, softmax,
 //             transposes, layer norms, patch embedding, residual adds, the head
 //
-// "without routing" is the speedup the ACM graph would have if its routing cost nothing, so the
-// part of the gap that no kernel change can close is the FLOP-ideal over that.
+// Times per image: the run time without the profiler (median of --runs, which the speedup uses),
+// and each role's kernel time with it. What the kernels leave of a run is onnxruntime's work
+// between nodes, which the profiler itself inflates. "kernels only" is the speedup the graph would
+// have if routing and the time between nodes cost nothing: dense run time over learners + gates +
+// shared; the FLOP-ideal over it is the part of the gap that no change to routing can close.
 //
 //   (options: USAGE below, or --help)
 import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -18,18 +21,19 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
-import { loadBundle, type Bundle } from '../server/bundle.js';
 import { ComputeAccountant } from '../server/compute.js';
-import { budgetArg, intArg, parseCli } from './args.js';
+import { budgetArg, imageBundleArg, intArg, parseCli } from './args.js';
+import { median, timed } from './stats.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 const USAGE = `
-usage: npm run bench:profile -- [--bundle models/fashion-vit-acm] [--batch 8] [--budgets 1,0.25] [--runs 3]
-    [--threads 1] [--json FILE]
-onnxruntime's profile of an ACM bundle and its dense graph at one batch size: ms per image by
-role (learners, gates, routing, shared), the speedup over dense, its FLOP-ideal, and the speedup
-the graph would have without its routing. One warm-up run per graph and budget is not counted.
+usage: npm run bench:profile -- [--quick] [--bundle models/fashion-vit-acm] [--batch 8] [--budgets 1,0.25]
+    [--runs 3] [--threads 1] [--json FILE]
+onnxruntime's profile of an ACM bundle and its dense graph at one batch size: ms per image (run
+time without the profiler) and kernel ms per image by role (learners, gates, routing, shared), the
+speedup over dense, its FLOP-ideal, and the speedup from the learner, gate and shared kernels alone.
+One warm-up run per graph and budget is not counted. --quick (batch 2, one run) checks that it runs.
 `;
 
 export type Role = 'learners' | 'gates' | 'routing' | 'shared';
@@ -68,14 +72,28 @@ export function profileByRole(events: readonly TraceEvent[], skip: number): { ru
   return { runs: runs.length, us, total: runs.reduce((s, r) => s + r.dur, 0) };
 }
 
+const sessionOptions = (threads: number): ort.InferenceSession.SessionOptions => ({
+  intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential',
+});
+
+/** Median ms of `runs` runs of `feeds` after one warm-up, without the profiler. */
+async function runTime(graph: string, threads: number, feeds: Record<string, ort.Tensor>, runs: number): Promise<number> {
+  const session = await ort.InferenceSession.create(graph, sessionOptions(threads));
+  try {
+    await session.run(feeds);
+    const times: number[] = [];
+    for (let i = 0; i < runs; i++) times.push((await timed(() => session.run(feeds)))[0]);
+    return median(times);
+  } finally {
+    await session.release();
+  }
+}
+
 /** Runs `feeds` warm-up + runs times on a profiling session and returns the profile's events. */
 async function profile(graph: string, threads: number, feeds: Record<string, ort.Tensor>, runs: number): Promise<TraceEvent[]> {
   const dir = mkdtempSync(join(tmpdir(), 'acm-profile-'));
   try {
-    const session = await ort.InferenceSession.create(graph, {
-      intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential',
-      enableProfiling: true, profileFilePrefix: join(dir, 'run'),
-    });
+    const session = await ort.InferenceSession.create(graph, { ...sessionOptions(threads), enableProfiling: true, profileFilePrefix: join(dir, 'run') });
     for (let i = 0; i <= runs; i++) await session.run(feeds);
     session.endProfiling();
     await session.release();
@@ -91,6 +109,7 @@ async function main(): Promise<void> {
   const { values: opts } = parseCli(USAGE, {
     options: {
       bundle: { type: 'string', default: join(REPO, 'models', 'fashion-vit-acm') },
+      quick: { type: 'boolean', default: false },
       batch: { type: 'string' },
       budgets: { type: 'string', default: '1,0.25' },
       runs: { type: 'string' },
@@ -98,13 +117,11 @@ async function main(): Promise<void> {
       json: { type: 'string' },
     },
   });
-  const batch = intArg('batch', opts.batch, 8, 1, 4096);
-  const runs = intArg('runs', opts.runs, 3, 1, 1000);
+  const batch = intArg('batch', opts.batch, opts.quick ? 2 : 8, 1, 4096);
+  const runs = intArg('runs', opts.runs, opts.quick ? 1 : 3, 1, 1000);
   const threads = intArg('threads', opts.threads, 1, 1, 1024);
   const budgets = opts.budgets.split(',').map((b) => budgetArg('budgets', b, NaN));
-  const loaded = await loadBundle(resolve(opts.bundle));
-  if (!('manifest' in loaded)) throw new Error(`${opts.bundle}: not an image bundle (${loaded.reason})`);
-  const bundle: Bundle = loaded;
+  const bundle = await imageBundleArg('bundle', opts.bundle);
   const m = bundle.manifest;
   if (!m.dense_graph) throw new Error(`${m.name}: the bundle has no dense_graph to compare with`);
   const { channels, height, width } = m.image;
@@ -114,36 +131,37 @@ async function main(): Promise<void> {
     return seed / 1073741824 - 1;
   }), [batch, channels, height, width]);
 
-  const dense = profileByRole(await profile(join(bundle.dir, m.dense_graph), threads, { [m.inputs.pixels]: pixels }, runs), 1);
-  const denseMs = dense.total / dense.runs / batch / 1000;
-  console.log(`${m.name}: batch ${batch}, ${threads} thread(s), ${runs} profiled runs each; dense ${denseMs.toFixed(2)} ms per image`);
-  console.log('budget | used | ms/img | learners | gates | routing | shared | speedup | FLOP-ideal | without routing');
+  const denseGraph = join(bundle.dir, m.dense_graph);
+  const denseMs = (await runTime(denseGraph, threads, { [m.inputs.pixels]: pixels }, runs)) / batch;
+  console.log(`${m.name}: batch ${batch}, ${threads} thread(s), ${runs} runs each; dense ${denseMs.toFixed(2)} ms per image`);
+  console.log('budget | used | ms/img | kernel ms/img: learners | gates | routing | shared | speedup | FLOP-ideal | kernels only');
   const accountant = new ComputeAccountant(m);
   const cells = m.acms.length * m.tokens.count;
   const rows = [];
   for (const budget of budgets) {
     const feeds = { [m.inputs.pixels]: pixels, [m.inputs.budget]: new ort.Tensor('float64', new Float64Array(batch).fill(budget), [batch]) };
-    const out = await (await ort.InferenceSession.create(bundle.graphPath, { intraOpNumThreads: threads })).run(feeds);
+    const plain = await ort.InferenceSession.create(bundle.graphPath, sessionOptions(threads));
+    const out = await plain.run(feeds);
+    await plain.release();
     const counts = Int32Array.from(out[m.outputs.learner_counts]!.data as BigInt64Array, Number);
     let used = 0, gflops = 0;
     for (let i = 0; i < batch; i++) {
       const r = accountant.report(counts.subarray(i * cells, (i + 1) * cells), budget);
       used += r.used / batch; gflops += r.gflops / batch;
     }
+    const ms = (await runTime(bundle.graphPath, threads, feeds, runs)) / batch;
     const p = profileByRole(await profile(bundle.graphPath, threads, feeds, runs), 1);
-    const perImage = (us: number): number => us / p.runs / batch / 1000;
-    const ms = perImage(p.total);
-    const roles = Object.fromEntries(ROLES.map((r) => [r, perImage(p.us[r])])) as Record<Role, number>;
-    const row = { budget, used, ms_per_image: ms, roles, speedup: denseMs / ms, ideal: m.macs.dense / (gflops * 1e9),
-      without_routing: denseMs / (ms - roles.routing) };
+    const roles = Object.fromEntries(ROLES.map((r) => [r, p.us[r] / p.runs / batch / 1000])) as Record<Role, number>;
+    const row = { budget, used, ms_per_image: ms, kernel_ms_per_image: roles, speedup: denseMs / ms, ideal: m.macs.dense / (gflops * 1e9),
+      kernels_only: denseMs / (roles.learners + roles.gates + roles.shared) };
     rows.push(row);
     console.log(`${budget.toFixed(2).padStart(6)} | ${used.toFixed(3)} | ${ms.toFixed(2).padStart(6)} | ` +
-      ROLES.map((r) => roles[r].toFixed(2).padStart(r.length)).join(' | ') +
-      ` | ${row.speedup.toFixed(2).padStart(6)}x | ${row.ideal.toFixed(2).padStart(9)}x | ${row.without_routing.toFixed(2).padStart(14)}x`);
+      ROLES.map((r) => roles[r].toFixed(2).padStart(r === 'learners' ? 23 : r.length)).join(' | ') +
+      ` | ${row.speedup.toFixed(2).padStart(6)}x | ${row.ideal.toFixed(2).padStart(9)}x | ${row.kernels_only.toFixed(2).padStart(11)}x`);
   }
   const outFile = opts.json ?? join(REPO, '.cache', 'bench', `profile-${basename(bundle.dir)}.json`);
   mkdirSync(dirname(outFile), { recursive: true });
-  writeFileSync(outFile, JSON.stringify({ model: m.name, batch, threads, runs, dense_ms_per_image: denseMs, rows }, null, 2));
+  writeFileSync(outFile, JSON.stringify({ model: m.name, batch, threads, runs, quick: opts.quick, dense_ms_per_image: denseMs, rows }, null, 2));
   console.log(`wrote ${outFile}`);
 }
 
