@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { ComputeAccountant } from '../server/compute.js';
 import { median, spread, timed } from './stats.js';
-import { imageBundleArg, intArg, parseCli } from './args.js';
+import { imageBundleArg, intArg, parseCli, usageError } from './args.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BUDGETS = [1.0, 0.75, 0.5, 0.25];
@@ -42,7 +42,7 @@ const threads = intArg('threads', opts.threads, 2, 1, 1024);
 async function main(): Promise<void> {
   const bundle = await imageBundleArg('bundle', opts.bundle);
   const m = bundle.manifest;
-  if (!m.dense_graph) throw new Error(`${m.name}: the bundle has no dense_graph to compare with`);
+  if (!m.dense_graph) usageError(`--bundle ${opts.bundle}: the bundle has no dense_graph to compare with`);
   const options: ort.InferenceSession.SessionOptions = {
     intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential',
   };

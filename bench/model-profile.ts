@@ -22,7 +22,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { ComputeAccountant } from '../server/compute.js';
-import { budgetArg, imageBundleArg, intArg, parseCli } from './args.js';
+import { budgetArg, imageBundleArg, intArg, parseCli, usageError } from './args.js';
 import { median, timed } from './stats.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -76,14 +76,14 @@ const sessionOptions = (threads: number): ort.InferenceSession.SessionOptions =>
   intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential',
 });
 
-/** Median ms of `runs` runs of `feeds` after one warm-up, without the profiler. */
-async function runTime(graph: string, threads: number, feeds: Record<string, ort.Tensor>, runs: number): Promise<number> {
+/** Median ms of `runs` runs of `feeds` after one warm-up, without the profiler, and the warm-up's outputs. */
+async function runTime(graph: string, threads: number, feeds: Record<string, ort.Tensor>, runs: number): Promise<[number, ort.InferenceSession.ReturnType]> {
   const session = await ort.InferenceSession.create(graph, sessionOptions(threads));
   try {
-    await session.run(feeds);
+    const out = await session.run(feeds);
     const times: number[] = [];
     for (let i = 0; i < runs; i++) times.push((await timed(() => session.run(feeds)))[0]);
-    return median(times);
+    return [median(times), out];
   } finally {
     await session.release();
   }
@@ -123,7 +123,7 @@ async function main(): Promise<void> {
   const budgets = opts.budgets.split(',').map((b) => budgetArg('budgets', b, NaN));
   const bundle = await imageBundleArg('bundle', opts.bundle);
   const m = bundle.manifest;
-  if (!m.dense_graph) throw new Error(`${m.name}: the bundle has no dense_graph to compare with`);
+  if (!m.dense_graph) usageError(`--bundle ${opts.bundle}: the bundle has no dense_graph to compare with`);
   const { channels, height, width } = m.image;
   let seed = 12345;
   const pixels = new ort.Tensor('float32', Float32Array.from({ length: batch * channels * height * width }, () => {
@@ -132,7 +132,7 @@ async function main(): Promise<void> {
   }), [batch, channels, height, width]);
 
   const denseGraph = join(bundle.dir, m.dense_graph);
-  const denseMs = (await runTime(denseGraph, threads, { [m.inputs.pixels]: pixels }, runs)) / batch;
+  const denseMs = (await runTime(denseGraph, threads, { [m.inputs.pixels]: pixels }, runs))[0] / batch;
   console.log(`${m.name}: batch ${batch}, ${threads} thread(s), ${runs} runs each; dense ${denseMs.toFixed(2)} ms per image`);
   console.log('budget | used | ms/img | kernel ms/img: learners | gates | routing | shared | speedup | FLOP-ideal | kernels only');
   const accountant = new ComputeAccountant(m);
@@ -140,16 +140,14 @@ async function main(): Promise<void> {
   const rows = [];
   for (const budget of budgets) {
     const feeds = { [m.inputs.pixels]: pixels, [m.inputs.budget]: new ort.Tensor('float64', new Float64Array(batch).fill(budget), [batch]) };
-    const plain = await ort.InferenceSession.create(bundle.graphPath, sessionOptions(threads));
-    const out = await plain.run(feeds);
-    await plain.release();
+    const [runMs, out] = await runTime(bundle.graphPath, threads, feeds, runs);
+    const ms = runMs / batch;
     const counts = Int32Array.from(out[m.outputs.learner_counts]!.data as BigInt64Array, Number);
     let used = 0, gflops = 0;
     for (let i = 0; i < batch; i++) {
       const r = accountant.report(counts.subarray(i * cells, (i + 1) * cells), budget);
       used += r.used / batch; gflops += r.gflops / batch;
     }
-    const ms = (await runTime(bundle.graphPath, threads, feeds, runs)) / batch;
     const p = profileByRole(await profile(bundle.graphPath, threads, feeds, runs), 1);
     const roles = Object.fromEntries(ROLES.map((r) => [r, p.us[r] / p.runs / batch / 1000])) as Record<Role, number>;
     const row = { budget, used, ms_per_image: ms, kernel_ms_per_image: roles, speedup: denseMs / ms, ideal: m.macs.dense / (gflops * 1e9),
