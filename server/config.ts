@@ -65,6 +65,7 @@ export interface Config {
   readonly graphOptimization: GraphOptimization;
   /** Threads decoding and normalising images for every image model; 0 decodes on the HTTP thread. */
   readonly decodeThreads: number;
+  readonly directPng: boolean;
   /** Nice value (0-19) of the inference threads; above 0 the HTTP thread wins a contended core. */
   readonly inferenceNice: number;
   /** CPUs (a Linux CPU list) reserved for the HTTP thread; every other thread runs on the rest. */
@@ -164,6 +165,8 @@ export const FIELDS: readonly Field[] = [
   { key: 'decodeThreads', env: 'ACM_DECODE_THREADS', flag: '--decode-threads', unit: 'threads',
     kind: { type: 'int', min: 0, max: 64 }, default: () => 1,
     doc: 'threads decoding images off the HTTP thread (0 = on the HTTP thread)' },
+  { key: 'directPng', env: 'ACM_DIRECT_PNG', flag: '--direct-png', unit: '', kind: { type: 'bool' }, default: () => true,
+    doc: 'read plain PNGs already at the input size without libvips (same pixels, less CPU)' },
   { key: 'inferenceNice', env: 'ACM_INFERENCE_NICE', flag: '--inference-nice', unit: '',
     kind: { type: 'int', min: 0, max: 19 }, default: () => 0,
     doc: 'nice value of the inference threads (0 = as the server)' },

@@ -5,7 +5,7 @@ import { parentPort } from 'node:worker_threads';
 import { AcmError } from './errors.js';
 import { decodeImage, type ImageContract } from './image.js';
 
-export interface DecodeImageRequest { id: number; bytes: Uint8Array; image: ImageContract; maxPixels: number }
+export interface DecodeImageRequest { id: number; bytes: Uint8Array; image: ImageContract; maxPixels: number; directPng: boolean }
 export type DecodeImageReply =
   | { id: number; pixels: Float32Array }
   | { id: number; error: { code: AcmError['code']; message: string } };
@@ -15,7 +15,7 @@ if (port === null) throw new Error('image-decode-worker must run as a worker thr
 
 port.on('message', (req: DecodeImageRequest) => {
   const bytes = Buffer.from(req.bytes.buffer, req.bytes.byteOffset, req.bytes.byteLength);
-  decodeImage(bytes, { image: req.image }, req.maxPixels).then((pixels) => {
+  decodeImage(bytes, { image: req.image }, req.maxPixels, req.directPng).then((pixels) => {
     port.postMessage({ id: req.id, pixels } satisfies DecodeImageReply, [pixels.buffer as ArrayBuffer]);
   }, (err: unknown) => {
     const error = err instanceof AcmError ? { code: err.code, message: err.message }

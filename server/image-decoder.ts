@@ -14,11 +14,13 @@ export interface ImageDecoder {
   close(): Promise<void>;
 }
 
-/** Decoding on the calling thread (`ACM_DECODE_THREADS=0`). */
-export const inlineDecoder: ImageDecoder = {
-  decode: (bytes, image, maxPixels) => decodeImage(bytes, { image }, maxPixels),
-  close: () => Promise.resolve(),
-};
+/** Decoding on the calling thread (`ACM_DECODE_THREADS=0`); `directPng` as in decodeImage. */
+export function inlineDecoder(directPng = true): ImageDecoder {
+  return {
+    decode: (bytes, image, maxPixels) => decodeImage(bytes, { image }, maxPixels, directPng),
+    close: () => Promise.resolve(),
+  };
+}
 
 interface Pending { resolve: (p: Float32Array) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
 
@@ -29,7 +31,8 @@ export class ThreadedImageDecoder implements ImageDecoder {
   private nextId = 1;
   private closed = false;
 
-  constructor(threads: number, private readonly workerUrl = new URL('./image-decode-worker.js', import.meta.url)) {
+  constructor(threads: number, private readonly workerUrl = new URL('./image-decode-worker.js', import.meta.url),
+    private readonly directPng = true) {
     if (!Number.isInteger(threads) || threads < 1) throw new Error(`decoding threads must be an integer >= 1; got ${threads}`);
     this.lanes = Array.from({ length: threads }, () => ({ pending: new Map<number, Pending>() }));
   }
@@ -47,7 +50,7 @@ export class ThreadedImageDecoder implements ImageDecoder {
       lane.pending.set(id, { resolve, reject, timer });
       // A copy, transferred: the request's Buffer may share its memory with Node's pool.
       const copy = new Uint8Array(bytes);
-      const req: DecodeImageRequest = { id, bytes: copy, image, maxPixels };
+      const req: DecodeImageRequest = { id, bytes: copy, image, maxPixels, directPng: this.directPng };
       try {
         worker.postMessage(req, [copy.buffer]);
       } catch (err) {
@@ -104,7 +107,7 @@ export class ThreadedImageDecoder implements ImageDecoder {
   }
 }
 
-/** The decoder `ACM_DECODE_THREADS` asks for. */
-export function imageDecoder(threads: number): ImageDecoder {
-  return threads === 0 ? inlineDecoder : new ThreadedImageDecoder(threads);
+/** The decoder `ACM_DECODE_THREADS` and `ACM_DIRECT_PNG` ask for. */
+export function imageDecoder(threads: number, directPng = true): ImageDecoder {
+  return threads === 0 ? inlineDecoder(directPng) : new ThreadedImageDecoder(threads, undefined, directPng);
 }

@@ -6,6 +6,7 @@
 import sharp from 'sharp';
 import { AcmError, shown } from './errors.js';
 import type { ImageManifest } from './manifest.js';
+import { readDirectPng } from './png.js';
 
 /** Formats the server decodes; sharp knows more (SVG, PDF, HEIF), but each is attack surface. */
 export const IMAGE_FORMATS = ['png', 'jpeg', 'webp', 'gif', 'tiff'] as const;
@@ -48,16 +49,25 @@ async function readHeader(bytes: Buffer): Promise<Header> {
 /** The part of a manifest decoding reads: the input contract. */
 export type ImageContract = ImageManifest['image'];
 
-/** Decodes and normalises one image into a CHW Float32Array for the bundle's graph. */
-export async function decodeImage(bytes: Buffer, m: { readonly image: ImageContract }, maxPixels: number): Promise<Float32Array> {
+/**
+ * Decodes and normalises one image into a CHW Float32Array for the bundle's graph. With `directPng`,
+ * a plain PNG already at the input size (8-bit gray for one channel, RGB for three) is read
+ * without libvips (png.ts): the same pixels, without its set-up cost.
+ */
+export async function decodeImage(bytes: Buffer, m: { readonly image: ImageContract }, maxPixels: number,
+  directPng = true): Promise<Float32Array> {
   if (bytes.length === 0) throw new AcmError('empty_body', 'image body is empty; send the image bytes');
+  const { height, width, channels, mean, std, resize } = m.image;
+  if (directPng && width * height <= maxPixels) {
+    const hwc = readDirectPng(bytes, width, height, channels);
+    if (hwc !== undefined) return normalise(hwc, channels, height * width, mean, std);
+  }
   const header = await readHeader(bytes);
   const pixels = header.width * header.height;
   if (pixels > maxPixels) {
     throw new AcmError('image_too_large', `image must have at most ${maxPixels} pixels; got ` +
       `${header.width}x${header.height} = ${pixels}`);
   }
-  const { height, width, channels, mean, std, resize } = m.image;
   const [r, g, b] = m.image.background;
   const background = { r, g, b, alpha: 1 };
   let pipeline = sharp(bytes, { limitInputPixels: maxPixels, failOn: 'truncated', page: 0, pages: 1 })

@@ -79,7 +79,7 @@ export class InferenceService {
 
   constructor(private readonly config: Config, private readonly metrics: Metrics, log: Logger) {
     this.pool = new ModelPool(config, metrics, log);
-    this.decoder = imageDecoder(config.decodeThreads);
+    this.decoder = imageDecoder(config.decodeThreads, config.directPng);
     this.pool.onShutdown(() => this.decoder.close());
   }
 
