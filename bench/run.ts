@@ -1,4 +1,4 @@
-// `npm run bench`: every benchmark in sequence (kernel, model, profile, server load, server memory, speech),
+// `npm run bench`: every benchmark in sequence (kernel, model, profile, decode, server load, server memory, speech),
 // each in its own process so one's threads and memory cannot colour the next. Each prints its
 // tables and writes its JSON (default .cache/bench/; --out puts them all in one folder). The speech
 // bench is skipped, saying why, when the models folder (ACM_MODELS_DIR, default models/) has no
@@ -19,6 +19,7 @@ const BENCHES = [
   { name: 'kernel', script: dist('../kernels/bench.js'), json: 'kernel.json', what: 'grouped-learner kernel vs dense FFN' },
   { name: 'model', script: dist('./model-bench.js'), json: 'model-fashion-vit-acm.json', what: 'ACM bundle vs its dense graph' },
   { name: 'profile', script: dist('./model-profile.js'), json: 'profile-fashion-vit-acm.json', what: 'where the ACM graph\'s time goes, by role' },
+  { name: 'decode', script: dist('./decode-bench.js'), json: 'decode.json', what: 'image decoding, direct PNG vs libvips' },
   { name: 'server', script: dist('./server-load.js'), json: 'server-load.json', what: 'HTTP load, batching on vs off' },
   { name: 'memory', script: dist('./server-memory.js'), json: 'server-memory.json', what: 'resident memory per model and under a soak' },
   { name: 'speech', script: dist('./speech-stream.js'), json: 'speech-stream.json', what: 'speech real-time factor and streaming latency' },
@@ -33,7 +34,7 @@ function skipReason(name: string): string | undefined {
 }
 
 const USAGE = `
-usage: npm run bench -- [--only kernel,model,profile,server,memory,speech] [--quick] [--out FOLDER]
+usage: npm run bench -- [--only kernel,model,profile,decode,server,memory,speech] [--quick] [--out FOLDER]
 Every benchmark in sequence, each in its own process; each prints its tables and writes its JSON
 (default .cache/bench/). --quick makes each a smoke run whose timings mean nothing.
 `;
