@@ -20,7 +20,8 @@ const COLOUR_TYPE: Readonly<Record<number, number>> = { 1: 0, 3: 2 };
 /**
  * The pixels (HWC bytes) of `bytes` when it is a PNG that needs no conversion for the contract:
  * `width` x `height`, 8-bit gray for 1 channel or 8-bit RGB for 3, not interlaced, every chunk
- * intact (CRC) and none but IHDR, IDAT, IEND and inert ones. Otherwise undefined, never an error.
+ * intact (CRC), none but IHDR, one run of IDAT, IEND and inert ones, nothing after IEND.
+ * Otherwise undefined, never an error.
  */
 export function readDirectPng(bytes: Uint8Array, width: number, height: number, channels: number): Uint8Array | undefined {
   const colourType = COLOUR_TYPE[channels];
@@ -31,6 +32,7 @@ export function readDirectPng(bytes: Uint8Array, width: number, height: number, 
   let offset = 8;
   let sawHeader = false;
   let ended = false;
+  let previous = '';
   while (offset + 12 <= buf.length && !ended) {
     const length = buf.readUInt32BE(offset);
     const end = offset + 12 + length;
@@ -45,15 +47,18 @@ export function readDirectPng(bytes: Uint8Array, width: number, height: number, 
       if (data[8] !== 8 || data[9] !== colourType || data[10] !== 0 || data[11] !== 0 || data[12] !== 0) return undefined;
       sawHeader = true;
     } else if (type === 'IDAT') {
+      // The data is one run of consecutive IDAT chunks.
+      if (idat.length > 0 && previous !== 'IDAT') return undefined;
       idat.push(data);
     } else if (type === 'IEND') {
       ended = true;
     } else if (!INERT_CHUNKS.has(type)) {
       return undefined;
     }
+    previous = type;
     offset = end;
   }
-  if (!ended || idat.length === 0) return undefined;
+  if (!ended || offset !== buf.length || idat.length === 0) return undefined;
   const stride = width * channels;
   const expected = height * (stride + 1);
   let raw: Buffer;

@@ -67,6 +67,14 @@ function encodePng(pixels: Uint8Array, width: number, height: number, channels: 
     ...(o.extra ?? []).map(([t, d]) => chunk(t, d)), ...idat, chunk('IEND', new Uint8Array(0))]);
 }
 
+/** The PNG with a tEXt chunk moved in between its (two) IDAT chunks. */
+function splitIdat(png: Buffer): Buffer {
+  const first = 8 + 25; // signature, IHDR
+  const firstLength = png.readUInt32BE(first);
+  const cut = first + 12 + firstLength;
+  return Buffer.concat([png.subarray(0, cut), chunk('tEXt', Buffer.from('Comment\0between')), png.subarray(cut)]);
+}
+
 function noise(n: number, seed: number): Uint8Array {
   let s = seed;
   return Uint8Array.from({ length: n }, () => {
@@ -137,6 +145,8 @@ describe('direct PNG reader', () => {
       ['a damaged chunk (CRC)', badCrc, contract(1)],
       ['a file cut short', good.subarray(0, good.length - 30), contract(1)],
       ['not a PNG', Buffer.from('GIF89a not really'), contract(1)],
+      ['bytes after IEND', Buffer.concat([good, Buffer.from('trailing')]), contract(1)],
+      ['a chunk between IDATs', splitIdat(encodePng(gray, 28, 28, 1, { pieces: 2 })), contract(1)],
     ];
     const interlaced = await sharp(Buffer.from(gray), { raw: { width: 28, height: 28, channels: 1 } }).png({ progressive: true }).toBuffer();
     const palette = await sharp(Buffer.from(rgb), { raw: { width: 28, height: 28, channels: 3 } }).png({ palette: true }).toBuffer();
