@@ -30,6 +30,8 @@ export interface LoadResult {
   readonly ok: number;
   readonly non2xx: number;
   readonly errors: number;
+  /** The errors by kind: the error's code (ECONNRESET, ...), else its message. */
+  readonly errorKinds: Readonly<Record<string, number>>;
   /** 2xx answers per second. */
   readonly throughputRps: number;
   readonly p50Ms: number;
@@ -40,9 +42,27 @@ export interface LoadResult {
   readonly timed?: { latencyMs: number; timings: ServerTimings }[];
 }
 
-function result(seconds: number, latencies: number[], non2xx: number, errors: number): LoadResult {
+/** Transport errors counted by kind. */
+export class ErrorTally {
+  readonly kinds: Record<string, number> = {};
+  total = 0;
+
+  add(err: unknown): void {
+    const e = err as { code?: unknown; message?: unknown } | undefined;
+    const kind = typeof e?.code === 'string' ? e.code : typeof e?.message === 'string' ? e.message : String(err);
+    this.kinds[kind] = (this.kinds[kind] ?? 0) + 1;
+    this.total++;
+  }
+}
+
+/** "3 ECONNRESET, 1 no answer within 30 s" for a report line; empty for none. */
+export function errorKindsText(kinds: Readonly<Record<string, number>>): string {
+  return Object.entries(kinds).sort((a, b) => b[1] - a[1]).map(([k, n]) => `${n} ${k}`).join(', ');
+}
+
+function result(seconds: number, latencies: number[], non2xx: number, errors: ErrorTally): LoadResult {
   return {
-    seconds, ok: latencies.length, non2xx, errors, throughputRps: seconds > 0 ? latencies.length / seconds : NaN,
+    seconds, ok: latencies.length, non2xx, errors: errors.total, errorKinds: errors.kinds, throughputRps: seconds > 0 ? latencies.length / seconds : NaN,
     p50Ms: percentile(latencies, 50), p99Ms: percentile(latencies, 99), latenciesMs: latencies,
   };
 }
@@ -53,7 +73,7 @@ const REQUEST_TIMEOUT_S = 30;
 export function closedLoop(target: Target, connections: number, warmupS: number, seconds: number): Promise<LoadResult> {
   const latencies: number[] = [];
   let non2xx = 0;
-  let errors = 0;
+  const errors = new ErrorTally();
   const t0 = performance.now();
   const from = t0 + warmupS * 1000;
   return new Promise((resolve, reject) => {
@@ -80,8 +100,8 @@ export function closedLoop(target: Target, connections: number, warmupS: number,
       if (status >= 200 && status < 300) latencies.push(ms);
       else non2xx++;
     });
-    instance.on('reqError', () => {
-      if (performance.now() >= from) errors++;
+    instance.on('reqError', (err: unknown) => {
+      if (performance.now() >= from) errors.add(err);
     });
   });
 }
@@ -162,7 +182,7 @@ export async function openLoop(target: Target, o: OpenLoopOptions): Promise<Load
   const latencies: number[] = [];
   const timed: { latencyMs: number; timings: ServerTimings }[] = [];
   let non2xx = 0;
-  let errors = 0;
+  const errors = new ErrorTally();
   let inFlight = 0;
   let sent = 0;
   let second = 0;
@@ -175,7 +195,7 @@ export async function openLoop(target: Target, o: OpenLoopOptions): Promise<Load
       const scheduled = t0 + index * interval;
       const counted = index >= warmCount;
       if (inFlight >= maxInFlight) {
-        if (counted) errors++;
+        if (counted) errors.add(new Error(`more than ${maxInFlight} requests outstanding`));
         continue;
       }
       inFlight++;
@@ -188,8 +208,8 @@ export async function openLoop(target: Target, o: OpenLoopOptions): Promise<Load
         } else {
           non2xx++;
         }
-      }, () => {
-        if (counted) errors++;
+      }, (err: unknown) => {
+        if (counted) errors.add(err);
       }).finally(() => {
         inFlight--;
         pending.delete(p);

@@ -26,7 +26,7 @@ import { cpus, loadavg, setPriority } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { ProbeThread } from './healthz-probe.js';
 import { budgetArg, cpuListArg, intArg, numberArg, parseCli } from './args.js';
-import { closedLoop, openLoop, tailSplit, type LatencySplit, type LoadResult, type Target } from './load.js';
+import { closedLoop, errorKindsText, openLoop, tailSplit, type LatencySplit, type LoadResult, type Target } from './load.js';
 import { baseServerEnv, DEFAULT_IMAGES_DIR, loadImages, REPO, ServerProcess } from './server-process.js';
 import { fmt, percentile, summarize, type Summary } from './stats.js';
 import { printTable } from './table.js';
@@ -133,6 +133,7 @@ interface Cell {
   loop_delay_max_ms: Summary;
   non2xx: number;
   errors: number;
+  error_kinds: Record<string, number>;
 }
 
 interface OpenCell {
@@ -150,6 +151,14 @@ interface OpenCell {
   split: { median: LatencySplit | null; p99: LatencySplit | null };
   non2xx: number;
   errors: number;
+  error_kinds: Record<string, number>;
+}
+
+/** Error counts by kind over several runs. */
+function mergeKinds(runs: readonly LoadResult[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const r of runs) for (const [k, n] of Object.entries(r.errorKinds)) out[k] = (out[k] ?? 0) + n;
+  return out;
 }
 
 interface TargetCheck { name: string; value: number | null; threshold: string; pass: boolean | null; detail: string }
@@ -240,7 +249,8 @@ async function main(): Promise<void> {
           process.stdout.write(`  rep ${rep + 1} c=${c} ${mode.name}: ${run.throughputRps.toFixed(1)} req/s, ` +
             `p50 ${run.p50Ms.toFixed(1)} ms, p99 ${run.p99Ms.toFixed(1)} ms, healthz p99 ${percentile(h.latenciesMs, 99).toFixed(1)} ms` +
             `${loop ? `, loop delay p99 ${loop.p99.toFixed(1)} ms, max ${loop.max.toFixed(1)} ms` : ''}` +
-            `${run.non2xx + run.errors > 0 ? `, ${run.non2xx} non-2xx, ${run.errors} errors` : ''}\n`);
+            `${run.non2xx + run.errors > 0 ? `, ${run.non2xx} non-2xx, ${run.errors} errors` : ''}` +
+            `${run.errors > 0 ? ` (${errorKindsText(run.errorKinds)})` : ''}\n`);
         }
       }
     }
@@ -260,6 +270,7 @@ async function main(): Promise<void> {
           loop_delay_max_ms: summarize(e.loop.map((l) => l.max)),
           non2xx: e.runs.reduce((s, r) => s + r.non2xx, 0),
           errors: e.runs.reduce((s, r) => s + r.errors, 0),
+          error_kinds: mergeKinds(e.runs),
         });
       }
     }
@@ -276,7 +287,7 @@ async function main(): Promise<void> {
         openRaw.get(mode.name)!.push(run);
         const tail = tailSplit(run.timed ?? []).p99;
         console.log(`  rep ${rep + 1} open loop ${mode.name} at ${rate.toFixed(1)} req/s: p50 ${run.p50Ms.toFixed(1)} ms, p99 ${run.p99Ms.toFixed(1)} ms` +
-          (tail ? `; slowest 1%: ${splitText(tail)}` : ''));
+          (tail ? `; slowest 1%: ${splitText(tail)}` : '') + (run.errors > 0 ? `; errors: ${errorKindsText(run.errorKinds)}` : ''));
       }
     }
     const open: OpenCell[] = opts['closed-only'] ? [] : MODES.map((m) => {
@@ -288,6 +299,7 @@ async function main(): Promise<void> {
         p99_over_p50: summarize(runs.map((r) => r.p99Ms / r.p50Ms)),
         split: tailSplit(runs.flatMap((r) => r.timed ?? [])),
         non2xx: runs.reduce((s, r) => s + r.non2xx, 0), errors: runs.reduce((s, r) => s + r.errors, 0),
+        error_kinds: mergeKinds(runs),
       };
     });
 
@@ -339,10 +351,14 @@ function checkTargets(cells: readonly Cell[], open: readonly OpenCell[]): Target
       detail: `p50 ${sat.healthz_p50_ms.median.toFixed(1)} ms, ${sat.healthz_failures} failed probes; the server's own ` +
         `event-loop delay p99 ${sat.loop_delay_p99_ms.median.toFixed(1)} ms, max ${sat.loop_delay_max_ms.median.toFixed(1)} ms` });
   }
-  const failed = cells.filter((c) => c.non2xx + c.errors > 0);
-  if (failed.length > 0 || open.some((x) => x.non2xx + x.errors > 0)) {
-    out.push({ name: 'every request answered 2xx', value: null, threshold: '0 failures', pass: false,
-      detail: `cells with failures: ${failed.map((c) => `${c.mode}@${c.concurrency}`).join(', ') || 'open loop'}` });
+  const failures = (x: { non2xx: number; errors: number; error_kinds: Record<string, number> }): string =>
+    `${x.non2xx} non-2xx, ${x.errors} errors${x.errors > 0 ? ` (${errorKindsText(x.error_kinds)})` : ''}`;
+  const failed = [
+    ...cells.filter((c) => c.non2xx + c.errors > 0).map((c) => `${c.mode}@${c.concurrency}: ${failures(c)}`),
+    ...open.filter((o) => o.non2xx + o.errors > 0).map((o) => `open loop ${o.mode}: ${failures(o)}`),
+  ];
+  if (failed.length > 0) {
+    out.push({ name: 'every request answered 2xx', value: null, threshold: '0 failures', pass: false, detail: failed.join('; ') });
   }
   return out;
 }

@@ -15,7 +15,7 @@ import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import sharp from 'sharp';
 import { ProbeThread } from '../bench/healthz-probe.js';
-import { latencySplit, tailSplit, type LatencySplit } from '../bench/load.js';
+import { errorKindsText, ErrorTally, latencySplit, openLoop, tailSplit, type LatencySplit } from '../bench/load.js';
 import { nodeRole, profileByRole, ROLES } from '../bench/model-profile.js';
 import { checkModelBenchJson, modelPlotSvg, type ModelBenchJson } from '../bench/plot-svg.js';
 import type { Summary } from '../bench/stats.js';
@@ -39,6 +39,45 @@ interface Report {
 
 /** One repeat per cell in these quick runs. */
 const positive = (s: Stat, what: string): void => assertPositiveSummary(s, 1, what);
+
+describe('load generator errors', () => {
+  it('counts transport errors by kind and says which, most frequent first', () => {
+    const t = new ErrorTally();
+    t.add(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }));
+    t.add(new Error('no answer within 30 s'));
+    t.add(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }));
+    assert.equal(t.total, 3);
+    assert.deepEqual(t.kinds, { ECONNRESET: 2, 'no answer within 30 s': 1 });
+    assert.equal(errorKindsText(t.kinds), '2 ECONNRESET, 1 no answer within 30 s');
+    assert.equal(errorKindsText({}), '');
+  });
+
+  it('an open loop against a server that drops every other connection reports those as ECONNRESET', async () => {
+    let n = 0;
+    const server = createServer((req, res) => {
+      if (n++ % 2 === 1) {
+        req.socket.destroy();
+        return;
+      }
+      req.resume();
+      req.on('end', () => res.end('ok'));
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const { port } = server.address() as AddressInfo;
+      const r = await openLoop({ url: `http://127.0.0.1:${port}`, path: '/classify', images: [Buffer.from('x')] },
+        { rateRps: 100, warmupS: 0, seconds: 0.4 });
+      assert.equal(r.ok + r.errors + r.non2xx, 40);
+      assert.ok(r.errors > 0 && r.ok > 0, `errors ${r.errors}, ok ${r.ok}`);
+      assert.deepEqual(Object.keys(r.errorKinds), ['ECONNRESET']);
+      assert.equal(r.errorKinds.ECONNRESET, r.errors);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+});
 
 describe('open-loop latency split', () => {
   const t = (queueMs: number, inferenceMs: number, totalMs: number) => ({ queueMs, inferenceMs, totalMs });
