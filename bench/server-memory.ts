@@ -16,7 +16,7 @@ import { cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { intArg, numberArg, parseCli } from './args.js';
-import { closedLoop, openLoop, type Target } from './load.js';
+import { closedLoop, errorKindsText, openLoop, type Target } from './load.js';
 import { baseServerEnv, DEFAULT_IMAGES_DIR, loadImages, readMemory, REPO, SERVER_NODE_FLAGS, ServerProcess } from './server-process.js';
 import { fmt, median, summarize, type Summary } from './stats.js';
 import { printTable } from './table.js';
@@ -123,7 +123,10 @@ async function measureStatic(base: Record<string, string>, target: (s: ServerPro
       rows.load.push(await settledRss(server.pid));
       // The kernel updates VmHWM lazily, so it can trail an RSS read taken just before.
       rows.peak.push(Math.max(server.memory().hwmKiB, rows.ready.at(-1)!, rows.seq.at(-1)!, rows.load.at(-1)!));
-      if (run.non2xx + run.errors > 0) console.log(`  warning: ${run.non2xx} non-2xx answers and ${run.errors} errors under load`);
+      if (run.non2xx + run.errors > 0) {
+        console.log(`  warning: ${run.non2xx} non-2xx answers and ${run.errors} errors under load` +
+          (run.errors > 0 ? ` (${errorKindsText(run.errorKinds)})` : ''));
+      }
     } finally {
       await server.stop();
     }
@@ -154,6 +157,8 @@ interface Soak {
   p99_ms: number;
   achieved_rps: number;
   failures: number;
+  /** Load-generator errors by kind (bench/load.ts ErrorTally). */
+  error_kinds: Readonly<Record<string, number>>;
   samples: { t_s: number; rss_kib: number }[];
 }
 
@@ -187,7 +192,8 @@ async function soak(base: Record<string, string>, target: (s: ServerProcess) => 
     rate_rps: rate, duration_s: settings.soakDurationS, warmup_s: settings.soakWarmupS, window_s: (window * settings.sampleMs) / 1000,
     start_mib: start / MIB, end_mib: end / MIB, max_mib: max / MIB,
     growth_percent: ((end - start) / start) * 100, max_growth_percent: ((max - start) / start) * 100,
-    p50_ms: run.p50Ms, p99_ms: run.p99Ms, achieved_rps: run.throughputRps, failures: run.non2xx + run.errors, samples,
+    p50_ms: run.p50Ms, p99_ms: run.p99Ms, achieved_rps: run.throughputRps, failures: run.non2xx + run.errors,
+    error_kinds: run.errorKinds, samples,
   };
 }
 
