@@ -65,6 +65,7 @@ export interface Config {
   readonly graphOptimization: GraphOptimization;
   /** Threads decoding and normalising images for every image model; 0 decodes on the HTTP thread. */
   readonly decodeThreads: number;
+  /** Plain PNGs already at the input size are read without libvips (png.ts). */
   readonly directPng: boolean;
   /** Nice value (0-19) of the inference threads; above 0 the HTTP thread wins a contended core. */
   readonly inferenceNice: number;
