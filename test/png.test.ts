@@ -4,23 +4,15 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { crc32, deflateSync } from 'node:zlib';
+import { deflateSync } from 'node:zlib';
 import { describe, it } from 'node:test';
 import sharp from 'sharp';
 import { decodeImage, type ImageContract } from '../server/image.js';
 import { readDirectPng } from '../server/png.js';
+import { chunk } from './support/images.js';
 import { REPO_ROOT } from './support/tiny-bundle.js';
 
 const FIXTURES = join(REPO_ROOT, 'test', 'fixtures', 'fashion-test');
-
-function chunk(type: string, data: Uint8Array): Buffer {
-  const head = Buffer.alloc(4);
-  head.writeUInt32BE(data.length);
-  const body = Buffer.concat([Buffer.from(type, 'latin1'), data]);
-  const crc = Buffer.alloc(4);
-  crc.writeUInt32BE(crc32(body));
-  return Buffer.concat([head, body, crc]);
-}
 
 interface PngOptions {
   /** Filter type of row y: filters[y % filters.length]. */
