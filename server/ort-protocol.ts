@@ -1,5 +1,6 @@
 // Messages between OrtBackend (main thread) and ort-worker (worker thread). Kept in one place so
 // both sides agree on every field.
+import { endianness } from 'node:os';
 import { sizeOf, type BatchItem, type ModelShape } from './backend.js';
 
 export interface WorkerInit {
@@ -59,4 +60,31 @@ export function packBatch(items: readonly BatchItem[], shape: ModelShape): { inp
     budgets[i] = item.budget;
   });
   return { input, budgets };
+}
+
+const LITTLE_ENDIAN = endianness() === 'LE';
+
+/**
+ * The graph's int64 learner counts as an Int32Array. Counts lie in [0, N], so on a little-endian
+ * machine each value is the low half of its 8 bytes, read through an Int32 view without creating
+ * a BigInt per value (a batch of 32 of the bundled model holds 32,000 of them); any value the low
+ * half cannot hold falls back to converting every value.
+ */
+export function learnerCounts(raw: BigInt64Array): Int32Array<ArrayBuffer> {
+  const counts = new Int32Array(raw.length);
+  if (LITTLE_ENDIAN) {
+    const words = new Int32Array(raw.buffer, raw.byteOffset, raw.length * 2);
+    let fits = true;
+    for (let i = 0; i < raw.length; i++) {
+      const low = words[2 * i]!;
+      if (words[2 * i + 1] !== (low < 0 ? -1 : 0)) {
+        fits = false;
+        break;
+      }
+      counts[i] = low;
+    }
+    if (fits) return counts;
+  }
+  for (let i = 0; i < raw.length; i++) counts[i] = Number(raw[i]);
+  return counts;
 }

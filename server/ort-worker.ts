@@ -8,7 +8,7 @@
 import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
-import type { WorkerInit, FromWorker, ToWorker, ValueInfo } from './ort-protocol.js';
+import { learnerCounts, type WorkerInit, type FromWorker, type ToWorker, type ValueInfo } from './ort-protocol.js';
 
 const init = workerData as WorkerInit;
 // On Linux a nice value belongs to a thread, and threads inherit it from the thread that starts
@@ -102,9 +102,7 @@ async function runBatch(s: ort.InferenceSession, msg: Extract<ToWorker, { type: 
     // Copies: the output tensors may view memory onnxruntime reuses, and the copies are what is
     // transferred back without a second copy.
     const logits = Float32Array.from(logitsT.data as Float32Array);
-    const raw = countsT.data as BigInt64Array;
-    const counts = new Int32Array(raw.length);
-    for (let i = 0; i < raw.length; i++) counts[i] = Number(raw[i]);
+    const counts = learnerCounts(countsT.data as BigInt64Array);
     post({ type: 'result', id: msg.id, logits, counts }, [logits.buffer, counts.buffer]);
   } catch (err) {
     post({ type: 'failed', id: msg.id, message: (err as Error).message });

@@ -11,6 +11,7 @@ import { AcmError } from '../server/errors.js';
 import { createLogger } from '../server/logger.js';
 import { checkGraph } from '../server/graph-check.js';
 import { OrtBackend, type OrtBackendOptions } from '../server/ort-backend.js';
+import { learnerCounts } from '../server/ort-protocol.js';
 import { fakeBundle, fakeManifest } from './support/fake.js';
 import { CRASH_BUDGET, HANG_BUDGET } from './support/fake-worker.js';
 
@@ -27,6 +28,21 @@ async function rejectsWith(p: Promise<unknown>, code: string): Promise<void> {
   assert.ok(err instanceof AcmError, String(err));
   assert.equal(err.code, code);
 }
+
+describe('learner counts from the graph', () => {
+  it('reads int64 counts as int32, from an offset view too', () => {
+    const raw = BigInt64Array.from([0n, 1n, 4n, 3n, 2n, 0n]);
+    assert.deepEqual(Array.from(learnerCounts(raw)), [0, 1, 4, 3, 2, 0]);
+    const view = new BigInt64Array(raw.buffer, 16, 3);
+    assert.deepEqual(Array.from(learnerCounts(view)), [4, 3, 2]);
+  });
+
+  it('keeps values the low 32 bits cannot hold, and negative ones', () => {
+    const raw = BigInt64Array.from([2n, -1n, 5_000_000_000n, 7n]);
+    assert.deepEqual(Array.from(learnerCounts(raw)), [2, -1, Number(5_000_000_000n) | 0, 7]);
+    assert.deepEqual(Array.from(learnerCounts(BigInt64Array.from([-3n, 1n]))), [-3, 1]);
+  });
+});
 
 describe('OrtBackend failure handling', () => {
   it('fails the batch of a worker that exits, restarts the worker, and serves the next batch', async () => {
