@@ -5,11 +5,11 @@
 import { Worker } from 'node:worker_threads';
 import { AcmError } from './errors.js';
 import type { DecodeImageReply, DecodeImageRequest } from './image-decode-worker.js';
-import { decodeImage, type ImageContract } from './image.js';
+import { readImage, type DecodedImage, type ImageContract } from './image.js';
 
 export interface ImageDecoder {
-  /** CHW floats per the contract; AcmError (invalid_image, image_too_large, ...) for a bad image. */
-  decode(bytes: Buffer, image: ImageContract, maxPixels: number, timeoutMs: number): Promise<Float32Array>;
+  /** CHW floats per the contract and the reader used; AcmError (invalid_image, image_too_large, ...) for a bad image. */
+  decode(bytes: Buffer, image: ImageContract, maxPixels: number, timeoutMs: number): Promise<DecodedImage>;
   /** Stops the threads; images in flight fail with not_ready. */
   close(): Promise<void>;
 }
@@ -17,12 +17,12 @@ export interface ImageDecoder {
 /** Decoding on the calling thread (`ACM_DECODE_THREADS=0`); `directPng` as in decodeImage. */
 export function inlineDecoder(directPng = true): ImageDecoder {
   return {
-    decode: (bytes, image, maxPixels) => decodeImage(bytes, { image }, maxPixels, directPng),
+    decode: (bytes, image, maxPixels) => readImage(bytes, { image }, maxPixels, directPng),
     close: () => Promise.resolve(),
   };
 }
 
-interface Pending { resolve: (p: Float32Array) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
+interface Pending { resolve: (p: DecodedImage) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
 
 interface Lane { worker?: Worker; readonly pending: Map<number, Pending> }
 
@@ -37,7 +37,7 @@ export class ThreadedImageDecoder implements ImageDecoder {
     this.lanes = Array.from({ length: threads }, () => ({ pending: new Map<number, Pending>() }));
   }
 
-  decode(bytes: Buffer, image: ImageContract, maxPixels: number, timeoutMs: number): Promise<Float32Array> {
+  decode(bytes: Buffer, image: ImageContract, maxPixels: number, timeoutMs: number): Promise<DecodedImage> {
     if (this.closed) return Promise.reject(new AcmError('not_ready', 'the server is shutting down'));
     const lane = this.lanes.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
     const worker = lane.worker ?? this.spawn(lane);
@@ -74,7 +74,7 @@ export class ThreadedImageDecoder implements ImageDecoder {
     const worker = new Worker(this.workerUrl);
     worker.on('message', (reply: DecodeImageReply) => {
       if ('error' in reply) this.settle(lane, reply.id, new AcmError(reply.error.code, reply.error.message));
-      else this.settle(lane, reply.id, reply.pixels);
+      else this.settle(lane, reply.id, { pixels: reply.pixels, reader: reply.reader });
     });
     // The exit that follows fails what the thread held.
     worker.on('error', () => undefined);
@@ -89,7 +89,7 @@ export class ThreadedImageDecoder implements ImageDecoder {
     return worker;
   }
 
-  private settle(lane: Lane, id: number, outcome: Float32Array | Error): void {
+  private settle(lane: Lane, id: number, outcome: DecodedImage | Error): void {
     const p = lane.pending.get(id);
     if (!p) return;
     lane.pending.delete(id);

@@ -50,6 +50,12 @@ async function readHeader(bytes: Buffer): Promise<Header> {
 /** The part of a manifest decoding reads: the input contract. */
 export type ImageContract = ImageManifest['image'];
 
+/** Which reader decoded an image: png.ts directly, or libvips through sharp. */
+export type ImageReader = 'png' | 'libvips';
+
+/** A decoded image: CHW floats for the graph, and the reader that produced them. */
+export interface DecodedImage { readonly pixels: Float32Array; readonly reader: ImageReader }
+
 /**
  * Decodes and normalises one image into a CHW Float32Array for the bundle's graph. With `directPng`,
  * a plain PNG already at the input size (8-bit gray for one channel, RGB for three) is read
@@ -57,11 +63,17 @@ export type ImageContract = ImageManifest['image'];
  */
 export async function decodeImage(bytes: Buffer, m: { readonly image: ImageContract }, maxPixels: number,
   directPng = true): Promise<Float32Array> {
+  return (await readImage(bytes, m, maxPixels, directPng)).pixels;
+}
+
+/** decodeImage, also saying which reader decoded the image. */
+export async function readImage(bytes: Buffer, m: { readonly image: ImageContract }, maxPixels: number,
+  directPng = true): Promise<DecodedImage> {
   if (bytes.length === 0) throw new AcmError('empty_body', 'image body is empty; send the image bytes');
   const { height, width, channels, mean, std, resize } = m.image;
   if (directPng && width * height <= maxPixels) {
     const hwc = readDirectPng(bytes, width, height, channels);
-    if (hwc !== undefined) return normalise(hwc, channels, height * width, mean, std);
+    if (hwc !== undefined) return { pixels: normalise(hwc, channels, height * width, mean, std), reader: 'png' };
   }
   const header = await readHeader(bytes);
   const pixels = header.width * header.height;
@@ -87,7 +99,7 @@ export async function decodeImage(bytes: Buffer, m: { readonly image: ImageContr
     throw new AcmError('internal', `image pipeline produced ${info.width}x${info.height}x${info.channels}; ` +
       `expected ${width}x${height}x${channels}`);
   }
-  return normalise(data, channels, height * width, mean, std);
+  return { pixels: normalise(data, channels, height * width, mean, std), reader: 'libvips' };
 }
 
 /** Interleaved HWC bytes to planar CHW floats: (byte / 255 - mean[c]) / std[c]. */

@@ -170,8 +170,14 @@ export class InferenceService {
     const budget = opts.budget === undefined ? this.defaultBudget(m) : checkBudget(opts.budget);
 
     const left = (): number => this.config.requestTimeoutMs - (performance.now() - arrivedAt);
-    const pixels = 'image' in input ? await this.decoder.decode(input.image, m.image, this.config.maxImagePixels, left())
-      : checkPixels(input.pixels, m);
+    let pixels: Float32Array;
+    if ('image' in input) {
+      const decoded = await this.decoder.decode(input.image, m.image, this.config.maxImagePixels, left());
+      this.metrics.imageDecoded(decoded.reader);
+      pixels = decoded.pixels;
+    } else {
+      pixels = checkPixels(input.pixels, m);
+    }
     if (opts.signal?.aborted) throw new AcmError('client_closed', 'the client closed the request');
     const remaining = left();
     if (remaining <= 0) throw new AcmError('deadline_exceeded', `request did not finish within ${this.config.requestTimeoutMs} ms`);

@@ -2,6 +2,7 @@
 // global default), so tests can build many apps in one process.
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ImageReader } from './image.js';
 
 const PREFIX = 'acm_';
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
@@ -59,6 +60,7 @@ export class Metrics {
   private readonly budgetUsed: Histogram<'model'>;
   private readonly queueWait: Histogram<'model'>;
   private readonly workerRestarts: Counter<'model'>;
+  private readonly imagesDecoded: Counter<'reader'>;
   private readonly sources = new Map<string, ModelGauges>();
   private readonly streamsEnded: Counter<'outcome'>;
   private openStreams: () => number = () => 0;
@@ -89,6 +91,8 @@ export class Metrics {
       labelNames: ['model'], buckets: LATENCY_BUCKETS, registers });
     this.workerRestarts = new Counter({ name: `${PREFIX}worker_restarts_total`, help: 'Inference workers replaced after a crash or hang',
       labelNames: ['model'], registers });
+    this.imagesDecoded = new Counter({ name: `${PREFIX}images_decoded_total`,
+      help: 'Images decoded, by reader: png (plain PNG at the input size, read directly) or libvips', labelNames: ['reader'], registers });
     this.streamsEnded = new Counter({ name: `${PREFIX}asr_streams_total`,
       help: '/asr streams ended, by outcome: final, client_closed, or the error code', labelNames: ['outcome'], registers });
     const streams = (): number => this.openStreams();
@@ -143,5 +147,9 @@ export class Metrics {
 
   workerRestarted(model: string): void {
     this.workerRestarts.inc({ model });
+  }
+
+  imageDecoded(reader: ImageReader): void {
+    this.imagesDecoded.inc({ reader });
   }
 }

@@ -1,10 +1,13 @@
 // The HTTP contract over a fake backend: answer shape and headers, labels from the manifest,
 // model listing, readiness before and after load, metrics, multipart upload, and the 404 shape.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, it, before } from 'node:test';
 import request from 'supertest';
 import { buildApp, fakeApp, fakeBundle, FakeBackend, LABELS, testConfig, type TestApp } from './support/fake.js';
 import { makeImage, type Format } from './support/images.js';
+import { REPO_ROOT } from './support/tiny-bundle.js';
 
 interface Answer {
   model: string;
@@ -134,6 +137,9 @@ describe('service routes', () => {
     const t = await fakeApp();
     await request(t.app).post('/classify').set('X-Budget', '0.5').set('Content-Type', 'image/png').send(await makeImage(1)).expect(200);
     await request(t.app).post('/classify').set('X-Budget', 'x').set('Content-Type', 'image/png').send(await makeImage(1)).expect(400);
+    // A gray PNG at the model's input size: read directly, not through libvips (makeImage's is RGB).
+    const atSize = readFileSync(join(REPO_ROOT, 'test', 'fixtures', 'fashion-test', 'shirt-6000.png'));
+    await request(t.app).post('/classify').set('Content-Type', 'image/png').send(atSize).expect(200);
     const res = await request(t.app).get('/metrics').expect(200);
     assert.match(String(res.headers['content-type']), /^text\/plain/);
     const text = res.text;
@@ -141,8 +147,10 @@ describe('service routes', () => {
       'acm_batch_size_bucket', 'acm_batch_tokens_bucket', 'acm_batch_gflops_bucket', 'acm_budget_used_bucket', 'acm_errors_total']) {
       assert.ok(text.includes(name), `${name} is exported`);
     }
-    assert.match(text, /acm_http_requests_total\{route="\/classify",method="POST",status="200"\} 1/);
+    assert.match(text, /acm_http_requests_total\{route="\/classify",method="POST",status="200"\} 2/);
     assert.match(text, /acm_errors_total\{code="invalid_budget"\} 1/);
+    assert.match(text, /acm_images_decoded_total\{reader="libvips"\} 1/);
+    assert.match(text, /acm_images_decoded_total\{reader="png"\} 1/);
     for (const line of text.split('\n')) {
       if (line && !line.startsWith('#')) assert.ok(line.startsWith('acm_'), `every metric has the acm_ prefix: ${line}`);
     }

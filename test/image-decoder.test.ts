@@ -44,7 +44,24 @@ describe('image decoding threads', () => {
     const images = await Promise.all([3, 7, 11, 13, 17, 19].map(png));
     const threaded = await Promise.all(images.map((b) => d.decode(b, contract, 1e6, 5000)));
     const inline = await Promise.all(images.map((b) => decodeImage(b, { image: contract }, 1e6)));
-    threaded.forEach((t, i) => assert.deepEqual(Array.from(t), Array.from(inline[i]!), `image ${i}`));
+    threaded.forEach((t, i) => assert.deepEqual(Array.from(t.pixels), Array.from(inline[i]!), `image ${i}`));
+    assert.ok(threaded.every((t) => t.reader === 'libvips'), 'a 40x30 image is not at the input size');
+  });
+
+  it('says which reader decoded each image, and reads with libvips only when direct reading is off', async () => {
+    const atSize = await sharp(Buffer.alloc(contract.width * contract.height, 90),
+      { raw: { width: contract.width, height: contract.height, channels: 1 } }).toColourspace('b-w').png().toBuffer();
+    assert.equal(contract.channels, 1);
+    const direct = make(1);
+    assert.equal((await direct.decode(atSize, contract, 1e6, 5000)).reader, 'png');
+    assert.equal((await direct.decode(await png(3), contract, 1e6, 5000)).reader, 'libvips');
+    const off = new ThreadedImageDecoder(1, undefined, false);
+    decoders.push(off);
+    const viaLibvips = await off.decode(atSize, contract, 1e6, 5000);
+    assert.equal(viaLibvips.reader, 'libvips');
+    assert.deepEqual(Array.from(viaLibvips.pixels), Array.from((await direct.decode(atSize, contract, 1e6, 5000)).pixels));
+    assert.equal((await inlineDecoder().decode(atSize, contract, 1e6, 5000)).reader, 'png');
+    assert.equal((await inlineDecoder(false).decode(atSize, contract, 1e6, 5000)).reader, 'libvips');
   });
 
   it('carries a bad image\'s error code and message from the thread', async () => {
@@ -60,7 +77,7 @@ describe('image decoding threads', () => {
     const d = make(1, FLAKY);
     assert.equal(await code(d.decode(Buffer.from([0xde, 1, 2]), contract, 1e6, 5000)), 'internal');
     const again = await d.decode(await png(5), contract, 1e6, 5000);
-    assert.equal(again.length, 28 * 28);
+    assert.equal(again.pixels.length, 28 * 28);
   });
 
   it('fails an image not decoded in time with deadline_exceeded', async () => {
