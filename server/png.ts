@@ -7,7 +7,7 @@
 //
 // PNG format: W3C Portable Network Graphics Specification (Second Edition), sections 5 (chunks),
 // 9 (filters) and 11 (IHDR).
-import { crc32, inflateSync } from 'node:zlib';
+import { inflateSync } from 'node:zlib';
 
 const SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
@@ -16,6 +16,20 @@ const INERT_CHUNKS: ReadonlySet<string> = new Set(['tEXt', 'zTXt', 'iTXt', 'tIME
 
 /** PNG colour type for gray (1 channel) and RGB (3 channels), 8 bits per sample. */
 const COLOUR_TYPE: Readonly<Record<number, number>> = { 1: 0, 3: 2 };
+
+// zlib.crc32 exists from Node 20.15 only; the table is small enough to keep every Node 20 served.
+const CRC_TABLE = Uint32Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
+
+/** CRC-32 as PNG (and zlib) compute it. */
+export function crc32(bytes: Uint8Array): number {
+  let c = 0xffffffff;
+  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
 
 /**
  * The pixels (HWC bytes) of `bytes` when it is a PNG that needs no conversion for the contract:

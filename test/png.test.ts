@@ -4,11 +4,11 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { deflateSync } from 'node:zlib';
+import { crc32, deflateSync } from 'node:zlib';
 import { describe, it } from 'node:test';
 import sharp from 'sharp';
 import { decodeImage, type ImageContract } from '../server/image.js';
-import { readDirectPng } from '../server/png.js';
+import { crc32 as pngCrc32, readDirectPng } from '../server/png.js';
 import { chunk } from './support/images.js';
 import { REPO_ROOT } from './support/tiny-bundle.js';
 
@@ -151,6 +151,10 @@ describe('direct PNG reader', () => {
     }
     assert.ok((await sharp(sixteen).metadata()).depth === 'ushort', 'the 16-bit case is 16-bit');
     assert.ok((await sharp(interlaced).metadata()).isProgressive, 'the interlaced case is interlaced');
+  });
+
+  it('computes CRC-32 as zlib does', () => {
+    for (const data of [new Uint8Array(0), Buffer.from('IEND'), noise(1000, 9)]) assert.equal(pngCrc32(data), crc32(data));
   });
 
   it('declines data that inflates to more than the image holds, without inflating it all', () => {
