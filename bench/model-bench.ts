@@ -13,6 +13,7 @@ import * as ort from 'onnxruntime-node';
 import { ComputeAccountant } from '../server/compute.js';
 import { median, spread, timed } from './stats.js';
 import { imageBundleArg, intArg, parseCli, usageError } from './args.js';
+import { meanCompute, seededPixels } from './model-inputs.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BUDGETS = [1.0, 0.75, 0.5, 0.25];
@@ -50,18 +51,13 @@ async function main(): Promise<void> {
   const dense = await ort.InferenceSession.create(join(bundle.dir, m.dense_graph), options);
   const accountant = new ComputeAccountant(m);
   const { channels, height, width } = m.image;
-  const perImage = channels * height * width;
   const cells = m.acms.length * m.tokens.count;
   const rows = [];
   console.log(`${m.name}: ${m.acms.length} ACMs, ${m.tokens.count} tokens, dense ${(m.macs.dense / 1e9).toFixed(3)} GMACs/image; ` +
     `${threads} threads, median of ${repeats} (ms per image)`);
   console.log('batch | dense ms | ' + BUDGETS.map((b) => `b=${b}: ms  used  speedup/ideal`).join(' | '));
   for (const batch of batchSizes) {
-    let seed = 12345;
-    const pixels = new ort.Tensor('float32', Float32Array.from({ length: batch * perImage }, () => {
-      seed = (seed * 1103515245 + 12345) % 2147483648;
-      return seed / 1073741824 - 1;
-    }), [batch, channels, height, width]);
+    const pixels = seededPixels(batch, channels, height, width);
     const variants = BUDGETS.map((budget) => ({
       budget, times: [] as number[], used: 0, macs: 0,
       feeds: { [m.inputs.pixels]: pixels, [m.inputs.budget]: new ort.Tensor('float64', new Float64Array(batch).fill(budget), [batch]) },
@@ -73,14 +69,9 @@ async function main(): Promise<void> {
       for (const v of variants) {
         const [ms, out] = await timed(() => acm.run(v.feeds));
         if (rep >= 0) v.times.push(ms / batch);
-        const counts = Int32Array.from(out[m.outputs.learner_counts]!.data as BigInt64Array, Number);
-        let used = 0, gflops = 0;
-        for (let i = 0; i < batch; i++) {
-          const r = accountant.report(counts.subarray(i * cells, (i + 1) * cells), v.budget);
-          used += r.used; gflops += r.gflops;
-        }
-        v.used = used / batch;
-        v.macs = (gflops / batch) * 1e9;
+        const { used, gflops } = meanCompute(accountant, out[m.outputs.learner_counts]!, batch, cells, v.budget);
+        v.used = used;
+        v.macs = gflops * 1e9;
       }
     }
     const denseMs = median(denseTimes);

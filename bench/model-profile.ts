@@ -23,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { ComputeAccountant } from '../server/compute.js';
 import { budgetArg, imageBundleArg, intArg, parseCli, usageError } from './args.js';
+import { meanCompute, seededPixels } from './model-inputs.js';
 import { median, timed } from './stats.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -125,11 +126,7 @@ async function main(): Promise<void> {
   const m = bundle.manifest;
   if (!m.dense_graph) usageError(`--bundle ${opts.bundle}: the bundle has no dense_graph to compare with`);
   const { channels, height, width } = m.image;
-  let seed = 12345;
-  const pixels = new ort.Tensor('float32', Float32Array.from({ length: batch * channels * height * width }, () => {
-    seed = (seed * 1103515245 + 12345) % 2147483648;
-    return seed / 1073741824 - 1;
-  }), [batch, channels, height, width]);
+  const pixels = seededPixels(batch, channels, height, width);
 
   const denseGraph = join(bundle.dir, m.dense_graph);
   const denseMs = (await runTime(denseGraph, threads, { [m.inputs.pixels]: pixels }, runs))[0] / batch;
@@ -142,12 +139,7 @@ async function main(): Promise<void> {
     const feeds = { [m.inputs.pixels]: pixels, [m.inputs.budget]: new ort.Tensor('float64', new Float64Array(batch).fill(budget), [batch]) };
     const [runMs, out] = await runTime(bundle.graphPath, threads, feeds, runs);
     const ms = runMs / batch;
-    const counts = Int32Array.from(out[m.outputs.learner_counts]!.data as BigInt64Array, Number);
-    let used = 0, gflops = 0;
-    for (let i = 0; i < batch; i++) {
-      const r = accountant.report(counts.subarray(i * cells, (i + 1) * cells), budget);
-      used += r.used / batch; gflops += r.gflops / batch;
-    }
+    const { used, gflops } = meanCompute(accountant, out[m.outputs.learner_counts]!, batch, cells, budget);
     const p = profileByRole(await profile(bundle.graphPath, threads, feeds, runs), 1);
     const roles = Object.fromEntries(ROLES.map((r) => [r, p.us[r] / p.runs / batch / 1000])) as Record<Role, number>;
     const row = { budget, used, ms_per_image: ms, kernel_ms_per_image: roles, speedup: denseMs / ms, ideal: m.macs.dense / (gflops * 1e9),
