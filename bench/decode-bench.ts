@@ -8,20 +8,22 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { decodeImage } from '../server/image.js';
-import { intArg, parseCli, usageError } from './args.js';
+import { imageBundleArg, intArg, parseCli, usageError } from './args.js';
 import { fmt, summarize } from './stats.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 const USAGE = `
-usage: npm run bench:decode -- [--quick] [--images-dir test/fixtures/fashion-test] [--count 2000] [--repeats 5] [--json FILE]
-decodeImage per image with the direct PNG reader and through libvips, for a 28x28 one-channel
-input contract (the bundled model's): wall and CPU ms per image.
+usage: npm run bench:decode -- [--quick] [--bundle models/fashion-vit-acm] [--images-dir test/fixtures/fashion-test]
+    [--count 2000] [--repeats 5] [--json FILE]
+decodeImage per image with the direct PNG reader and through libvips, for the bundle's input
+contract: wall and CPU ms per image.
 `;
 
 const { values: opts } = parseCli(USAGE, {
   options: {
     quick: { type: 'boolean', default: false },
+    bundle: { type: 'string', default: join(REPO, 'models', 'fashion-vit-acm') },
     'images-dir': { type: 'string', default: join(REPO, 'test', 'fixtures', 'fashion-test') },
     count: { type: 'string' },
     repeats: { type: 'string' },
@@ -38,7 +40,7 @@ try {
 }
 if (files.length === 0) usageError(`--images-dir must be a folder of PNG files; ${JSON.stringify(opts['images-dir'])} holds none`);
 const images = files.map((f) => readFileSync(join(opts['images-dir'], f)));
-const image = { height: 28, width: 28, channels: 1, mean: [0.286], std: [0.353], resize: 'contain', background: [0, 0, 0] } as const;
+const { image } = (await imageBundleArg('bundle', opts.bundle)).manifest;
 
 const modes = [{ name: 'direct PNG', direct: true }, { name: 'libvips', direct: false }];
 const wall: number[][] = modes.map(() => []);
@@ -55,7 +57,8 @@ for (let rep = -1; rep < repeats; rep++) {
     cpu[i]!.push((used.user + used.system) / 1000 / count);
   }
 }
-console.log(`decodeImage, ${images.length} images from ${opts['images-dir']}, ${count} per repeat, median [min-max] of ${repeats}`);
+console.log(`decodeImage for ${image.width}x${image.height}x${image.channels} inputs, ${images.length} images from ` +
+  `${opts['images-dir']}, ${count} per repeat, median [min-max] of ${repeats}`);
 const rows = modes.map((m, i) => ({ mode: m.name, wall_ms_per_image: summarize(wall[i]!), cpu_ms_per_image: summarize(cpu[i]!) }));
 for (const r of rows) console.log(`${r.mode.padStart(10)}: wall ${fmt(r.wall_ms_per_image, 3)} ms, CPU ${fmt(r.cpu_ms_per_image, 3)} ms per image`);
 const out = opts.json ?? join(REPO, '.cache', 'bench', 'decode.json');
