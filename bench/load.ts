@@ -60,6 +60,11 @@ export function errorKindsText(kinds: Readonly<Record<string, number>>): string 
   return Object.entries(kinds).sort((a, b) => b[1] - a[1]).map(([k, n]) => `${n} ${k}`).join(', ');
 }
 
+/** "2 non-2xx, 3 errors (3 ECONNRESET)": a run's failures for a report line. */
+export function failuresText(non2xx: number, errors: number, kinds: Readonly<Record<string, number>>): string {
+  return `${non2xx} non-2xx, ${errors} errors${errors > 0 ? ` (${errorKindsText(kinds)})` : ''}`;
+}
+
 function result(seconds: number, latencies: number[], non2xx: number, errors: ErrorTally): LoadResult {
   return {
     seconds, ok: latencies.length, non2xx, errors: errors.total, errorKinds: errors.kinds, throughputRps: seconds > 0 ? latencies.length / seconds : NaN,

@@ -26,7 +26,7 @@ import { cpus, loadavg, setPriority } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { ProbeThread } from './healthz-probe.js';
 import { budgetArg, cpuListArg, intArg, numberArg, parseCli } from './args.js';
-import { closedLoop, errorKindsText, openLoop, tailSplit, type LatencySplit, type LoadResult, type Target } from './load.js';
+import { closedLoop, errorKindsText, failuresText, openLoop, tailSplit, type LatencySplit, type LoadResult, type Target } from './load.js';
 import { baseServerEnv, DEFAULT_IMAGES_DIR, loadImages, REPO, ServerProcess } from './server-process.js';
 import { fmt, percentile, summarize, type Summary } from './stats.js';
 import { printTable } from './table.js';
@@ -249,8 +249,7 @@ async function main(): Promise<void> {
           process.stdout.write(`  rep ${rep + 1} c=${c} ${mode.name}: ${run.throughputRps.toFixed(1)} req/s, ` +
             `p50 ${run.p50Ms.toFixed(1)} ms, p99 ${run.p99Ms.toFixed(1)} ms, healthz p99 ${percentile(h.latenciesMs, 99).toFixed(1)} ms` +
             `${loop ? `, loop delay p99 ${loop.p99.toFixed(1)} ms, max ${loop.max.toFixed(1)} ms` : ''}` +
-            `${run.non2xx + run.errors > 0 ? `, ${run.non2xx} non-2xx, ${run.errors} errors` : ''}` +
-            `${run.errors > 0 ? ` (${errorKindsText(run.errorKinds)})` : ''}\n`);
+            `${run.non2xx + run.errors > 0 ? `, ${failuresText(run.non2xx, run.errors, run.errorKinds)}` : ''}\n`);
         }
       }
     }
@@ -352,7 +351,7 @@ function checkTargets(cells: readonly Cell[], open: readonly OpenCell[]): Target
         `event-loop delay p99 ${sat.loop_delay_p99_ms.median.toFixed(1)} ms, max ${sat.loop_delay_max_ms.median.toFixed(1)} ms` });
   }
   const failures = (x: { non2xx: number; errors: number; error_kinds: Record<string, number> }): string =>
-    `${x.non2xx} non-2xx, ${x.errors} errors${x.errors > 0 ? ` (${errorKindsText(x.error_kinds)})` : ''}`;
+    failuresText(x.non2xx, x.errors, x.error_kinds);
   const failed = [
     ...cells.filter((c) => c.non2xx + c.errors > 0).map((c) => `${c.mode}@${c.concurrency}: ${failures(c)}`),
     ...open.filter((o) => o.non2xx + o.errors > 0).map((o) => `open loop ${o.mode}: ${failures(o)}`),

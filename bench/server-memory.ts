@@ -16,7 +16,7 @@ import { cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { intArg, numberArg, parseCli } from './args.js';
-import { closedLoop, errorKindsText, openLoop, type Target } from './load.js';
+import { closedLoop, failuresText, openLoop, type Target } from './load.js';
 import { baseServerEnv, DEFAULT_IMAGES_DIR, loadImages, readMemory, REPO, SERVER_NODE_FLAGS, ServerProcess } from './server-process.js';
 import { fmt, median, summarize, type Summary } from './stats.js';
 import { printTable } from './table.js';
@@ -124,8 +124,7 @@ async function measureStatic(base: Record<string, string>, target: (s: ServerPro
       // The kernel updates VmHWM lazily, so it can trail an RSS read taken just before.
       rows.peak.push(Math.max(server.memory().hwmKiB, rows.ready.at(-1)!, rows.seq.at(-1)!, rows.load.at(-1)!));
       if (run.non2xx + run.errors > 0) {
-        console.log(`  warning: ${run.non2xx} non-2xx answers and ${run.errors} errors under load` +
-          (run.errors > 0 ? ` (${errorKindsText(run.errorKinds)})` : ''));
+        console.log(`  warning: ${failuresText(run.non2xx, run.errors, run.errorKinds)} under load`);
       }
     } finally {
       await server.stop();
