@@ -14,7 +14,7 @@ export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
  */
 export async function tinyModelsDir(): Promise<string> {
   return cachedTinyBundle({ cache: 'acm-serve-tiny', bundle: 'tiny-vit-acm', module: 'models.toolchain.make_tiny_bundle',
-    sources: ['models/toolchain'] });
+    sources: ['models/toolchain', 'kernels'] });
 }
 
 /** App over real ONNX bundles in modelsDir, loaded and ready. */

@@ -18,14 +18,14 @@ import { cachedTinyBundle } from './tiny-cache.js';
 /** Folder holding one sub-folder `tiny-speech-acm` (bundle + reference.json), usable as ACM_MODELS_DIR. */
 export async function tinySpeechDir(): Promise<string> {
   return cachedTinyBundle({ cache: 'acm-serve-tiny-speech', bundle: 'tiny-speech-acm',
-    module: 'models.toolchain.speech.make_tiny_bundle', sources: ['models/toolchain', 'models/toolchain/speech'] });
+    module: 'models.toolchain.speech.make_tiny_bundle', sources: ['models/toolchain', 'models/toolchain/speech', 'kernels'] });
 }
 
 /** Like tinySpeechDir, the bundle (`tiny-speech-lm`) also carrying a word language model and the
  * lexicon beam search as its decoder. */
 export async function tinySpeechLmDir(): Promise<string> {
   return cachedTinyBundle({ cache: 'acm-serve-tiny-speech-lm', bundle: 'tiny-speech-lm', args: ['--decoder', '--name', 'tiny-speech-lm'],
-    module: 'models.toolchain.speech.make_tiny_bundle', sources: ['models/toolchain', 'models/toolchain/speech'] });
+    module: 'models.toolchain.speech.make_tiny_bundle', sources: ['models/toolchain', 'models/toolchain/speech', 'kernels'] });
 }
 
 export interface SpeechTestServer {
