@@ -15,6 +15,18 @@ PROJECTIONS = ("q", "k", "v", "o")
 KINDS = PROJECTIONS + ("ffn",)
 
 
+class BudgetLinear(nn.Linear):
+    """The gate's first layer: a Linear over [z, budget] whose last input column is the request's
+    budget. That column is applied once per request instead of being concatenated to every token,
+    which in an exported graph would copy z and expand the budget in every ACM."""
+
+    def forward(self, z: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
+        """z: [B, T, in_features - 1]; budget: [B]."""
+        d = self.in_features - 1
+        b = budget.to(z.dtype).view(-1, 1, 1)
+        return z @ self.weight[:, :d].t() + (b * self.weight[:, d] + self.bias)
+
+
 class ACM(nn.Module):
     """N learners whose outputs add up, and a gate choosing per token how many run.
 
@@ -34,7 +46,7 @@ class ACM(nn.Module):
         self.w2 = nn.Parameter(torch.randn(n * width, dim) * 0.02)
         # The gate sees the token and the request's budget, so one model serves every budget.
         self.gate = nn.Sequential(
-            nn.Linear(dim + 1, gate_hidden), nn.GELU(),
+            BudgetLinear(dim + 1, gate_hidden), nn.GELU(),
             nn.Linear(gate_hidden, gate_hidden), nn.GELU(),
             nn.Linear(gate_hidden, self.choices),
         )
@@ -64,8 +76,10 @@ class ACM(nn.Module):
 
     def gate_logits(self, z: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
         """z: [B, T, dim]; budget: [B]. Logits over k = min_choice..n: [B, T, choices]."""
-        b = budget.to(z.dtype).view(-1, 1, 1).expand(z.shape[0], z.shape[1], 1)
-        return self.gate(torch.cat([z, b], -1))
+        h = self.gate[0](z, budget)
+        for layer in list(self.gate)[1:]:
+            h = layer(h)
+        return h
 
     def choice_values(self, like: torch.Tensor) -> torch.Tensor:
         """The learner counts min_choice..n the gate chooses among, as `like`'s dtype and device."""
