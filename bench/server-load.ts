@@ -25,7 +25,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, setPriority } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { ProbeThread } from './healthz-probe.js';
-import { budgetArg, cpuListArg, intArg, numberArg, parseCli } from './args.js';
+import { budgetArg, cpuListArg, intArg, numberArg, parseCli, usageError } from './args.js';
 import { closedLoop, errorKindsText, failuresText, openLoop, tailSplit, type LatencySplit, type LoadResult, type Target } from './load.js';
 import { baseServerEnv, DEFAULT_IMAGES_DIR, loadImages, REPO, ServerProcess } from './server-process.js';
 import { fmt, percentile, summarize, type Summary } from './stats.js';
@@ -89,7 +89,7 @@ function extraMode(spec: string): Mode {
   const colon = spec.indexOf(':');
   const name = spec.slice(0, colon).trim();
   if (colon <= 0 || !/^[\w.-]+$/.test(name) || name === 'batching-on' || name === 'batching-off') {
-    throw new Error(`--also must be 'label:ACM_X=value,...' with a new label of letters, digits, '.', '_' or '-'; got ${JSON.stringify(spec)}`);
+    usageError(`--also must be 'label:ACM_X=value,...' with a new label of letters, digits, '.', '_' or '-'; got ${JSON.stringify(spec)}`);
   }
   const env: Record<string, string> = {};
   let nodeFlags: string[] | undefined;
@@ -102,9 +102,8 @@ function extraMode(spec: string): Mode {
       continue;
     }
     if (eq <= 0 || !/^(ACM_\w+|UV_THREADPOOL_SIZE|MALLOC_ARENA_MAX)$/.test(key)) {
-      throw new Error(`--also ${name}: each setting must be ACM_NAME=value, UV_THREADPOOL_SIZE=value, MALLOC_ARENA_MAX=value ` +
-        `or node=--flag; ` +
-        `got ${JSON.stringify(pair)}`);
+      usageError(`--also ${name}: each setting must be ACM_NAME=value, UV_THREADPOOL_SIZE=value, MALLOC_ARENA_MAX=value ` +
+        `or node=--flag (one per setting: node=--a,node=--b); got ${JSON.stringify(pair)}`);
     }
     env[key] = pair.slice(eq + 1);
   }
@@ -117,7 +116,7 @@ const MODES: Mode[] = [
   { name: 'batching-off', env: { ACM_MAX_BATCH_SIZE: '1' }, what: 'ACM_MAX_BATCH_SIZE=1' },
   ...(opts.also ?? []).map(extraMode),
 ];
-if (new Set(MODES.map((m) => m.name)).size !== MODES.length) throw new Error('--also labels must differ from each other');
+if (new Set(MODES.map((m) => m.name)).size !== MODES.length) usageError('--also labels must differ from each other');
 
 interface Cell {
   mode: ModeName;
@@ -131,6 +130,11 @@ interface Cell {
   /** The server's own event-loop delay over the measured window (acm_event_loop_delay_seconds). */
   loop_delay_p99_ms: Summary;
   loop_delay_max_ms: Summary;
+  /** Over the measured window (from /metrics and this process's CPU time): see Usage. */
+  batch_size: Summary;
+  inference_busy: Summary;
+  server_cores: Summary;
+  client_cores: Summary;
   non2xx: number;
   errors: number;
   error_kinds: Record<string, number>;
@@ -176,19 +180,54 @@ async function modelName(server: ServerProcess): Promise<string> {
   return names[0]!;
 }
 
-/**
- * The server's event-loop delay since the previous scrape, in ms (p99 and max); a scrape also
- * starts a new window. Null when the server does not expose it.
- */
-async function loopDelay(url: string): Promise<{ p99: number; max: number } | null> {
+/** What one scrape of /metrics gives the bench: counters to difference over a window. */
+interface Scrape {
+  /** The server's event-loop delay since the previous scrape, in ms; null when not exposed. */
+  loop: { p99: number; max: number } | null;
+  /** Batches of the model run so far, the requests in them, and their backend seconds. */
+  batches: number;
+  items: number;
+  batchSeconds: number;
+  /** CPU seconds of the whole server process so far (every thread). */
+  cpuSeconds: number;
+}
+
+/** One scrape of the server's /metrics (a scrape also starts a new event-loop-delay window). */
+async function scrape(url: string, model: string): Promise<Scrape> {
   const text = await (await fetch(`${url}/metrics`)).text();
-  const read = (q: string): number | undefined => {
-    const m = new RegExp(`^acm_event_loop_delay_seconds\\{quantile="${q.replace('.', '\\.')}"\\} (\\S+)$`, 'm').exec(text);
-    return m ? Number(m[1]) * 1000 : undefined;
+  const value = (name: string, labels = ''): number | undefined => {
+    const m = new RegExp(`^${name}${labels.replace(/[.{}"]/g, (c) => `\\${c}`)} (\\S+)$`, 'm').exec(text);
+    return m ? Number(m[1]) : undefined;
   };
-  const p99 = read('0.99');
-  const max = read('1');
-  return p99 === undefined || max === undefined ? null : { p99, max };
+  const p99 = value('acm_event_loop_delay_seconds', '{quantile="0.99"}');
+  const max = value('acm_event_loop_delay_seconds', '{quantile="1"}');
+  const of = `{model="${model}"}`;
+  return {
+    loop: p99 === undefined || max === undefined ? null : { p99: p99 * 1000, max: max * 1000 },
+    batches: value('acm_batch_size_count', of) ?? 0, items: value('acm_batch_size_sum', of) ?? 0,
+    batchSeconds: value('acm_batch_duration_seconds_sum', of) ?? 0, cpuSeconds: value('acm_process_cpu_seconds_total') ?? NaN,
+  };
+}
+
+/** Where a cell's work went over its measured window. */
+interface Usage {
+  /** Mean requests per batch. */
+  batchSize: number;
+  /** Fraction of the window the backend was running a batch. */
+  inferenceBusy: number;
+  /** CPU cores the server process used, and this process (the load generator and the /healthz probe). */
+  serverCores: number;
+  clientCores: number;
+}
+
+function usage(first: Scrape, last: Scrape, seconds: number, clientCpu: NodeJS.CpuUsage): Usage {
+  const batches = last.batches - first.batches;
+  return {
+    batchSize: batches > 0 ? (last.items - first.items) / batches : NaN,
+    inferenceBusy: (last.batchSeconds - first.batchSeconds) / seconds,
+    serverCores: (last.cpuSeconds - first.cpuSeconds) / seconds,
+    clientCores: (clientCpu.user + clientCpu.system) / 1e6 / seconds,
+  };
 }
 
 async function main(): Promise<void> {
@@ -223,25 +262,34 @@ async function main(): Promise<void> {
     // One short pass per server first: the first batches pay for onnxruntime's allocations.
     for (const mode of MODES) await closedLoop(target(mode.name), Math.max(...settings.concurrency), 0, Math.min(2, settings.durationS));
 
-    const raw = new Map<string, { runs: LoadResult[]; healthz: number[][]; healthzFailures: number; loop: { p99: number; max: number }[] }>();
+    const raw = new Map<string, { runs: LoadResult[]; healthz: number[][]; healthzFailures: number; loop: { p99: number; max: number }[]; usage: Usage[] }>();
     for (let rep = 0; rep < settings.repeats; rep++) {
       for (const c of settings.concurrency) {
         for (const mode of MODES) {
           const key = `${mode.name}@${c}`;
-          const entry = raw.get(key) ?? { runs: [], healthz: [], healthzFailures: 0, loop: [] };
+          const entry = raw.get(key) ?? { runs: [], healthz: [], healthzFailures: 0, loop: [], usage: [] };
           raw.set(key, entry);
           const url = servers.get(mode.name)!.url;
           let probe: ReturnType<ProbeThread['start']> | undefined;
-          let windowStart: Promise<unknown> = Promise.resolve();
+          let windowStart: Promise<Scrape | null> = Promise.resolve(null);
+          let windowAt = 0;
+          let clientAt: NodeJS.CpuUsage | undefined;
           const probeTimer = setTimeout(() => {
             probe = prober?.start(url, settings.healthzIntervalMs);
-            windowStart = loopDelay(url).catch(() => null);
+            windowAt = performance.now();
+            clientAt = process.cpuUsage();
+            windowStart = scrape(url, model).catch(() => null);
           }, settings.warmupS * 1000);
           const run = await closedLoop(target(mode.name), c, settings.warmupS, settings.durationS);
           clearTimeout(probeTimer);
-          await windowStart;
-          const loop = await loopDelay(url);
-          if (loop) entry.loop.push(loop);
+          const first = await windowStart;
+          const seconds = (performance.now() - windowAt) / 1000;
+          const clientCpu = process.cpuUsage(clientAt);
+          const last = await scrape(url, model).catch(() => null);
+          if (last?.loop) entry.loop.push(last.loop);
+          const used = first && last ? usage(first, last, seconds, clientCpu) : undefined;
+          if (used) entry.usage.push(used);
+          const loop = last?.loop;
           const h = probe ? await probe.stop() : { latenciesMs: [], failures: 0 };
           entry.runs.push(run);
           entry.healthz.push(h.latenciesMs);
@@ -249,6 +297,8 @@ async function main(): Promise<void> {
           process.stdout.write(`  rep ${rep + 1} c=${c} ${mode.name}: ${run.throughputRps.toFixed(1)} req/s, ` +
             `p50 ${run.p50Ms.toFixed(1)} ms, p99 ${run.p99Ms.toFixed(1)} ms, healthz p99 ${percentile(h.latenciesMs, 99).toFixed(1)} ms` +
             `${loop ? `, loop delay p99 ${loop.p99.toFixed(1)} ms, max ${loop.max.toFixed(1)} ms` : ''}` +
+            `${used ? `, batch ${used.batchSize.toFixed(1)}, inference busy ${(used.inferenceBusy * 100).toFixed(0)}%, ` +
+              `cores: server ${used.serverCores.toFixed(2)}, load generator ${used.clientCores.toFixed(2)}` : ''}` +
             `${run.non2xx + run.errors > 0 ? `, ${failuresText(run.non2xx, run.errors, run.errorKinds)}` : ''}\n`);
         }
       }
@@ -267,6 +317,10 @@ async function main(): Promise<void> {
           healthz_failures: e.healthzFailures,
           loop_delay_p99_ms: summarize(e.loop.map((l) => l.p99)),
           loop_delay_max_ms: summarize(e.loop.map((l) => l.max)),
+          batch_size: summarize(e.usage.map((u) => u.batchSize)),
+          inference_busy: summarize(e.usage.map((u) => u.inferenceBusy)),
+          server_cores: summarize(e.usage.map((u) => u.serverCores)),
+          client_cores: summarize(e.usage.map((u) => u.clientCores)),
           non2xx: e.runs.reduce((s, r) => s + r.non2xx, 0),
           errors: e.runs.reduce((s, r) => s + r.errors, 0),
           error_kinds: mergeKinds(e.runs),
@@ -373,6 +427,10 @@ function report(cells: readonly Cell[], open: readonly OpenCell[], targets: read
     cells.map((c) => [c.mode, String(c.concurrency), fmt(c.throughput_rps), fmt(c.p50_ms), fmt(c.p99_ms),
       fmt(c.healthz_p50_ms, 2), fmt(c.healthz_p99_ms, 2), fmt(c.loop_delay_p99_ms, 2), fmt(c.loop_delay_max_ms, 2),
       String(c.non2xx + c.errors + c.healthz_failures)]));
+  printTable('Closed loop: where the work went (median over repeats; cores = CPU seconds per second)',
+    ['mode', 'conc', 'requests per batch', 'inference busy', 'server cores', 'load generator cores'],
+    cells.map((c) => [c.mode, String(c.concurrency), c.batch_size.median.toFixed(1), `${(c.inference_busy.median * 100).toFixed(0)}%`,
+      c.server_cores.median.toFixed(2), c.client_cores.median.toFixed(2)]));
   printTable(`Open loop at ${Math.round(settings.openLoopFraction * 100)}% of max throughput (latency from scheduled send)`,
     ['mode', 'max req/s', 'rate', 'achieved', 'p50 ms', 'p99 ms', 'p99/p50', 'fail'],
     open.map((o) => [o.mode, o.max_throughput_rps.toFixed(1), o.rate_rps.toFixed(1), fmt(o.achieved_rps), fmt(o.p50_ms), fmt(o.p99_ms),
