@@ -1,5 +1,6 @@
 // What bench:model and bench:profile both feed an image bundle's graphs and read back from them:
-// the same fixed pseudo-random pixels, and the compute the ACM graph reports for a batch.
+// the same fixed pseudo-random pixels, the compute the ACM graph reports for a batch, and how far
+// two graphs' outputs are apart.
 import * as ort from 'onnxruntime-node';
 import type { ComputeAccountant } from '../server/compute.js';
 import { learnerCounts } from '../server/ort-protocol.js';
@@ -23,4 +24,17 @@ export function meanCompute(accountant: ComputeAccountant, counts: ort.Tensor, b
     used += r.used; gflops += r.gflops;
   }
   return { used: used / batch, gflops: gflops / batch };
+}
+
+/** The largest absolute difference between two outputs and how many elements differ at all. */
+export function outputDifference(a: ort.Tensor, b: ort.Tensor): { maxAbs: number; differing: number } {
+  const x = a.data as ArrayLike<number | bigint>, y = b.data as ArrayLike<number | bigint>;
+  if (x.length !== y.length) return { maxAbs: Infinity, differing: Math.max(x.length, y.length) };
+  let maxAbs = 0, differing = 0;
+  for (let i = 0; i < x.length; i++) {
+    if (x[i] === y[i]) continue;
+    differing++;
+    maxAbs = Math.max(maxAbs, Math.abs(Number(x[i]) - Number(y[i])));
+  }
+  return { maxAbs, differing };
 }

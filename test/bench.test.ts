@@ -13,9 +13,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
+import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import { ProbeThread } from '../bench/healthz-probe.js';
 import { errorKindsText, ErrorTally, latencySplit, openLoop, tailSplit, type LatencySplit } from '../bench/load.js';
+import { outputDifference } from '../bench/model-inputs.js';
 import { nodeRole, profileByRole, ROLES } from '../bench/model-profile.js';
 import { checkModelBenchJson, modelPlotSvg, type ModelBenchJson } from '../bench/plot-svg.js';
 import type { Summary } from '../bench/stats.js';
@@ -31,7 +33,8 @@ interface Report {
   bench: string;
   model: string;
   cells: { mode: string; concurrency: number; throughput_rps: Stat; p50_ms: Stat; p99_ms: Stat; healthz_p50_ms: Stat;
-    healthz_p99_ms: Stat; non2xx: number; errors: number }[];
+    healthz_p99_ms: Stat; non2xx: number; errors: number; batch_size: Stat; inference_busy: Stat; server_cores: Stat;
+    client_cores: Stat }[];
   open_loop: { mode: string; rate_rps: number; achieved_rps: Stat; p50_ms: Stat; p99_ms: Stat; p99_over_p50: Stat;
     split: Record<'median' | 'p99', LatencySplit | null> }[];
   targets: { name: string; value: number | null; pass: boolean | null }[];
@@ -116,6 +119,12 @@ describe('server-load bench', () => {
         positive(c.healthz_p50_ms, `${at} healthz p50`);
         assert.ok(c.p99_ms.median >= c.p50_ms.median, `${at}: p99 below p50`);
         assert.deepEqual([c.non2xx, c.errors], [0, 0], `${at}: every request answered 2xx`);
+        // Where the work went, from the server's /metrics and this side's CPU time over the window.
+        if (c.mode === 'batching-off') assert.equal(c.batch_size.median, 1, `${at}: one request per batch`);
+        else assert.ok(c.batch_size.median >= 1 && c.batch_size.median <= c.concurrency, `${at}: batch size ${c.batch_size.median}`);
+        assert.ok(c.inference_busy.median > 0 && c.inference_busy.median < 1.5, `${at}: inference busy ${c.inference_busy.median}`);
+        positive(c.server_cores, `${at} server cores`);
+        positive(c.client_cores, `${at} load generator cores`);
       }
       assert.deepEqual(r.open_loop.map((o) => o.mode).sort(), ['batching-off', 'batching-on']);
       for (const o of r.open_loop) {
@@ -143,6 +152,49 @@ describe('server-load bench', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('model bench --against', () => {
+  const MODEL_BENCH = fileURLToPath(new URL('../bench/model-bench.js', import.meta.url));
+
+  it('times a second graph of the same model beside the first and finds the same outputs', { timeout: 60_000 }, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'acm-against-'));
+    try {
+      const bundle = join(await tinyModelsDir(), 'tiny-vit-acm');
+      const out = join(dir, 'model.json');
+      const { stdout } = await run(process.execPath, [MODEL_BENCH, '--quick', '--threads', '1', '--bundle', bundle, '--against', bundle,
+        '--json', out], { timeout: 50_000 });
+      assert.match(stdout, /--against .*tiny-vit-acm: its ACM graph/);
+      const r = JSON.parse(await readFile(out, 'utf8')) as { rows: { batch: number }[];
+        against: { rows: { batch: number; acm: { budget: number; ms_per_image: number; ratio: number; differing_elements: number }[] }[] } };
+      assert.deepEqual(r.against.rows.map((x) => x.batch), r.rows.map((x) => x.batch));
+      for (const row of r.against.rows) {
+        assert.equal(row.acm.length, 4);
+        for (const c of row.acm) {
+          assert.ok(c.ms_per_image > 0 && c.ratio > 0, `batch ${row.batch} budget ${c.budget}: timed`);
+          assert.equal(c.differing_elements, 0, `batch ${row.batch} budget ${c.budget}: the same graph gives the same outputs`);
+        }
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a bundle of another model before timing anything', async () => {
+    const tiny = join(await tinyModelsDir(), 'tiny-vit-acm');
+    const bundled = fileURLToPath(new URL('../../models/fashion-vit-acm', import.meta.url));
+    await assert.rejects(run(process.execPath, [MODEL_BENCH, '--quick', '--bundle', bundled, '--against', tiny], { timeout: 20_000 }),
+      (err: { code?: number; stderr?: string }) => err.code === 2 && /--against .*: not the same model as --bundle/.test(err.stderr ?? ''));
+  });
+
+  it('counts the elements two outputs differ in and the largest difference', () => {
+    const a = new ort.Tensor('float32', Float32Array.from([1, 2, 3, 4]), [4]);
+    const b = new ort.Tensor('float32', Float32Array.from([1, 2.5, 3, 3]), [4]);
+    assert.deepEqual(outputDifference(a, b), { maxAbs: 1, differing: 2 });
+    assert.deepEqual(outputDifference(a, a), { maxAbs: 0, differing: 0 });
+    const k = new ort.Tensor('int64', BigInt64Array.from([1n, 4n]), [2]);
+    assert.deepEqual(outputDifference(k, new ort.Tensor('int64', BigInt64Array.from([1n, 2n]), [2])), { maxAbs: 2, differing: 1 });
   });
 });
 
