@@ -115,7 +115,7 @@ export const FIELDS: readonly Field[] = [
     kind: { type: 'int', min: 1, max: 1_048_576 }, default: () => 8192,
     doc: 'most tokens per batch (requests x tokens per request)' },
   { key: 'maxWaitMs', env: 'ACM_MAX_WAIT_MS', flag: '--max-wait-ms', unit: 'ms',
-    kind: { type: 'int', min: 0, max: 10_000 }, default: () => 5, doc: 'longest wait for a batch to fill' },
+    kind: { type: 'int', min: 0, max: 10_000 }, default: () => 0, doc: 'longest wait for a batch to fill while the model is idle' },
   { key: 'queueCapacity', env: 'ACM_QUEUE_CAPACITY', flag: '--queue-capacity', unit: 'requests',
     kind: { type: 'int', min: 1, max: 1_000_000 }, default: () => 256, doc: 'most queued requests per model' },
   { key: 'requestTimeoutMs', env: 'ACM_REQUEST_TIMEOUT_MS', flag: '--request-timeout-ms', unit: 'ms',

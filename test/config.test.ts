@@ -20,7 +20,7 @@ describe('config', () => {
     const c = loadConfig({}, []);
     assert.equal(c.port, 8080);
     assert.equal(c.maxBatchSize, 32);
-    assert.equal(c.maxWaitMs, 5);
+    assert.equal(c.maxWaitMs, 0);
     assert.equal(c.queueCapacity, 256);
     assert.equal(c.requestTimeoutMs, 30_000);
     assert.equal(c.maxImageBytes, 10 * 1024 * 1024);
