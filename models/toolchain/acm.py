@@ -101,9 +101,17 @@ class ACM(nn.Module):
         logits = self.gate_logits(z, budget)
         desired = logits.argmax(-1) + self.min_choice
         k = cap_counts(desired, cap_budget, self.n, self.min_choice, priority=self.cap_priority(logits, token_bonus))
+        return self.run(z, k), k
+
+    def run(self, z: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """The learners for given counts: z [B, T, dim], k [B, T] -> h(z, k) [B, T, dim]."""
         y = grouped_learners(z.reshape(-1, self.dim), k.reshape(-1), self.w1, self.b1, self.w2,
                              self.n, self.width, self.gelu)
-        return y.view_as(z), k
+        return y.view_as(z)
+
+    def gate_shape(self) -> list[tuple[int, int]]:
+        """(in, out) of each Linear of the gate."""
+        return [(m.in_features, m.out_features) for m in self.gate if isinstance(m, nn.Linear)]
 
 
 def weighted_cap_budgets(acms: list[ACM], budget: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -145,6 +153,49 @@ def projection_width(dim: int, n: int) -> int:
     return round((dim * dim + dim) / (2 * dim + 1) / n)
 
 
+def shared_input_counts(acms: list[ACM], z: torch.Tensor, budget: torch.Tensor, cap_budgets: torch.Tensor,
+                        token_bonus: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Inference: the learner counts [B, T] of ACMs that read the same input (q, k, v),
+    as ACM.forward computes them one by one, with one gate and one cap for all of them.
+
+    The gates run as one wider gate: first layers side by side, later layers block-diagonal, so
+    each ACM's logits are its own gate's (the zero blocks add exact zeros). The caps run on the
+    ACMs' requests stacked along the batch, and cap_counts treats every row on its own. In an
+    exported graph that is one gate and one cap instead of one per ACM. cap_budgets: [B, len(acms)].
+    """
+    first = acms[0]
+    same = lambda a: (a.dim, a.n, a.min_choice, a.gate_shape())  # noqa: E731
+    if any(same(a) != same(first) for a in acms):
+        raise ValueError("shared_input_counts joins ACMs of one input width, learner count, minimum and gate shape; "
+                         f"got {[same(a) for a in acms]}")
+    linears = [[m for m in a.gate if isinstance(m, nn.Linear)] for a in acms]
+    b = budget.to(z.dtype).view(-1, 1, 1)
+    weight = torch.cat([ls[0].weight for ls in linears], 0)
+    h = z @ weight[:, :first.dim].t() + (b * weight[:, first.dim] + torch.cat([ls[0].bias for ls in linears]))
+    for layer in range(1, len(linears[0])):
+        h = F.gelu(h)
+        h = h @ _block_diagonal([ls[layer].weight for ls in linears]).t() + torch.cat([ls[layer].bias for ls in linears])
+    logits = h.view(*h.shape[:-1], len(acms), first.choices)  # [B, T, A, choices]
+    desired = logits.argmax(-1) + first.min_choice
+    priority = (logits.softmax(-1) * first.choice_values(logits)).sum(-1)
+    if token_bonus is not None:
+        priority = priority + token_bonus.view(-1, 1)
+    batch, tokens = z.shape[0], z.shape[1]
+    stacked = lambda t: t.permute(2, 0, 1).reshape(len(acms) * batch, tokens)  # noqa: E731
+    k = cap_counts(stacked(desired), cap_budgets.t().reshape(-1), first.n, first.min_choice, priority=stacked(priority))
+    return list(k.view(len(acms), batch, tokens).unbind(0))
+
+
+def _block_diagonal(blocks: list[torch.Tensor]) -> torch.Tensor:
+    """The matrices side by side on the diagonal, zeros elsewhere."""
+    cols = sum(m.shape[1] for m in blocks)
+    rows, left = [], 0
+    for m in blocks:
+        rows.append(torch.cat([m.new_zeros(m.shape[0], left), m, m.new_zeros(m.shape[0], cols - left - m.shape[1])], 1))
+        left += m.shape[1]
+    return torch.cat(rows, 0)
+
+
 class ACMEncoderLayer(nn.Module):
     def __init__(self, cfg: ViTConfig, n: int):
         super().__init__()
@@ -163,7 +214,9 @@ class ACMEncoderLayer(nn.Module):
                 counts: list[torch.Tensor]) -> torch.Tensor:
         """cap: [B, 5], the cap budgets of q, k, v, o and the FFN, in that order."""
         h = self.ln_1(x)
-        (q, kq), (k, kk), (v, kv) = (acm(h, budget, cap[:, i], bonus) for i, acm in enumerate((self.q, self.k, self.v)))
+        qkv = (self.q, self.k, self.v)
+        counts_qkv = shared_input_counts(list(qkv), h, budget, cap[:, :3], bonus)
+        (q, kq), (k, kk), (v, kv) = ((acm.run(h, c), c) for acm, c in zip(qkv, counts_qkv))
         o, ko = self.o(attention(q, k, v, self.heads), budget, cap[:, 3], bonus)
         x = x + o
         m, km = self.mlp(self.ln_2(x), budget, cap[:, 4], bonus)

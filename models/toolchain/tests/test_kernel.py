@@ -170,3 +170,33 @@ class WeightedCapBudgetsTest(unittest.TestCase):
             self.assertTrue(torch.all(counts[:, a].sum(-1) <= limit))
         for b, u in zip(self.budgets.tolist(), used_fraction(self.model, counts).tolist()):
             self.assertLessEqual(u, max(b, floor) + 1e-12, f"budget {b}: used {u}")
+
+
+class SharedInputCountsTest(unittest.TestCase):
+    def test_same_counts_as_each_acm_alone(self):
+        from models.toolchain.acm import shared_input_counts
+        torch.manual_seed(4)
+        acms = [ACM(dim=12, n=4, width=3, kind=kind) for kind in ("q", "k", "v")]
+        with torch.no_grad():
+            for a in acms:  # spread the random gates' choices over every count
+                for p in a.gate.parameters():
+                    p.mul_(4.0)
+        z = torch.randn(6, 9, 12)
+        budget = torch.tensor([1.0, 0.8, 0.5, 0.3, 0.2, 0.1], dtype=torch.float64)
+        caps = torch.rand(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 0.9 + 0.1
+        bonus = torch.zeros(9)
+        bonus[0] = 5.0
+        with torch.no_grad():
+            together = shared_input_counts(acms, z, budget, caps, bonus)
+            alone = [a(z, budget, caps[:, i], bonus)[1] for i, a in enumerate(acms)]
+        for i in range(3):
+            torch.testing.assert_close(together[i], alone[i], rtol=0, atol=0)
+        # The ACMs' gates differ, so the counts do too: one shared gate would not pass the check above.
+        self.assertTrue(any((alone[0] != alone[i]).any() for i in (1, 2)))
+        self.assertGreater(len(set(torch.cat(alone).flatten().tolist())), 2)
+
+    def test_refuses_acms_whose_gates_cannot_be_joined(self):
+        from models.toolchain.acm import shared_input_counts
+        q, ffn = ACM(dim=8, n=4, width=2, kind="q"), ACM(dim=8, n=4, width=4, kind="ffn")
+        with self.assertRaises(ValueError):
+            shared_input_counts([q, ffn], torch.randn(1, 3, 8), torch.ones(1, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64))
