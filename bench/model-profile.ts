@@ -42,8 +42,8 @@ export const ROLES: readonly Role[] = ['learners', 'gates', 'routing', 'shared']
 
 const GEMM_OPS = new Set(['MatMul', 'Gemm', 'FusedMatMul', 'MatMulInteger', 'FusedGemm']);
 const GELU_OPS = new Set(['Gelu', 'BiasGelu', 'FastGelu']);
-/** An ACM's scope in the exported graph: /layers.<i>/<q|k|v|o|mlp>/... */
-const ACM_SCOPE = /\/layers\.\d+\/(q|k|v|o|mlp)\//;
+/** An ACM's scope in the exported graph: /layers.<i>/<q|k|v|o|mlp>/..., and qkv for the gate and cap q, k and v share. */
+const ACM_SCOPE = /\/layers\.\d+\/(q|k|v|o|mlp|qkv)\//;
 
 /**
  * The role of one node of an exported ACM graph, from its name and operator. onnxruntime's

@@ -206,6 +206,8 @@ describe('model profile by role', () => {
     assert.equal(nodeRole('/layers.3/mlp/gate/gate.0/MatMul', 'MatMul'), 'gates');
     assert.equal(nodeRole('/layers.11/o/Gather_4', 'Gather'), 'routing');
     assert.equal(nodeRole('/layers.2/k/TopK', 'TopK'), 'routing');
+    assert.equal(nodeRole('/layers.1/qkv/TopK', 'TopK'), 'routing', 'the cap q, k and v share');
+    assert.equal(nodeRole('/layers.1/qkv/gate/MatMul_1', 'MatMul'), 'gates', 'the gate q, k and v share');
     assert.equal(nodeRole('Squeeze_token_3', 'Squeeze'), 'routing');
     assert.equal(nodeRole('/layers.3/MatMul/MatMulScaleFusion/', 'FusedMatMul'), 'shared', 'attention scores');
     assert.equal(nodeRole('/layers.3/Softmax', 'Softmax'), 'shared');

@@ -90,24 +90,23 @@ class ACM(nn.Module):
         expected = (logits.softmax(-1) * self.choice_values(logits)).sum(-1)
         return expected if token_bonus is None else expected + token_bonus
 
-    def forward(self, z: torch.Tensor, budget: torch.Tensor, cap_budget: torch.Tensor,
-                token_bonus: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, z: torch.Tensor, budget: torch.Tensor, cap_budget: torch.Tensor | None,
+                token_bonus: torch.Tensor | None = None, counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference: argmax gate, per-request cap, grouped kernel. Returns (output, counts [B, T]).
 
         The gate reads the request's budget; the cap applies cap_budget, the share of it this ACM
         may spend once other ACMs' minimum learners are paid for (ACMViT.cap_budgets). Leftover
         learners go to the tokens whose gate expects the most, plus token_bonus ([T]) if given.
+        With counts given (decided elsewhere, as SharedInputCounts does for q, k and v), only the
+        learners run.
         """
-        logits = self.gate_logits(z, budget)
-        desired = logits.argmax(-1) + self.min_choice
-        k = cap_counts(desired, cap_budget, self.n, self.min_choice, priority=self.cap_priority(logits, token_bonus))
-        return self.run(z, k), k
-
-    def run(self, z: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """The learners for given counts: z [B, T, dim], k [B, T] -> h(z, k) [B, T, dim]."""
-        y = grouped_learners(z.reshape(-1, self.dim), k.reshape(-1), self.w1, self.b1, self.w2,
+        if counts is None:
+            logits = self.gate_logits(z, budget)
+            desired = logits.argmax(-1) + self.min_choice
+            counts = cap_counts(desired, cap_budget, self.n, self.min_choice, priority=self.cap_priority(logits, token_bonus))
+        y = grouped_learners(z.reshape(-1, self.dim), counts.reshape(-1), self.w1, self.b1, self.w2,
                              self.n, self.width, self.gelu)
-        return y.view_as(z)
+        return y.view_as(z), counts
 
     def gate_shape(self) -> list[tuple[int, int]]:
         """(in, out) of each Linear of the gate."""
@@ -153,37 +152,57 @@ def projection_width(dim: int, n: int) -> int:
     return round((dim * dim + dim) / (2 * dim + 1) / n)
 
 
-def shared_input_counts(acms: list[ACM], z: torch.Tensor, budget: torch.Tensor, cap_budgets: torch.Tensor,
-                        token_bonus: torch.Tensor | None = None) -> list[torch.Tensor]:
-    """Inference: the learner counts [B, T] of ACMs that read the same input (q, k, v),
-    as ACM.forward computes them one by one, with one gate and one cap for all of them.
+class JoinedGate(nn.Module):
+    """The gates of ACMs that read the same input, run as one wider gate: first layers side by
+    side, later layers block-diagonal, so each ACM's logits are its own gate's (the zero blocks add
+    exact zeros). Holds no parameters of its own: it reads the ACMs' gates, so checkpoints are
+    unchanged. forward(z [B, T, dim], budget [B]) -> logits [B, T, A, choices]."""
 
-    The gates run as one wider gate: first layers side by side, later layers block-diagonal, so
-    each ACM's logits are its own gate's (the zero blocks add exact zeros). The caps run on the
-    ACMs' requests stacked along the batch, and cap_counts treats every row on its own. In an
-    exported graph that is one gate and one cap instead of one per ACM. cap_budgets: [B, len(acms)].
-    """
-    first = acms[0]
-    same = lambda a: (a.dim, a.n, a.min_choice, a.gate_shape())  # noqa: E731
-    if any(same(a) != same(first) for a in acms):
-        raise ValueError("shared_input_counts joins ACMs of one input width, learner count, minimum and gate shape; "
-                         f"got {[same(a) for a in acms]}")
-    linears = [[m for m in a.gate if isinstance(m, nn.Linear)] for a in acms]
-    b = budget.to(z.dtype).view(-1, 1, 1)
-    weight = torch.cat([ls[0].weight for ls in linears], 0)
-    h = z @ weight[:, :first.dim].t() + (b * weight[:, first.dim] + torch.cat([ls[0].bias for ls in linears]))
-    for layer in range(1, len(linears[0])):
-        h = F.gelu(h)
-        h = h @ _block_diagonal([ls[layer].weight for ls in linears]).t() + torch.cat([ls[layer].bias for ls in linears])
-    logits = h.view(*h.shape[:-1], len(acms), first.choices)  # [B, T, A, choices]
-    desired = logits.argmax(-1) + first.min_choice
-    priority = (logits.softmax(-1) * first.choice_values(logits)).sum(-1)
-    if token_bonus is not None:
-        priority = priority + token_bonus.view(-1, 1)
-    batch, tokens = z.shape[0], z.shape[1]
-    stacked = lambda t: t.permute(2, 0, 1).reshape(len(acms) * batch, tokens)  # noqa: E731
-    k = cap_counts(stacked(desired), cap_budgets.t().reshape(-1), first.n, first.min_choice, priority=stacked(priority))
-    return list(k.view(len(acms), batch, tokens).unbind(0))
+    def __init__(self, acms: list[ACM]):
+        super().__init__()
+        first = acms[0]
+        same = lambda a: (a.dim, a.n, a.min_choice, a.gate_shape())  # noqa: E731
+        if any(same(a) != same(first) for a in acms):
+            raise ValueError("a joined gate needs ACMs of one input width, learner count, minimum and gate shape; "
+                             f"got {[same(a) for a in acms]}")
+        self._acms = list(acms)  # a plain list: not registered, so no parameter appears twice
+
+    def forward(self, z: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
+        first = self._acms[0]
+        linears = [[m for m in a.gate if isinstance(m, nn.Linear)] for a in self._acms]
+        b = budget.to(z.dtype).view(-1, 1, 1)
+        weight = torch.cat([ls[0].weight for ls in linears], 0)
+        h = z @ weight[:, :first.dim].t() + (b * weight[:, first.dim] + torch.cat([ls[0].bias for ls in linears]))
+        for layer in range(1, len(linears[0])):
+            h = F.gelu(h)
+            h = h @ _block_diagonal([ls[layer].weight for ls in linears]).t() + torch.cat([ls[layer].bias for ls in linears])
+        return h.view(*h.shape[:-1], len(self._acms), first.choices)
+
+
+class SharedInputCounts(nn.Module):
+    """Inference: the learner counts [B, T] of ACMs that read the same input (q, k, v), as
+    ACM.forward computes them one by one, with one gate (JoinedGate) and one cap for all of them:
+    the caps run on the ACMs' requests stacked along the batch, and cap_counts treats every row on
+    its own. In an exported graph that is one gate and one cap instead of one per ACM.
+    forward(z, budget, cap_budgets [B, A], token_bonus [T] or None) -> A tensors [B, T]."""
+
+    def __init__(self, acms: list[ACM]):
+        super().__init__()
+        self.gate = JoinedGate(acms)
+        self._acms = list(acms)
+
+    def forward(self, z: torch.Tensor, budget: torch.Tensor, cap_budgets: torch.Tensor,
+                token_bonus: torch.Tensor | None = None) -> list[torch.Tensor]:
+        first, count = self._acms[0], len(self._acms)
+        logits = self.gate(z, budget)  # [B, T, A, choices]
+        desired = logits.argmax(-1) + first.min_choice
+        priority = (logits.softmax(-1) * first.choice_values(logits)).sum(-1)
+        if token_bonus is not None:
+            priority = priority + token_bonus.view(-1, 1)
+        batch, tokens = z.shape[0], z.shape[1]
+        stacked = lambda t: t.permute(2, 0, 1).reshape(count * batch, tokens)  # noqa: E731
+        k = cap_counts(stacked(desired), cap_budgets.t().reshape(-1), first.n, first.min_choice, priority=stacked(priority))
+        return list(k.view(count, batch, tokens).unbind(0))
 
 
 def _block_diagonal(blocks: list[torch.Tensor]) -> torch.Tensor:
@@ -206,6 +225,8 @@ class ACMEncoderLayer(nn.Module):
         pw = projection_width(d, n)
         self.q, self.k, self.v, self.o = (ACM(d, n, pw, kind) for kind in PROJECTIONS)
         self.mlp = ACM(d, n, cfg.mlp_dim // n, "ffn")
+        # q, k and v read the same input: one gate and one cap decide their counts (no parameters).
+        self.qkv = SharedInputCounts([self.q, self.k, self.v])
 
     def acms(self) -> list[ACM]:
         return [self.q, self.k, self.v, self.o, self.mlp]
@@ -214,9 +235,8 @@ class ACMEncoderLayer(nn.Module):
                 counts: list[torch.Tensor]) -> torch.Tensor:
         """cap: [B, 5], the cap budgets of q, k, v, o and the FFN, in that order."""
         h = self.ln_1(x)
-        qkv = (self.q, self.k, self.v)
-        counts_qkv = shared_input_counts(list(qkv), h, budget, cap[:, :3], bonus)
-        (q, kq), (k, kk), (v, kv) = ((acm.run(h, c), c) for acm, c in zip(qkv, counts_qkv))
+        decided = self.qkv(h, budget, cap[:, :3], bonus)
+        (q, kq), (k, kk), (v, kv) = (acm(h, budget, None, counts=c) for acm, c in zip((self.q, self.k, self.v), decided))
         o, ko = self.o(attention(q, k, v, self.heads), budget, cap[:, 3], bonus)
         x = x + o
         m, km = self.mlp(self.ln_2(x), budget, cap[:, 4], bonus)

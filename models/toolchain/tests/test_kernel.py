@@ -173,8 +173,14 @@ class WeightedCapBudgetsTest(unittest.TestCase):
 
 
 class SharedInputCountsTest(unittest.TestCase):
+    def test_adds_no_parameters(self):
+        from models.toolchain.acm import ACMViT
+        from models.toolchain.vit import CONFIGS
+        model = ACMViT(CONFIGS["tiny"])
+        self.assertFalse(any(".qkv." in key for key in model.state_dict()))
+
     def test_same_counts_as_each_acm_alone(self):
-        from models.toolchain.acm import shared_input_counts
+        from models.toolchain.acm import SharedInputCounts
         torch.manual_seed(4)
         acms = [ACM(dim=12, n=4, width=3, kind=kind) for kind in ("q", "k", "v")]
         with torch.no_grad():
@@ -187,7 +193,7 @@ class SharedInputCountsTest(unittest.TestCase):
         bonus = torch.zeros(9)
         bonus[0] = 5.0
         with torch.no_grad():
-            together = shared_input_counts(acms, z, budget, caps, bonus)
+            together = SharedInputCounts(acms)(z, budget, caps, bonus)
             alone = [a(z, budget, caps[:, i], bonus)[1] for i, a in enumerate(acms)]
         for i in range(3):
             torch.testing.assert_close(together[i], alone[i], rtol=0, atol=0)
@@ -196,7 +202,7 @@ class SharedInputCountsTest(unittest.TestCase):
         self.assertGreater(len(set(torch.cat(alone).flatten().tolist())), 2)
 
     def test_refuses_acms_whose_gates_cannot_be_joined(self):
-        from models.toolchain.acm import shared_input_counts
+        from models.toolchain.acm import SharedInputCounts
         q, ffn = ACM(dim=8, n=4, width=2, kind="q"), ACM(dim=8, n=4, width=4, kind="ffn")
         with self.assertRaises(ValueError):
-            shared_input_counts([q, ffn], torch.randn(1, 3, 8), torch.ones(1, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64))
+            SharedInputCounts([q, ffn])
