@@ -62,6 +62,8 @@ def main() -> None:
     ap.add_argument("--bundle", default="models/fashion-vit-acm")
     ap.add_argument("--out", help="folder for the re-exported bundle (default: the bundle itself)")
     args = ap.parse_args()
+    if not os.path.isfile(os.path.join(args.bundle, "acm.json")):
+        ap.error(f"--bundle {args.bundle}: not a bundle folder (no acm.json)")
     set_threads()
     before, after = reexport(args.bundle, args.out or args.bundle)
     print(f"{args.bundle}: model graph re-exported into {args.out or args.bundle} ({before} nodes before, {after} now)")
