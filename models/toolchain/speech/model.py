@@ -19,7 +19,7 @@ from torch import nn
 from torchaudio.models import Wav2Vec2Model, wav2vec2_model
 from torchaudio.models.wav2vec2.components import ConvolutionalPositionalEmbedding
 
-from ..acm import ACM, PROJECTIONS, attention, projection_width, weighted_cap_budgets
+from ..acm import ACM, PROJECTIONS, SharedInputCounts, attention, projection_width, weighted_cap_budgets
 from ..acm import _init_projection as init_projection
 from .text import VOCAB
 
@@ -194,19 +194,23 @@ class ACMSpeechLayer(nn.Module):
         if projections:
             width = projection_width(d, n)
             self.q, self.k, self.v, self.o = (ACM(d, n, width, kind) for kind in PROJECTIONS)
+            # q, k and v read the same input: served, one gate and one cap decide their counts.
+            self.qkv = SharedInputCounts([self.q, self.k, self.v])
         self.mlp = ACM(d, n, cfg.mlp_dim // n, "ffn")
 
     def acms(self) -> list[tuple[str, ACM]]:
         proj = [] if self.attention is not None else [(f"attention.{k}", getattr(self, k)) for k in PROJECTIONS]
         return proj + [("feed_forward", self.mlp)]
 
-    def block(self, x: torch.Tensor, run) -> torch.Tensor:
-        """The layer, with run(acm, z) -> output deciding how each ACM executes (served or relaxed)."""
+    def block(self, x: torch.Tensor, run, run_qkv=None) -> torch.Tensor:
+        """The layer, with run(acm, z) -> output deciding how each ACM executes (served or relaxed);
+        run_qkv(layer, z) -> (q, k, v), when given, runs the three projections of the same input."""
         h = self.layer_norm(x)
         if self.attention is not None:
             a = self.attention(h)
         else:
-            a = run(self.o, attention(run(self.q, h), run(self.k, h), run(self.v, h), self.heads))
+            q, k, v = run_qkv(self, h) if run_qkv is not None else (run(self.q, h), run(self.k, h), run(self.v, h))
+            a = run(self.o, attention(q, k, v, self.heads))
         x = x + self.dropout(a)
         return x + run(self.mlp, self.final_layer_norm(x))
 
@@ -266,8 +270,17 @@ class ACMWav2Vec2(nn.Module):
             counts.append(k)
             return y
 
+        def run_qkv(layer: ACMSpeechLayer, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            at = len(counts)
+            decided = layer.qkv(z, budget, cap[:, at:at + 3])
+            outputs = []
+            for acm, k in zip((layer.q, layer.k, layer.v), decided):
+                outputs.append(acm(z, budget, None, counts=k)[0])
+                counts.append(k)
+            return tuple(outputs)
+
         for layer in self.layers:
-            x = layer.block(x, run)
+            x = layer.block(x, run, run_qkv)
         # run() is called in acms() order: q, k, v, o, then the FFN, layer by layer.
         return self.head(x), torch.stack(counts, 1)
 

@@ -263,6 +263,26 @@ class ACMSpeechModelTest(unittest.TestCase):
         ffn_only = from_dense(self.dense, TINY, projections=False)
         self.assertEqual([a.kind for _, _, a in ffn_only.acms()], ["ffn"] * TINY.num_layers)
 
+    def test_served_q_k_v_with_one_gate_and_cap_equal_each_acm_alone(self):
+        budget = torch.tensor([1.0, 0.5, 0.2], dtype=torch.float64)
+        with torch.no_grad():
+            logits, counts = self.model(self.audio, budget)
+            # The same forward with every ACM deciding its own counts (no run_qkv).
+            x = self.model.encode(self.audio)
+            cap = self.model.cap_budgets(budget)
+            alone: list[torch.Tensor] = []
+
+            def run(acm, z):
+                y, k = acm(z, budget, cap[:, len(alone)])
+                alone.append(k)
+                return y
+
+            for layer in self.model.layers:
+                x = layer.block(x, run)
+            torch.testing.assert_close(counts, torch.stack(alone, 1), rtol=0, atol=0)
+            torch.testing.assert_close(logits, self.model.head(x), rtol=0, atol=0)
+        self.assertGreater(len(set(counts.flatten().tolist())), 2)
+
     def test_budget_bounds_each_window(self):
         budgets = [1.0, 0.75, 0.5, 0.3, 0.1, 0.02]
         audio = self.audio[:1].expand(len(budgets), -1)
