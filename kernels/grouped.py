@@ -10,6 +10,12 @@ import torch
 import torch.nn.functional as F
 
 
+def positions(order: torch.Tensor, base: torch.Tensor, dim: int) -> torch.Tensor:
+    """Where each index along `dim` sits in `order` (the inverse permutation, by one scatter):
+    base with base[..., order[..., i], ...] = i. Indices `order` leaves out keep base's value."""
+    return base.scatter(dim, order, torch.ones_like(order).cumsum(dim) - 1)
+
+
 def cap_counts(desired: torch.Tensor, budget: torch.Tensor, n: int, min_choice: int,
                priority: torch.Tensor | None = None) -> torch.Tensor:
     """Cap one ACM's learner counts per request so the request stays within its budget.
@@ -43,7 +49,7 @@ def cap_counts(desired: torch.Tensor, budget: torch.Tensor, n: int, min_choice: 
         key = torch.where(wants_more, priority.to(torch.float32), torch.full_like(priority, -1.0, dtype=torch.float32))
     order = torch.argsort(key, dim=1, descending=True)
     # The rank of each token is the inverse permutation of the order: one scatter, not a second sort.
-    rank = torch.zeros_like(order).scatter(1, order, torch.ones_like(order).cumsum(1) - 1)
+    rank = positions(order, torch.zeros_like(order), dim=1)
     extra = wants_more & (rank < remainder.unsqueeze(-1))
     return base + extra.to(torch.int64)
 
@@ -77,6 +83,5 @@ def grouped_learners(x: torch.Tensor, k: torch.Tensor, w1: torch.Tensor, b1: tor
     pieces.append(torch.zeros_like(x[:1]))
     ys = torch.cat(pieces, 0)
     order = torch.cat(groups, 0)
-    zero_row = torch.zeros_like(k) + order.shape[0]
-    inverse = zero_row.scatter(0, order, torch.ones_like(order).cumsum(0) - 1)
+    inverse = positions(order, torch.zeros_like(k) + order.shape[0], dim=0)
     return ys.index_select(0, inverse)

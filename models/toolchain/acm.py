@@ -15,16 +15,22 @@ PROJECTIONS = ("q", "k", "v", "o")
 KINDS = PROJECTIONS + ("ffn",)
 
 
+def budget_linear(z: torch.Tensor, budget: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, dim: int) -> torch.Tensor:
+    """A Linear over [z, budget] (weight [out, dim + 1]) with the budget column applied once per
+    request instead of concatenated to every token, which in an exported graph would copy z and
+    expand the budget. z: [B, T, dim]; budget: [B]. `dim` is a Python int, so the export slices
+    with constants rather than with the weight's traced shape."""
+    b = budget.to(z.dtype).view(-1, 1, 1)
+    return z @ weight[:, :dim].t() + (b * weight[:, dim] + bias)
+
+
 class BudgetLinear(nn.Linear):
     """The gate's first layer: a Linear over [z, budget] whose last input column is the request's
-    budget. That column is applied once per request instead of being concatenated to every token,
-    which in an exported graph would copy z and expand the budget in every ACM."""
+    budget (budget_linear)."""
 
     def forward(self, z: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
         """z: [B, T, in_features - 1]; budget: [B]."""
-        d = self.in_features - 1
-        b = budget.to(z.dtype).view(-1, 1, 1)
-        return z @ self.weight[:, :d].t() + (b * self.weight[:, d] + self.bias)
+        return budget_linear(z, budget, self.weight, self.bias, self.in_features - 1)
 
 
 class ACM(nn.Module):
@@ -170,9 +176,8 @@ class JoinedGate(nn.Module):
     def forward(self, z: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
         first = self._acms[0]
         linears = [[m for m in a.gate if isinstance(m, nn.Linear)] for a in self._acms]
-        b = budget.to(z.dtype).view(-1, 1, 1)
-        weight = torch.cat([ls[0].weight for ls in linears], 0)
-        h = z @ weight[:, :first.dim].t() + (b * weight[:, first.dim] + torch.cat([ls[0].bias for ls in linears]))
+        h = budget_linear(z, budget, torch.cat([ls[0].weight for ls in linears], 0), torch.cat([ls[0].bias for ls in linears]),
+                          first.dim)
         for layer in range(1, len(linears[0])):
             h = F.gelu(h)
             h = h @ _block_diagonal([ls[layer].weight for ls in linears]).t() + torch.cat([ls[layer].bias for ls in linears])
@@ -196,9 +201,7 @@ class SharedInputCounts(nn.Module):
         first, count = self._acms[0], len(self._acms)
         logits = self.gate(z, budget)  # [B, T, A, choices]
         desired = logits.argmax(-1) + first.min_choice
-        priority = (logits.softmax(-1) * first.choice_values(logits)).sum(-1)
-        if token_bonus is not None:
-            priority = priority + token_bonus.view(-1, 1)
+        priority = first.cap_priority(logits, None if token_bonus is None else token_bonus.view(-1, 1))
         batch, tokens = z.shape[0], z.shape[1]
         stacked = lambda t: t.permute(2, 0, 1).reshape(count * batch, tokens)  # noqa: E731
         k = cap_counts(stacked(desired), cap_budgets.t().reshape(-1), first.n, first.min_choice, priority=stacked(priority))

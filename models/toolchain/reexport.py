@@ -29,10 +29,8 @@ def node_count(path: str) -> int:
     return len(onnx.load(path, load_external_data=False).graph.node)
 
 
-def _model_and_example(bundle: str) -> tuple[torch.nn.Module, dict, torch.Tensor, str]:
+def _model_and_example(bundle: str, family: str | None) -> tuple[torch.nn.Module, dict, torch.Tensor, str]:
     """(ACM model, manifest, an example input, the input's name) of an image or speech bundle."""
-    with open(os.path.join(bundle, "acm.json")) as f:
-        family = json.load(f).get("architecture", {}).get("family")
     if family == "wav2vec2":
         from .speech.import_bundle import import_models as import_speech
         cfg, _, model, meta = import_speech(bundle)
@@ -43,13 +41,12 @@ def _model_and_example(bundle: str) -> tuple[torch.nn.Module, dict, torch.Tensor
 
 def reexport(bundle: str, out: str) -> tuple[int, int]:
     """Exports `bundle`'s ACM model into `out` (which may be `bundle`). Returns (nodes before, after)."""
-    model, meta, example, input_name = _model_and_example(bundle)
-    graph = os.path.join(bundle, meta["graph"])
-    before = node_count(graph)
-    if os.path.abspath(out) != os.path.abspath(bundle):
-        shutil.copytree(bundle, out, dirs_exist_ok=True)
     with open(os.path.join(bundle, "acm.json")) as f:
         raw = f.read()
+    model, meta, example, input_name = _model_and_example(bundle, json.loads(raw).get("architecture", {}).get("family"))
+    before = node_count(os.path.join(bundle, meta["graph"]))
+    if os.path.abspath(out) != os.path.abspath(bundle):
+        shutil.copytree(bundle, out, dirs_exist_ok=True)
     write_bundle(model, out, json.loads(raw), example, input_name)
     # write_bundle rewrites acm.json from the same manifest; keep the original bytes.
     with open(os.path.join(out, "acm.json"), "w") as f:
