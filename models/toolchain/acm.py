@@ -207,6 +207,12 @@ class SharedInputCounts(nn.Module):
         k = cap_counts(stacked(desired), cap_budgets.t().reshape(-1), first.n, first.min_choice, priority=stacked(priority))
         return list(k.view(count, batch, tokens).unbind(0))
 
+    def run(self, z: torch.Tensor, budget: torch.Tensor, cap_budgets: torch.Tensor,
+            token_bonus: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each ACM on z with the counts decided here: A pairs (output, counts [B, T]), as ACM.forward."""
+        decided = self(z, budget, cap_budgets, token_bonus)
+        return [acm(z, budget, None, counts=k) for acm, k in zip(self._acms, decided)]
+
 
 def _block_diagonal(blocks: list[torch.Tensor]) -> torch.Tensor:
     """The matrices side by side on the diagonal, zeros elsewhere."""
@@ -238,8 +244,7 @@ class ACMEncoderLayer(nn.Module):
                 counts: list[torch.Tensor]) -> torch.Tensor:
         """cap: [B, 5], the cap budgets of q, k, v, o and the FFN, in that order."""
         h = self.ln_1(x)
-        decided = self.qkv(h, budget, cap[:, :3], bonus)
-        (q, kq), (k, kk), (v, kv) = (acm(h, budget, None, counts=c) for acm, c in zip((self.q, self.k, self.v), decided))
+        (q, kq), (k, kk), (v, kv) = self.qkv.run(h, budget, cap[:, :3], bonus)
         o, ko = self.o(attention(q, k, v, self.heads), budget, cap[:, 3], bonus)
         x = x + o
         m, km = self.mlp(self.ln_2(x), budget, cap[:, 4], bonus)

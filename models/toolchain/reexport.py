@@ -43,11 +43,12 @@ def reexport(bundle: str, out: str) -> tuple[int, int]:
     """Exports `bundle`'s ACM model into `out` (which may be `bundle`). Returns (nodes before, after)."""
     with open(os.path.join(bundle, "acm.json")) as f:
         raw = f.read()
-    model, meta, example, input_name = _model_and_example(bundle, json.loads(raw).get("architecture", {}).get("family"))
+    manifest = json.loads(raw)
+    model, meta, example, input_name = _model_and_example(bundle, manifest.get("architecture", {}).get("family"))
     before = node_count(os.path.join(bundle, meta["graph"]))
     if os.path.abspath(out) != os.path.abspath(bundle):
         shutil.copytree(bundle, out, dirs_exist_ok=True)
-    write_bundle(model, out, json.loads(raw), example, input_name)
+    write_bundle(model, out, manifest, example, input_name)
     # write_bundle rewrites acm.json from the same manifest; keep the original bytes.
     with open(os.path.join(out, "acm.json"), "w") as f:
         f.write(raw)

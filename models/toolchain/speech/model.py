@@ -272,12 +272,9 @@ class ACMWav2Vec2(nn.Module):
 
         def run_qkv(layer: ACMSpeechLayer, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
             at = len(counts)
-            decided = layer.qkv(z, budget, cap[:, at:at + 3])
-            outputs = []
-            for acm, k in zip((layer.q, layer.k, layer.v), decided):
-                outputs.append(acm(z, budget, None, counts=k)[0])
-                counts.append(k)
-            return tuple(outputs)
+            ran = layer.qkv.run(z, budget, cap[:, at:at + 3])
+            counts.extend(k for _, k in ran)
+            return tuple(y for y, _ in ran)
 
         for layer in self.layers:
             x = layer.block(x, run, run_qkv)
