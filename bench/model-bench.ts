@@ -14,7 +14,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { ComputeAccountant } from '../server/compute.js';
-import { median, spread, timed } from './stats.js';
+import { median, spread, timed, timingSettings } from './stats.js';
 import { imageBundleArg, intArg, parseCli, usageError } from './args.js';
 import { meanCompute, outputDifference, seededPixels } from './model-inputs.js';
 import type { ImageManifest } from '../server/manifest.js';
@@ -72,7 +72,7 @@ async function main(): Promise<void> {
   const rows = [];
   const againstRows = [];
   console.log(`${m.name}: ${m.acms.length} ACMs, ${m.tokens.count} tokens, dense ${(m.macs.dense / 1e9).toFixed(3)} GMACs/image; ` +
-    `${threads} thread${threads === 1 ? '' : 's'}, median of ${repeats} (ms per image)`);
+    `${timingSettings(threads, repeats)} (ms per image)`);
   console.log('batch | dense ms | ' + BUDGETS.map((b) => `b=${b}: ms  used  speedup/ideal`).join(' | '));
   for (const batch of batchSizes) {
     const pixels = seededPixels(batch, channels, height, width);

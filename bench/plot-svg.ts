@@ -2,6 +2,7 @@
 // against the requested budget, one solid line per batch size for the ACM graph (with the
 // repeats' min-max as error bars) and a dashed line at the same colour for the dense graph, which
 // does not depend on the budget. Pure string building, so it is testable without rendering.
+import { timingSettings } from './stats.js';
 
 export interface ModelBenchJson {
   model: string;
@@ -56,7 +57,7 @@ export function modelPlotSvg(data: ModelBenchJson, width = 800, height = 500): s
   const parts: string[] = [];
   parts.push(`<rect width="${width}" height="${height}" fill="white"/>`);
   parts.push(`<text x="${width / 2}" y="28" text-anchor="middle" font-size="17" font-family="sans-serif">` +
-    `${esc(data.model)}: time per image vs budget (${data.threads} thread${data.threads === 1 ? '' : 's'}, median of ${data.repeats})</text>`);
+    `${esc(data.model)}: time per image vs budget (${timingSettings(data.threads, data.repeats)})</text>`);
   for (let v = 0; v <= yMax + 1e-9; v += step) {
     parts.push(`<line x1="${m.left}" x2="${m.left + w}" y1="${y(v)}" y2="${y(v)}" stroke="#e0e0e0"/>`);
     parts.push(`<text x="${m.left - 8}" y="${y(v) + 4}" text-anchor="end" font-size="12" font-family="sans-serif">${+v.toPrecision(6)}</text>`);

@@ -286,10 +286,10 @@ async function main(): Promise<void> {
           const seconds = (performance.now() - windowAt) / 1000;
           const clientCpu = process.cpuUsage(clientAt);
           const last = await scrape(url, model).catch(() => null);
-          if (last?.loop) entry.loop.push(last.loop);
+          const loop = last?.loop;
+          if (loop) entry.loop.push(loop);
           const used = first && last ? usage(first, last, seconds, clientCpu) : undefined;
           if (used) entry.usage.push(used);
-          const loop = last?.loop;
           const h = probe ? await probe.stop() : { latenciesMs: [], failures: 0 };
           entry.runs.push(run);
           entry.healthz.push(h.latenciesMs);

@@ -39,3 +39,8 @@ export function fmt(s: Summary, digits = 1): string {
   if (s.samples.length < 2) return s.median.toFixed(digits);
   return `${s.median.toFixed(digits)} [${s.spread[0].toFixed(digits)}-${s.spread[1].toFixed(digits)}]`;
 }
+
+/** How a timing table was measured: "1 thread, median of 5". */
+export function timingSettings(threads: number, repeats: number): string {
+  return `${threads} thread${threads === 1 ? '' : 's'}, median of ${repeats}`;
+}
