@@ -28,9 +28,11 @@ import { printTable } from './table.js';
 const USAGE = `
 usage: npm run evaluate:speech -- [--model-dir models/speech-w2v2-acm] [--corpus .cache/speech/espeak-v1]
     [--split test] [--budgets 0.25,0.5,0.75,1] [--no-dense] [--limit N] [--lm ARPA] [--lm-weights 0.5,1]
-    [--word-bonuses 0,1,2] [--beam 24] [--json FILE] [--transcripts FILE.jsonl]
+    [--word-bonuses 0,1,2] [--beam 24] [--symbol-prunes 8,6] [--json FILE] [--transcripts FILE.jsonl]
 CER and WER of the speech bundle (and its dense graph) per budget through the TypeScript runtime;
---budgets '' scores the dense graph alone; several --lm-weights / --word-bonuses make a grid.
+--budgets '' scores the dense graph alone; several --lm-weights / --word-bonuses / --symbol-prunes
+make a grid (--symbol-prunes: symbols further than this many nats below a frame's best are not tried;
+the bundle's own value when left out).
 --transcripts writes every utterance's reference and hypotheses, one JSON line per utterance ({id, reference, hypotheses}), each
 hypothesis keyed by its row: "dense, greedy", "acm @ 0.5, lexicon, lm 2, bonus 3, beam 128".
 `;
@@ -47,6 +49,7 @@ const { values: opts } = parseCli(USAGE, {
     'lm-weights': { type: 'string' },
     'word-bonuses': { type: 'string' },
     beam: { type: 'string' },
+    'symbol-prunes': { type: 'string' },
     json: { type: 'string' },
     transcripts: { type: 'string' },
   },
@@ -57,7 +60,7 @@ interface Utterance { id: string; text: string; samples: Float32Array }
 interface Run { logits: Float32Array; frames: number; used?: number; gflops?: number }
 export interface SpeechRow {
   graph: string; budget: number | null; decoder: string; lm_weight: number | null; word_bonus: number | null; beam: number | null;
-  cer: number; wer: number; used: number | null; gflops: number | null; items: number; decode_ms_per_audio_s: number;
+  symbol_prune: number | null; cer: number; wer: number; used: number | null; gflops: number | null; items: number; decode_ms_per_audio_s: number;
 }
 
 const list = (name: string, raw: string | undefined, fallback: number[], min: number, max: number): number[] =>
@@ -130,6 +133,8 @@ async function main(): Promise<void> {
   const weights = list('lm-weights', opts['lm-weights'], [base.lmWeight], 0, 100);
   const bonuses = list('word-bonuses', opts['word-bonuses'], [base.wordBonus], -100, 100);
   const beam = intArg('beam', opts.beam, base.beam, 1, 10_000);
+  const prunes = list('symbol-prunes', opts['symbol-prunes'], [base.symbolPrune], 0, 1000);
+  if (prunes.includes(0)) usageError('--symbol-prunes: each value must be above 0, as ctc.decoder.symbol_prune must; got 0');
   const utts = readSplit(resolve(opts.corpus), opts.split, m.audio.sample_rate, limit);
   const refs = utts.map((u) => u.text);
   const seconds = utts.reduce((s, u) => s + u.samples.length, 0) / m.audio.sample_rate;
@@ -162,22 +167,27 @@ async function main(): Promise<void> {
       const t0 = performance.now();
       const hyps = decodeAll(runs, make, m.audio.chunk_frames, V);
       const ms = performance.now() - t0;
-      const key = [label, decoder, ...(s.lmWeight === undefined ? [] : [`lm ${s.lmWeight}`, `bonus ${s.wordBonus}`, `beam ${s.beam}`])].join(', ');
+      // The prune is named only when it was asked for, so keys stay as they were without it.
+      const key = [label, decoder, ...(s.lmWeight === undefined ? [] : [`lm ${s.lmWeight}`, `bonus ${s.wordBonus}`, `beam ${s.beam}`]),
+        ...(s.symbolPrune === undefined || opts['symbol-prunes'] === undefined ? [] : [`prune ${s.symbolPrune}`])].join(', ');
       hyps.forEach((h, i) => { hypotheses[i]![key] = h; });
       rows.push({ ...common, decoder, lm_weight: s.lmWeight ?? null, word_bonus: s.wordBonus ?? null, beam: s.beam ?? null,
+        symbol_prune: s.symbolPrune ?? null,
         ...errorRates(hyps, refs), decode_ms_per_audio_s: ms / seconds });
     };
     measure('greedy', () => new CtcDecoder(m), {});
     for (const lmWeight of weights) {
       for (const wordBonus of bonuses) {
-        const s: BeamOptions = { ...base, beam, lmWeight, wordBonus };
-        measure('lexicon', () => new LexiconBeamDecoder(lexicon, m.ctc, m.audio.frame_ms, s), s);
+        for (const symbolPrune of prunes) {
+          const s: BeamOptions = { ...base, beam, lmWeight, wordBonus, symbolPrune };
+          measure('lexicon', () => new LexiconBeamDecoder(lexicon, m.ctc, m.audio.frame_ms, s), s);
+        }
       }
     }
   }
   const f = (x: number | null, d: number): string => (x === null ? '-' : x.toFixed(d));
-  printTable(`speech quality, ${opts.split} split`, ['graph', 'budget', 'decoder', 'lm weight', 'word bonus', 'CER', 'WER', 'used', 'GFLOPs', 'decode ms / audio s'],
-    rows.map((r) => [r.graph, f(r.budget, 2), r.decoder, f(r.lm_weight, 2), f(r.word_bonus, 2), f(r.cer, 4), f(r.wer, 4), f(r.used, 3), f(r.gflops, 3), f(r.decode_ms_per_audio_s, 2)]));
+  printTable(`speech quality, ${opts.split} split`, ['graph', 'budget', 'decoder', 'lm weight', 'word bonus', 'prune', 'CER', 'WER', 'used', 'GFLOPs', 'decode ms / audio s'],
+    rows.map((r) => [r.graph, f(r.budget, 2), r.decoder, f(r.lm_weight, 2), f(r.word_bonus, 2), f(r.symbol_prune, 1), f(r.cer, 4), f(r.wer, 4), f(r.used, 3), f(r.gflops, 3), f(r.decode_ms_per_audio_s, 2)]));
   if (opts.transcripts) {
     writeFileSync(opts.transcripts, utts.map((u, i) => JSON.stringify({ id: u.id, reference: u.text, hypotheses: hypotheses[i] })).join('\n') + '\n');
     console.log(`wrote ${opts.transcripts}`);

@@ -65,6 +65,21 @@ describe('evaluate:speech', { skip: !existsSync(BUNDLE) && 'no speech bundle' },
     assert.equal(lines[0]!.hypotheses['acm @ 0.5, lexicon, lm 2, bonus 3, beam 8'], text);
   });
 
+  it('makes --symbol-prunes a grid dimension, named in rows and transcript keys; refuses 0', { timeout: 60_000 }, async () => {
+    const json = join(dir, 'prunes.json');
+    const transcripts = join(dir, 'prunes.jsonl');
+    await run(process.execPath, [SCRIPT, '--corpus', join(dir, 'corpus'), '--split', 'val', '--budgets', '', '--beam', '8',
+      '--lm-weights', '2', '--word-bonuses', '3', '--symbol-prunes', '8,0.5', '--json', json, '--transcripts', transcripts], { timeout: 55_000 });
+    const { rows } = JSON.parse(await readFile(json, 'utf8')) as { rows: SpeechRow[] };
+    assert.deepEqual(rows.map((r) => [r.decoder, r.symbol_prune]), [['greedy', null], ['lexicon', 8], ['lexicon', 0.5]]);
+    const [line] = (await readFile(transcripts, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as TranscriptLine);
+    const keys = Object.keys(line!.hypotheses);
+    assert.ok(keys.includes('dense, lexicon, lm 2, bonus 3, beam 8, prune 8'), keys.join(' | '));
+    assert.ok(keys.includes('dense, lexicon, lm 2, bonus 3, beam 8, prune 0.5'), keys.join(' | '));
+    await assert.rejects(run(process.execPath, [SCRIPT, '--corpus', join(dir, 'corpus'), '--split', 'val', '--budgets', '', '--symbol-prunes', '8,0']),
+      (err: { code: number; stderr: string }) => err.code === 2 && /--symbol-prunes.*above 0.*got 0/.test(err.stderr));
+  });
+
   it("scores the dense graph alone with --budgets ''; refuses to score nothing", { timeout: 60_000 }, async () => {
     const json = join(dir, 'dense.json');
     await run(process.execPath, [SCRIPT, '--corpus', join(dir, 'corpus'), '--split', 'val', '--budgets', '', '--beam', '8', '--json', json],

@@ -19,19 +19,30 @@ import os
 from ..export import _write_metadata
 
 DECODER_TYPE = "lexicon-beam"
+# What the server uses when `ctc.decoder` leaves `symbol_prune` out (models/BUNDLE.md).
+DEFAULT_SYMBOL_PRUNE = 8.0
 
 
-def decoder_spec(lm: str, beam: int, lm_weight: float, word_bonus: float) -> dict:
+def decoder_spec(lm: str, beam: int, lm_weight: float, word_bonus: float, symbol_prune: float | None = None) -> dict:
     if os.path.basename(lm) != lm:
         raise ValueError(f"lm must be a file name inside the bundle folder; got {lm!r}")
-    return {"type": DECODER_TYPE, "lm": lm, "beam": int(beam), "lm_weight": float(lm_weight), "word_bonus": float(word_bonus)}
+    if symbol_prune is not None and not symbol_prune > 0:
+        raise ValueError(f"symbol_prune must be above 0; got {symbol_prune}")
+    spec = {"type": DECODER_TYPE, "lm": lm, "beam": int(beam), "lm_weight": float(lm_weight), "word_bonus": float(word_bonus)}
+    if symbol_prune is not None:
+        spec["symbol_prune"] = float(symbol_prune)
+    return spec
 
 
 def quality_from_evaluation(evaluation: dict, spec: dict, dataset: str) -> tuple[list[dict], dict]:
     """Manifest quality points (ACM rows, both decoders) and the dense model's figures."""
+    prune = spec.get("symbol_prune", DEFAULT_SYMBOL_PRUNE)
+
     def chosen(row: dict) -> bool:
+        # Rows written before evaluate:speech named the prune were decoded with the default.
         return row["decoder"] == "greedy" or (row["lm_weight"] == spec["lm_weight"] and row["word_bonus"] == spec["word_bonus"]
-                                              and row["beam"] == spec["beam"])
+                                              and row["beam"] == spec["beam"]
+                                              and (row.get("symbol_prune") or DEFAULT_SYMBOL_PRUNE) == prune)
     rows = [r for r in evaluation["rows"] if chosen(r)]
     quality, dense = [], {}
     for r in rows:
@@ -76,13 +87,15 @@ def main() -> None:
     ap.add_argument("--beam", type=int, required=True)
     ap.add_argument("--lm-weight", type=float, required=True)
     ap.add_argument("--word-bonus", type=float, required=True)
+    ap.add_argument("--symbol-prune", type=float, default=None,
+                    help=f"symbols this many nats below a frame's best are not tried (left out: {DEFAULT_SYMBOL_PRUNE:g})")
     ap.add_argument("--evaluation", help="JSON of `npm run evaluate:speech -- --split test --json F`")
     args = ap.parse_args()
     evaluation = None
     if args.evaluation:
         with open(args.evaluation) as f:
             evaluation = json.load(f)
-    meta = set_decoder(args.bundle, decoder_spec(args.lm, args.beam, args.lm_weight, args.word_bonus), evaluation)
+    meta = set_decoder(args.bundle, decoder_spec(args.lm, args.beam, args.lm_weight, args.word_bonus, args.symbol_prune), evaluation)
     print(json.dumps({"decoder": meta["ctc"]["decoder"], "quality": meta["quality"]}, indent=1))
 
 

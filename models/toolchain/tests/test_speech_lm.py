@@ -112,6 +112,19 @@ class DecoderSettingsTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             quality_from_evaluation(evaluation, decoder_spec("lm.arpa.gz", 8, 2.0, 1.0), "test split")
 
+    def test_quality_takes_the_rows_of_the_chosen_prune(self):
+        row = {"items": 10, "used": 0.5, "gflops": 1.0, "graph": "acm", "budget": 0.5, "decoder": "lexicon",
+               "lm_weight": 1.0, "word_bonus": 2.0, "beam": 64}
+        evaluation = {"rows": [{**row, "symbol_prune": 8.0, "cer": 0.14, "wer": 0.21},
+                               {**row, "symbol_prune": 6.0, "cer": 0.15, "wer": 0.22}]}
+        quality, _ = quality_from_evaluation(evaluation, decoder_spec("lm.arpa.gz", 64, 1.0, 2.0, 6.0), "test split")
+        self.assertEqual([q["value"] for q in quality], [0.15, 0.22])
+        # Without a prune in the spec, the server's default applies, and so does the row of that value.
+        quality, _ = quality_from_evaluation(evaluation, decoder_spec("lm.arpa.gz", 64, 1.0, 2.0), "test split")
+        self.assertEqual([q["value"] for q in quality], [0.14, 0.21])
+        with self.assertRaises(ValueError):
+            decoder_spec("lm.arpa.gz", 64, 1.0, 2.0, 0.0)
+
 
 if __name__ == "__main__":
     unittest.main()
