@@ -113,6 +113,9 @@ def main() -> None:
                     help="with --init: keep the first N layers of the conv encoder as they are. They run on "
                          "the most frames, so their backward pass is most of a step's time (N = 3: about "
                          "1.8 times as many steps per second for speech-base on two cores)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="order of the training batches and draws of their augmentation; a second fine-tune "
+                         "from a model trained with the same seed sees the batches in a new order with another")
     ap.add_argument("--eval-every", type=int, default=400)
     ap.add_argument("--val-limit", type=int, default=200, help="validation utterances per evaluation")
     add_training_options(ap, threads=True)
@@ -129,10 +132,12 @@ def main() -> None:
     state = load_state(ckpt)
     # A resumed run keeps the layers it started with frozen (its optimiser holds the others only).
     frozen = state.get("freeze_conv", 0) if state else args.freeze_conv
+    # ... and the batch order it started with (the seed was 0 before it was saved).
+    seed = state.get("seed", 0) if state else args.seed
     freeze_conv(model, frozen)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.01)
     train, val = data.load(args.corpus, "train"), data.load(args.corpus, "val", args.val_limit)
-    batches = data.Batches(train, args.batch, seed=0, sorted_epochs=args.sorted_epochs)
+    batches = data.Batches(train, args.batch, seed=seed, sorted_epochs=args.sorted_epochs)
     print(f"train {len(train)} utterances, val {len(val)}; config {json.dumps(cfg.to_dict())}", flush=True)
 
     def lr_at(step: int) -> float:
@@ -161,17 +166,19 @@ def main() -> None:
 
     def save() -> None:
         save_state(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                          "config": cfg.to_dict(), "total": args.steps, "freeze_conv": frozen})
+                          "config": cfg.to_dict(), "total": args.steps, "freeze_conv": frozen,
+                          "seed": seed})
 
     last_save, t0, seen, start = time.time(), time.time(), 0.0, step
     running = None
     while step < args.steps:
         model.train()
         audio, samples, targets, target_lengths = batches(step)
-        audio = data.gain_augment(audio, step, seed=1).to(device)
+        # Seed 0 draws what runs drew before --seed existed.
+        audio = data.gain_augment(audio, step, seed=1 + 10 * seed).to(device)
         samples, targets, target_lengths = samples.to(device), targets.to(device), target_lengths.to(device)
         if args.speed_perturb:
-            audio, samples = data.speed_perturb(audio, samples, step, seed=2, spread=args.speed_perturb)
+            audio, samples = data.speed_perturb(audio, samples, step, seed=2 + 10 * seed, spread=args.speed_perturb)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         loss = ctc_loss(dense_windows_logits(model, audio, cfg), samples, targets, target_lengths, cfg)
