@@ -32,19 +32,19 @@ function toNumber(raw: string | undefined, fallback: number): number {
   return raw === undefined ? fallback : raw.trim() === '' ? NaN : Number(raw);
 }
 
-export function numberArg(name: string, raw: string | undefined, fallback: number, min: number, max = Infinity): number {
+/** A number in [min, max], or in (min, max] with `minOpen`. */
+export function numberArg(name: string, raw: string | undefined, fallback: number, min: number, max = Infinity,
+  { minOpen = false } = {}): number {
   const v = toNumber(raw, fallback);
-  if (!Number.isFinite(v) || v < min || v > max) {
-    usageError(`--${name} must be a number in [${min}, ${max}]; got ${JSON.stringify(raw)}`);
+  if (!Number.isFinite(v) || (minOpen ? v <= min : v < min) || v > max) {
+    usageError(`--${name} must be a number in ${minOpen ? '(' : '['}${min}, ${max}]; got ${JSON.stringify(raw)}`);
   }
   return v;
 }
 
 /** A compute budget, as the server takes it: 0 < budget <= 1. */
 export function budgetArg(name: string, raw: string | undefined, fallback: number): number {
-  const v = toNumber(raw, fallback);
-  if (!(v > 0 && v <= 1)) usageError(`--${name} must be a number in (0, 1]; got ${JSON.stringify(raw)}`);
-  return v;
+  return numberArg(name, raw, fallback, 0, 1, { minOpen: true });
 }
 
 export function intArg(name: string, raw: string | undefined, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
