@@ -63,8 +63,9 @@ export interface SpeechRow {
   symbol_prune: number | null; cer: number; wer: number; used: number | null; gflops: number | null; items: number; decode_ms_per_audio_s: number;
 }
 
-const list = (name: string, raw: string | undefined, fallback: number[], min: number, max: number, minOpen = false): number[] =>
-  raw === undefined ? fallback : raw.split(',').map((x) => numberArg(name, x, NaN, min, max, { minOpen }));
+const list = (name: string, raw: string | undefined, fallback: number[], min: number, max: number,
+  bounds: { minOpen?: boolean } = {}): number[] =>
+  raw === undefined ? fallback : raw.split(',').map((x) => numberArg(name, x, NaN, min, max, bounds));
 
 function readSplit(corpus: string, split: string, rate: number, limit: number): Utterance[] {
   const index = readFileSync(join(corpus, split, 'index.jsonl'), 'utf8').split('\n').filter((l) => l.trim())
@@ -134,7 +135,7 @@ async function main(): Promise<void> {
   const bonuses = list('word-bonuses', opts['word-bonuses'], [base.wordBonus], -100, 100);
   const beam = intArg('beam', opts.beam, base.beam, 1, 10_000);
   // The manifest's bounds for ctc.decoder.symbol_prune.
-  const prunes = list('symbol-prunes', opts['symbol-prunes'], [base.symbolPrune], 0, 1000, true);
+  const prunes = list('symbol-prunes', opts['symbol-prunes'], [base.symbolPrune], 0, 1000, { minOpen: true });
   const utts = readSplit(resolve(opts.corpus), opts.split, m.audio.sample_rate, limit);
   const refs = utts.map((u) => u.text);
   const seconds = utts.reduce((s, u) => s + u.samples.length, 0) / m.audio.sample_rate;
