@@ -39,6 +39,8 @@ def build(seed: int = 0, config: str = "tiny"):
             # Spread the random gates' choices so every group of the kernel is exercised.
             for p in acm.gate.parameters():
                 p.mul_(4.0)
+        # Unequal shares of the cap, as speech.tune_caps leaves them, so exports carry real weights.
+        model.cap_weights.copy_(torch.linspace(0.3, 1.0, len(model.acms()), dtype=torch.float64))
     return cfg, dense, model
 
 

@@ -235,16 +235,29 @@ class ACMWav2Vec2(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(ACMSpeechLayer(cfg, layer, n, projections) for layer in t.layers)
         self.aux = copy.deepcopy(dense.aux)
+        # How the window cap shares a budget among the ACMs (weighted_cap_budgets): equal weights
+        # cap every ACM at the budget itself; speech.tune_caps searches them by the loss they cost.
+        self.register_buffer("cap_weights", torch.ones(len(self.acms()), dtype=torch.float64))
+        # False runs the gates alone (every cap at all learners), to read what they ask for.
+        self.capped = True
+
+    def load_state_dict(self, state: dict, strict: bool = True):
+        # Checkpoints from before cap weights existed were trained and served with equal ones.
+        if "cap_weights" not in state:
+            state = {**state, "cap_weights": torch.ones_like(self.cap_weights)}
+        return super().load_state_dict(state, strict)
 
     def acms(self) -> list[tuple[str, int, ACM]]:
         return [(f"encoder.layers.{i}.{name}", i, acm) for i, layer in enumerate(self.layers) for name, acm in layer.acms()]
 
     def cap_budgets(self, budget: torch.Tensor) -> torch.Tensor:
         """Per window and ACM [N, A], in acms() order, the budget each ACM's cap applies: the
-        window's budget shared equally (acm.weighted_cap_budgets with equal weights), so an ACM
-        whose minimum costs more than the budget runs that minimum and the others share the rest."""
-        acms = [a for _, _, a in self.acms()]
-        return weighted_cap_budgets(acms, budget, torch.ones(len(acms), dtype=torch.float64, device=budget.device))
+        window's budget shared in proportion to cap_weights (acm.weighted_cap_budgets; with equal
+        weights every ACM's cap is the budget), so an ACM whose minimum costs more than its share
+        runs that minimum and the others share the rest. Uncapped (capped False): all learners."""
+        if not self.capped:
+            return torch.ones(budget.shape[0], len(self.cap_weights), dtype=torch.float64, device=budget.device)
+        return weighted_cap_budgets([a for _, _, a in self.acms()], budget, self.cap_weights)
 
     def embed_frames(self, x: torch.Tensor) -> torch.Tensor:
         """Projected frames [N, T, C] -> the first layer's input (positional conv, norm if first)."""
@@ -255,12 +268,21 @@ class ACMWav2Vec2(nn.Module):
         """Last layer's output -> CTC logits (final norm when the layers are pre-norm)."""
         return self.aux(x if self.norm_first else self.layer_norm(x))
 
-    def encode(self, audio: torch.Tensor) -> torch.Tensor:
+    def project(self, audio: torch.Tensor) -> torch.Tensor:
+        """Windows [N, window_samples] -> projected conv features [N, window_frames, C]: the part
+        no budget touches."""
         x, _ = self.feature_extractor(audio, None)
-        return self.embed_frames(self.feature_projection(x))
+        return self.feature_projection(x)
+
+    def encode(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.embed_frames(self.project(audio))
 
     def forward(self, audio: torch.Tensor, budget: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.encode(audio)
+        return self.from_projected(self.project(audio), budget)
+
+    def from_projected(self, projected: torch.Tensor, budget: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward() after project(): what tune_caps runs again for every candidate."""
+        x = self.embed_frames(projected)
         budget = budget.to(torch.float64)
         cap = self.cap_budgets(budget)
         counts: list[torch.Tensor] = []
