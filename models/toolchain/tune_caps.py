@@ -78,10 +78,13 @@ def cap_loss(model, x: torch.Tensor, y: torch.Tensor, budgets: dict[float, float
     return total
 
 
-def tuned_state(source: dict, source_name: str, weights: torch.Tensor, settings: dict) -> dict:
+def tuned_state(source: dict, source_name: str, weights: torch.Tensor, settings: dict,
+                items_words: str | None = None, objective: str = "cross-entropy",
+                tool: str = "models.toolchain.tune_caps") -> dict:
     """The checkpoint of the tuned model: the source's, with the new cap weights (largest 1), no
     training steps of its own, the source's step counts carried on (build_bundle's manifest), and
-    the recipe extended by what this step did."""
+    the recipe extended by what this step did: on what (`items_words`, by default the image
+    split's words), for which loss, by which command."""
     state = {k: v for k, v in source.items() if k != "optimizer"}
     state["model"] = dict(source["model"])
     state["model"]["cap_weights"] = (weights / weights.max()).clone()
@@ -91,9 +94,9 @@ def tuned_state(source: dict, source_name: str, weights: torch.Tensor, settings:
     budgets = ", ".join(f"{b:g} (weight {w:g})" for b, w in settings["budgets"].items())
     state.update(step=0, steps=steps, cap_search=settings, recipe=(
         (source.get("recipe") or f"checkpoint {source_name}") +
-        f"; then the cap weights searched on {settings['items']:,} {SPLIT_WORDS[settings.get('split', 'train')]} "
-        f"for the lowest cross-entropy "
-        f"at budgets {budgets}, no parameter trained (models.toolchain.tune_caps)"))
+        f"; then the cap weights searched on {settings['items']:,} "
+        f"{items_words or SPLIT_WORDS[settings.get('split', 'train')]} for the lowest {objective} "
+        f"at budgets {budgets}, no parameter trained ({tool})"))
     return state
 
 

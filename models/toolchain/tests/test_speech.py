@@ -12,7 +12,7 @@ import torch
 from models.toolchain.speech import corpus, data, text
 from models.toolchain.speech.model import (CONFIGS, build_dense, chunk_count, dense_frames_logits, dense_trace,
                                            dense_windows_logits, edit_distance, error_rates, features, from_dense,
-                                           greedy_decode, keep_chunk, windows)
+                                           greedy_decode, keep_chunk, output_frames, windows)
 from models.toolchain.speech.phases import (acm_pairs, acm_windows_logits, distil_step, frame_distillation, phase3_loss,
                                             relaxed_windows, window_frames)
 
@@ -298,6 +298,34 @@ class ACMSpeechModelTest(unittest.TestCase):
         self.assertGreater(used[0], used[-1])
         self.assertTrue(bool((counts[:, [i for i, a in enumerate(acms) if a.kind != "ffn"]] >= 1).all()), "projections run >= 1")
 
+    def test_cap_weights_share_the_budget_unequally_within_the_same_bound(self):
+        acms = [a for _, _, a in self.model.acms()]
+        cost = torch.tensor([a.learner_macs for a in acms], dtype=torch.float64)
+        full = sum(a.n * a.learner_macs for a in acms) * TINY.window_frames
+        budget = torch.full((3,), 0.3, dtype=torch.float64)
+        with torch.no_grad():
+            _, equal = self.model(self.audio, budget)
+            self.model.cap_weights.copy_(torch.linspace(0.2, 1.0, len(acms), dtype=torch.float64))
+            caps = self.model.cap_budgets(budget)
+            _, weighted = self.model(self.audio, budget)
+            self.model.capped = False
+            _, asked = self.model(self.audio, budget)
+        self.assertLess(float(caps[0, 0]), float(caps[0, -1]), "a smaller weight, a smaller share")
+        self.assertFalse(torch.equal(equal, weighted))
+        for counts in (equal, weighted):
+            used = (counts.double().sum(-1) * cost).sum(-1) / full
+            self.assertTrue(bool((used <= 0.3 + 1e-9).all()), used)
+        asked_used = (asked.double().sum(-1) * cost).sum(-1) / full
+        self.assertTrue(bool((asked_used > 0.3).all()), f"uncapped, the gates alone exceed the budget: {asked_used}")
+
+    def test_a_checkpoint_without_cap_weights_loads_with_equal_ones(self):
+        from models.toolchain.checkpoint import load_into
+        state = {k: v for k, v in self.model.state_dict().items() if k != "cap_weights"}
+        other = from_dense(self.dense, TINY)
+        other.cap_weights.fill_(0.5)
+        load_into(other, state)
+        self.assertEqual(other.cap_weights.tolist(), [1.0] * len(other.acms()))
+
     def test_full_learners_reproduce_the_dense_model_up_to_the_dropped_output_bias(self):
         with torch.no_grad():
             for layer in self.dense.encoder.transformer.layers:
@@ -398,6 +426,57 @@ class ACMSpeechModelTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SpeechTuneCapsTest(unittest.TestCase):
+    def test_ctc_cap_loss_is_the_served_models_ctc_loss_per_character_weighted_over_budgets(self):
+        from models.toolchain.speech.tune_caps import ctc_cap_loss, projected_batches
+        torch.manual_seed(0)
+        dense = build_dense(TINY).eval()
+        torch.nn.init.normal_(dense.aux.weight, std=1.0)
+        model = from_dense(dense, TINY).eval()
+        lengths = [TINY.chunk_samples * 2, TINY.chunk_samples * 3 - 500, TINY.chunk_samples + 700]
+        split = data.Split([(np.random.default_rng(i).standard_normal(n) * 3000).astype(np.int16)
+                            for i, n in enumerate(lengths)], ["a cat", "see the sea", "it"], ["0", "1", "2"])
+        batches = projected_batches(model, split, [0, 1, 2], batch=2)
+        budgets = {0.5: 1.0, 0.25: 0.5}
+        expected = 0.0
+        with torch.no_grad():
+            for b, w in budgets.items():
+                for i in range(3):
+                    audio, samples, targets, target_lengths = data.collate(split, [i])
+                    log_probs = acm_windows_logits(model, audio, b).log_softmax(-1).transpose(0, 1)
+                    frames = output_frames(samples, TINY).clamp_max(log_probs.shape[0])
+                    loss = torch.nn.functional.ctc_loss(log_probs, targets, frames, target_lengths, blank=0,
+                                                        reduction="sum", zero_infinity=True)
+                    expected += w * float(loss) / int(target_lengths[0]) / 3
+        self.assertAlmostEqual(ctc_cap_loss(model, batches, budgets), expected, places=4)
+        model.cap_weights.copy_(torch.linspace(0.2, 1.0, len(model.acms()), dtype=torch.float64))
+        self.assertNotAlmostEqual(ctc_cap_loss(model, batches, budgets), expected, places=4)
+
+    def test_asked_fractions_are_the_uncapped_gates_choices(self):
+        from models.toolchain.speech.tune_caps import asked_fractions, projected_batches
+        torch.manual_seed(1)
+        dense = build_dense(TINY).eval()
+        model = from_dense(dense, TINY).eval()
+        with torch.no_grad():
+            for _, _, acm in model.acms():
+                for p in acm.gate.parameters():
+                    p.mul_(4.0)
+        split = data.Split([(np.random.default_rng(7).standard_normal(TINY.chunk_samples * 2) * 3000).astype(np.int16)],
+                           ["a cat"], ["0"])
+        asked = asked_fractions(model, projected_batches(model, split, [0]), budgets=(0.3,))
+        self.assertTrue(model.capped, "the cap is back on afterwards")
+        audio, _, _, _ = data.collate(split, [0])
+        w = windows(audio, TINY).reshape(-1, TINY.window_samples)
+        model.capped = False
+        with torch.no_grad():
+            _, counts = model(w, torch.full((w.shape[0],), 0.3, dtype=torch.float64))
+        model.capped = True
+        torch.testing.assert_close(asked, counts.double().mean((0, 2)) / 4)
+        with torch.no_grad():
+            _, capped = model(w, torch.full((w.shape[0],), 0.3, dtype=torch.float64))
+        self.assertGreater(float(asked.mean()), float(capped.double().mean()) / 4, "the cap cut what they ask")
 
 
 class CheckpointPortabilityTest(unittest.TestCase):
