@@ -115,6 +115,26 @@ def parse_budgets(text: str) -> dict[float, float]:
     return out
 
 
+def add_search_options(ap: argparse.ArgumentParser, budgets: str, sweeps: int, objective: str) -> None:
+    """The options of the search itself, shared by the image and the speech command."""
+    ap.add_argument("--budgets", default=budgets, help=f"budget:weight pairs of the objective (weighted {objective})")
+    ap.add_argument("--factor", type=float, default=1.4)
+    ap.add_argument("--sweeps", type=int, default=sweeps, help="0: only score the start")
+
+
+def search_budgets(ap: argparse.ArgumentParser, args: argparse.Namespace) -> dict[float, float]:
+    """--budgets parsed, after --factor and --sweeps are checked; a bad value ends the command with
+    a message naming the option."""
+    if args.factor <= 1.0:
+        ap.error(f"--factor must be above 1, got {args.factor}")
+    if args.sweeps < 0:
+        ap.error(f"--sweeps must be >= 0, got {args.sweeps}")
+    try:
+        return parse_budgets(args.budgets)
+    except ValueError as e:
+        ap.error(f"--budgets: {e}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default=".cache/runs/fashion")
@@ -124,17 +144,9 @@ def main() -> None:
                     help="the items the loss is measured on: training items, or the first half of validation")
     ap.add_argument("--items", type=int, default=5000,
                     help="how many items of --split (a seeded sample; all of them when above the count)")
-    ap.add_argument("--budgets", default="0.25:1,0.1:0.25,0.5:0.25",
-                    help="budget:weight pairs of the objective (weighted cross-entropy)")
-    ap.add_argument("--factor", type=float, default=1.4)
-    ap.add_argument("--sweeps", type=int, default=3)
+    add_search_options(ap, "0.25:1,0.1:0.25,0.5:0.25", sweeps=3, objective="cross-entropy")
     args = ap.parse_args()
-    try:
-        budgets = parse_budgets(args.budgets)
-    except ValueError as e:
-        ap.error(f"--budgets: {e}")
-    if args.factor <= 1.0:
-        ap.error(f"--factor must be above 1, got {args.factor}")
+    budgets = search_budgets(ap, args)
     set_threads()
     cfg, vit, _ = load_base(args.run)
     source = os.path.join(args.run, f"{args.source}.ckpt")

@@ -16,11 +16,11 @@ import os
 import torch
 
 from .. import metrics
-from ..checkpoint import load_into, load_state
+from ..checkpoint import load_state
 from . import data
-from .convert import load_base
+from .convert import load_base, load_checkpoint
 from .export import export_bundle, manifest
-from .model import chunk_count, dense_windows_logits, from_dense, pad_for_windows
+from .model import chunk_count, dense_windows_logits, pad_for_windows
 from .phases import acm_windows_logits
 from .train import evaluate
 
@@ -53,11 +53,7 @@ def main() -> None:
     phases = [p for p in ("phase3", "phase2") if os.path.exists(os.path.join(args.run, f"{p}.ckpt"))]
     if args.checkpoint:
         phases = [args.checkpoint] + phases
-    state = load_state(os.path.join(args.run, f"{phases[0]}.ckpt"))["model"]
-    # convert --no-projections leaves attention dense: the checkpoint says which it was.
-    projections = any(".q.w1" in k for k in state)
-    model = from_dense(dense, cfg, projections=projections)
-    load_into(model, state)
+    model, _ = load_checkpoint(args.run, phases[0], cfg, dense)
     model.eval()
     test = data.load(args.corpus, "test", args.test_limit)
     with open(os.path.join(args.corpus, "corpus.json")) as f:
@@ -76,7 +72,7 @@ def main() -> None:
                                 "dataset": dataset, "items": len(test)})
     done = "1 and 2" if phases[0] == "phase2" else "1, 2 and 3"
     recipe = (f"dense Wav2Vec2 CTC from scratch, then phases {done} of the conversion recipe "
-              f"({'FFN and q/k/v/o' if projections else 'FFN'} ACMs)")
+              f"({'FFN and q/k/v/o' if model.projections else 'FFN'} ACMs)")
     training = {"recipe": recipe + (f"; {args.recipe_note}" if args.recipe_note else ""),
                 "dense_test_cer": round(dense_result["cer"], 4), "dense_test_wer": round(dense_result["wer"], 4),
                 "base_step": int(base["step"]),

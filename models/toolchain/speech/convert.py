@@ -68,6 +68,25 @@ def load_base(run: str):
     return cfg, dense.eval(), saved
 
 
+def load_checkpoint(run: str, name: str, cfg: SpeechConfig, dense) -> tuple:
+    """(ACM model, checkpoint dict) of <run>/<name>.ckpt, built on the run's dense model; the
+    checkpoint says whether q/k/v/o are ACMs (`convert --no-projections` leaves attention dense)."""
+    state = load_state(os.path.join(run, f"{name}.ckpt"))
+    if not state:
+        raise SystemExit(f"{run} has no {name}.ckpt")
+    model = from_dense(dense, cfg, projections=any(".q.w1" in k for k in state["model"]))
+    load_into(model, state["model"])
+    return model, state
+
+
+def add_source_options(ap: argparse.ArgumentParser) -> None:
+    """--corpus, --run, and the checkpoint a command starts from (--source) and writes (--name)."""
+    ap.add_argument("--corpus", default=".cache/speech/espeak-v1")
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--source", default="phase3", help="checkpoint of --run to start from")
+    ap.add_argument("--name", required=True, help="checkpoint of --run to write (--source is kept)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--corpus", default=".cache/speech/espeak-v1")

@@ -13,22 +13,16 @@ speed perturbation, which the bundled model's phase 3 did not have. `speech.buil
 from __future__ import annotations
 
 import argparse
-import os
 
-from ..checkpoint import load_into, load_state
 from ..convert import run_phase
 from ..vit import add_training_options, start_training
 from . import data
-from .convert import load_base, phase3_params, phase3_step_fn
-from .model import from_dense
+from .convert import add_source_options, load_base, load_checkpoint, phase3_params, phase3_step_fn
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpus", default=".cache/speech/espeak-v1")
-    ap.add_argument("--run", required=True)
-    ap.add_argument("--source", default="phase3", help="checkpoint of --run to start from")
-    ap.add_argument("--name", required=True, help="checkpoint of --run to write")
+    add_source_options(ap)
     ap.add_argument("--steps", type=int, required=True)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-4)
@@ -45,12 +39,7 @@ def main() -> None:
     cfg, dense, _ = load_base(args.run)
     for p in dense.parameters():
         p.requires_grad_(False)
-    state = load_state(os.path.join(args.run, f"{args.source}.ckpt"))
-    if not state:
-        raise SystemExit(f"{args.run} has no {args.source}.ckpt")
-    projections = any(".q.w1" in k for k in state["model"])
-    model = from_dense(dense, cfg, projections=projections)
-    load_into(model, state["model"])
+    model, _ = load_checkpoint(args.run, args.source, cfg, dense)
     model.to(device)
     dense.to(device)
     batches = data.Batches(data.load(args.corpus, "train"), args.batch, seed=args.seed)

@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..checkpoint import load_into, load_state, save_state
-from ..tune_caps import parse_budgets, search_weights, tuned_state
+from ..checkpoint import save_state
+from ..tune_caps import add_search_options, search_budgets, search_weights, tuned_state
 from . import data
-from .convert import load_base
-from .model import ACMWav2Vec2, from_dense, keep_chunk, output_frames, windows
+from .convert import add_source_options, load_base, load_checkpoint
+from .model import ACMWav2Vec2, keep_chunk, output_frames, windows
 from .phases import acm_windows_logits
 from .train import evaluate
 
@@ -93,37 +93,22 @@ def ctc_cap_loss(model: ACMWav2Vec2, batches: list[Batch], budgets: dict[float, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpus", default=".cache/speech/espeak-v1")
-    ap.add_argument("--run", required=True)
-    ap.add_argument("--source", default="phase3", help="checkpoint of --run to start from")
-    ap.add_argument("--name", required=True, help="checkpoint of --run to write")
+    add_source_options(ap)
     ap.add_argument("--items", type=int, default=200, help="training utterances the loss is measured on (a seeded sample)")
-    ap.add_argument("--budgets", default="0.5:1,0.25:0.5", help="budget:weight pairs of the objective")
     ap.add_argument("--start", choices=("source", "asked"), default="source",
                     help="weights the search starts from: --source's own, or each ACM's asked fraction")
-    ap.add_argument("--factor", type=float, default=1.4)
-    ap.add_argument("--sweeps", type=int, default=2, help="0: only score the start")
+    add_search_options(ap, "0.5:1,0.25:0.5", sweeps=2, objective="CTC loss per character")
     ap.add_argument("--val-limit", type=int, default=300, help="validation utterances of the final comparison (0: none)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    try:
-        budgets = parse_budgets(args.budgets)
-    except ValueError as e:
-        ap.error(f"--budgets: {e}")
-    if args.factor <= 1.0:
-        ap.error(f"--factor must be above 1, got {args.factor}")
+    budgets = search_budgets(ap, args)
     if args.items <= 0:
         ap.error(f"--items must be positive, got {args.items}")
     if args.name == args.source:
         ap.error("--name must differ from --source: the source checkpoint is kept")
     torch.set_num_threads(args.threads)
     cfg, dense, _ = load_base(args.run)
-    path = os.path.join(args.run, f"{args.source}.ckpt")
-    source = load_state(path)
-    if not source:
-        raise SystemExit(f"{args.run} has no {args.source}.ckpt")
-    model = from_dense(dense, cfg, projections=any(".q.w1" in k for k in source["model"]))
-    load_into(model, source["model"])
+    model, source = load_checkpoint(args.run, args.source, cfg, dense)
     model.eval()
 
     train = data.load(args.corpus, "train")
