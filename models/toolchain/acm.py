@@ -125,8 +125,8 @@ def weighted_cap_budgets(acms: list[ACM], budget: torch.Tensor, weights: torch.T
     ACM a may spend c_a = clamp(s * weights[a], min_choice / n, 1) of its learners, with the one
     scale s per request for which the caps together cost exactly the request's budget:
     sum_a full_a * c_a = budget * sum_a full_a (full_a: the ACM's cost with every learner, per
-    token). Below the model's floor every ACM runs its minimum. With equal weights (the speech
-    model) every ACM's cap is the budget itself, except that an ACM whose minimum costs more runs
+    token). Below the model's floor every ACM runs its minimum. With equal weights (the bundled
+    speech model's) every ACM's cap is the budget itself, except that an ACM whose minimum costs more runs
     that minimum and the others share what is left. The cost is piecewise linear in s with
     breakpoints where some c_a meets a bound, so s is found exactly: the segment is the last
     breakpoint whose cost fits, then a linear step inside it. Caps are rounded to 1e-9, so a budget such as 0.5 is not floored one
