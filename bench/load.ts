@@ -9,6 +9,7 @@
 // Both drop the first warmupS seconds, rotate through the given images, and count only 2xx
 // answers as served; other statuses and transport errors are counted separately.
 import { Agent, request } from 'node:http';
+import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import autocannon from 'autocannon';
 import { percentile } from './stats.js';
@@ -48,8 +49,12 @@ export class ErrorTally {
   total = 0;
 
   add(err: unknown): void {
-    const e = err as { code?: unknown; message?: unknown } | undefined;
-    const kind = typeof e?.code === 'string' ? e.code : typeof e?.message === 'string' ? e.message : String(err);
+    const e = err as { code?: unknown; message?: unknown; idleMs?: unknown } | undefined;
+    const base = typeof e?.code === 'string' ? e.code : typeof e?.message === 'string' ? e.message : String(err);
+    // A reset on a kept-alive connection says how long it had been idle: near the server's
+    // keep-alive timeout it is the HTTP/1.1 race of a request sent as the server closes.
+    const idleS = typeof e?.idleMs === 'number' ? Math.floor(e.idleMs / 1000) : undefined;
+    const kind = idleS === undefined ? base : `${base} on a kept-alive connection idle ${idleS}-${idleS + 1} s`;
     this.kinds[kind] = (this.kinds[kind] ?? 0) + 1;
     this.total++;
   }
@@ -114,9 +119,19 @@ export function closedLoop(target: Target, connections: number, warmupS: number,
 /** The server's own timings of one answer (X-Queue-Time-Ms, X-Inference-Time-Ms, X-Total-Time-Ms). */
 export interface ServerTimings { queueMs: number; inferenceMs: number; totalMs: number }
 
+/** When each kept-alive socket of the open loop's agents last went idle. */
+const idleSince = new WeakMap<Socket, number>();
+
+function keepAliveAgent(): Agent {
+  const agent = new Agent({ keepAlive: true, maxSockets: Infinity });
+  agent.on('free', (socket: Socket) => idleSince.set(socket, performance.now()));
+  return agent;
+}
+
 function post(agent: Agent, target: Target, body: Buffer): Promise<{ status: number; timings?: ServerTimings }> {
   const url = new URL(target.path, target.url);
   return new Promise((resolve, reject) => {
+    let idleMs: number | undefined;
     const req = request(url, {
       method: 'POST', agent, timeout: REQUEST_TIMEOUT_S * 1000,
       headers: { 'content-type': 'image/png', 'content-length': String(body.length), ...target.headers },
@@ -128,8 +143,12 @@ function post(agent: Agent, target: Target, body: Buffer): Promise<{ status: num
         ...(Object.values(timings).every(Number.isFinite) ? { timings } : {}) }));
       res.on('error', reject);
     });
+    req.on('socket', (socket: Socket) => {
+      const since = req.reusedSocket ? idleSince.get(socket) : undefined;
+      if (since !== undefined) idleMs = performance.now() - since;
+    });
     req.on('timeout', () => req.destroy(new Error(`no answer within ${REQUEST_TIMEOUT_S} s`)));
-    req.on('error', reject);
+    req.on('error', (err) => reject(idleMs === undefined ? err : Object.assign(err, { idleMs })));
     req.end(body);
   });
 }
@@ -179,7 +198,7 @@ export interface OpenLoopOptions {
  */
 export async function openLoop(target: Target, o: OpenLoopOptions): Promise<LoadResult> {
   if (!(o.rateRps > 0)) throw new Error(`open-loop rate must be > 0 requests/s; got ${o.rateRps}`);
-  const agent = new Agent({ keepAlive: true, maxSockets: Infinity });
+  const agent = keepAliveAgent();
   const maxInFlight = o.maxInFlight ?? 4096;
   const interval = 1000 / o.rateRps;
   const total = Math.max(1, Math.floor((o.warmupS + o.seconds) * o.rateRps));
