@@ -33,6 +33,8 @@ export interface LoadResult {
   readonly errors: number;
   /** The errors by kind: the error's code (ECONNRESET, ...), else its message. */
   readonly errorKinds: Readonly<Record<string, number>>;
+  /** The non-2xx answers by status ("HTTP 503"). */
+  readonly non2xxKinds: Readonly<Record<string, number>>;
   /** 2xx answers per second. */
   readonly throughputRps: number;
   readonly p50Ms: number;
@@ -55,6 +57,11 @@ export class ErrorTally {
     // keep-alive timeout it is the HTTP/1.1 race of a request sent as the server closes.
     const idleS = typeof e?.idleMs === 'number' ? Math.floor(e.idleMs / 1000) : undefined;
     const kind = idleS === undefined ? base : `${base} on a kept-alive connection idle ${idleS}-${idleS + 1} s`;
+    this.count(kind);
+  }
+
+  /** One more of `kind`. */
+  count(kind: string): void {
     this.kinds[kind] = (this.kinds[kind] ?? 0) + 1;
     this.total++;
   }
@@ -65,14 +72,17 @@ export function errorKindsText(kinds: Readonly<Record<string, number>>): string 
   return Object.entries(kinds).sort((a, b) => b[1] - a[1]).map(([k, n]) => `${n} ${k}`).join(', ');
 }
 
-/** "2 non-2xx, 3 errors (3 ECONNRESET)": a run's failures for a report line. */
-export function failuresText(non2xx: number, errors: number, kinds: Readonly<Record<string, number>>): string {
-  return `${non2xx} non-2xx, ${errors} errors${errors > 0 ? ` (${errorKindsText(kinds)})` : ''}`;
+/** "2 non-2xx (2 HTTP 503), 3 errors (3 ECONNRESET)": a run's failures for a report line. */
+export function failuresText(non2xx: number, errors: number, kinds: Readonly<Record<string, number>>,
+  statuses: Readonly<Record<string, number>> = {}): string {
+  const byStatus = errorKindsText(statuses);
+  return `${non2xx} non-2xx${non2xx > 0 && byStatus ? ` (${byStatus})` : ''}, ${errors} errors${errors > 0 ? ` (${errorKindsText(kinds)})` : ''}`;
 }
 
-function result(seconds: number, latencies: number[], non2xx: number, errors: ErrorTally): LoadResult {
+function result(seconds: number, latencies: number[], non2xx: ErrorTally, errors: ErrorTally): LoadResult {
   return {
-    seconds, ok: latencies.length, non2xx, errors: errors.total, errorKinds: errors.kinds, throughputRps: seconds > 0 ? latencies.length / seconds : NaN,
+    seconds, ok: latencies.length, non2xx: non2xx.total, non2xxKinds: non2xx.kinds, errors: errors.total, errorKinds: errors.kinds,
+    throughputRps: seconds > 0 ? latencies.length / seconds : NaN,
     p50Ms: percentile(latencies, 50), p99Ms: percentile(latencies, 99), latenciesMs: latencies,
   };
 }
@@ -82,7 +92,7 @@ const REQUEST_TIMEOUT_S = 30;
 /** `connections` concurrent clients for warmupS + seconds; the warm-up's answers are dropped. */
 export function closedLoop(target: Target, connections: number, warmupS: number, seconds: number): Promise<LoadResult> {
   const latencies: number[] = [];
-  let non2xx = 0;
+  const non2xx = new ErrorTally();
   const errors = new ErrorTally();
   const t0 = performance.now();
   const from = t0 + warmupS * 1000;
@@ -108,7 +118,7 @@ export function closedLoop(target: Target, connections: number, warmupS: number,
     instance.on('response', (_client: unknown, status: number, _bytes: number, ms: number) => {
       if (performance.now() < from) return;
       if (status >= 200 && status < 300) latencies.push(ms);
-      else non2xx++;
+      else non2xx.count(`HTTP ${status}`);
     });
     instance.on('reqError', (err: unknown) => {
       if (performance.now() >= from) errors.add(err);
@@ -205,7 +215,7 @@ export async function openLoop(target: Target, o: OpenLoopOptions): Promise<Load
   const warmCount = Math.floor(o.warmupS * o.rateRps);
   const latencies: number[] = [];
   const timed: { latencyMs: number; timings: ServerTimings }[] = [];
-  let non2xx = 0;
+  const non2xx = new ErrorTally();
   const errors = new ErrorTally();
   let inFlight = 0;
   let sent = 0;
@@ -230,7 +240,7 @@ export async function openLoop(target: Target, o: OpenLoopOptions): Promise<Load
           latencies.push(latencyMs);
           if (timings) timed.push({ latencyMs, timings });
         } else {
-          non2xx++;
+          non2xx.count(`HTTP ${status}`);
         }
       }, (err: unknown) => {
         if (counted) errors.add(err);

@@ -26,7 +26,7 @@ import { cpus, loadavg, setPriority } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { ProbeThread } from './healthz-probe.js';
 import { budgetArg, cpuListArg, intArg, numberArg, parseCli, usageError } from './args.js';
-import { closedLoop, errorKindsText, failuresText, openLoop, tailSplit, type LatencySplit, type LoadResult, type Target } from './load.js';
+import { closedLoop, failuresText, openLoop, tailSplit, type LatencySplit, type LoadResult, type Target } from './load.js';
 import { baseServerEnv, DEFAULT_IMAGES_DIR, loadImages, REPO, ServerProcess } from './server-process.js';
 import { fmt, percentile, summarize, type Summary } from './stats.js';
 import { printTable } from './table.js';
@@ -136,6 +136,7 @@ interface Cell {
   server_cores: Summary;
   client_cores: Summary;
   non2xx: number;
+  non2xx_kinds: Record<string, number>;
   errors: number;
   error_kinds: Record<string, number>;
 }
@@ -154,14 +155,15 @@ interface OpenCell {
    */
   split: { median: LatencySplit | null; p99: LatencySplit | null };
   non2xx: number;
+  non2xx_kinds: Record<string, number>;
   errors: number;
   error_kinds: Record<string, number>;
 }
 
-/** Error counts by kind over several runs. */
-function mergeKinds(runs: readonly LoadResult[]): Record<string, number> {
+/** Counts by kind over several runs: the errors', or with `pick`, the non-2xx statuses'. */
+function mergeKinds(runs: readonly LoadResult[], pick = (r: LoadResult) => r.errorKinds): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const r of runs) for (const [k, n] of Object.entries(r.errorKinds)) out[k] = (out[k] ?? 0) + n;
+  for (const r of runs) for (const [k, n] of Object.entries(pick(r))) out[k] = (out[k] ?? 0) + n;
   return out;
 }
 
@@ -299,7 +301,7 @@ async function main(): Promise<void> {
             `${loop ? `, loop delay p99 ${loop.p99.toFixed(1)} ms, max ${loop.max.toFixed(1)} ms` : ''}` +
             `${used ? `, batch ${used.batchSize.toFixed(1)}, inference busy ${(used.inferenceBusy * 100).toFixed(0)}%, ` +
               `cores: server ${used.serverCores.toFixed(2)}, load generator ${used.clientCores.toFixed(2)}` : ''}` +
-            `${run.non2xx + run.errors > 0 ? `, ${failuresText(run.non2xx, run.errors, run.errorKinds)}` : ''}\n`);
+            `${run.non2xx + run.errors > 0 ? `, ${failuresText(run.non2xx, run.errors, run.errorKinds, run.non2xxKinds)}` : ''}\n`);
         }
       }
     }
@@ -322,6 +324,7 @@ async function main(): Promise<void> {
           server_cores: summarize(e.usage.map((u) => u.serverCores)),
           client_cores: summarize(e.usage.map((u) => u.clientCores)),
           non2xx: e.runs.reduce((s, r) => s + r.non2xx, 0),
+          non2xx_kinds: mergeKinds(e.runs, (r) => r.non2xxKinds),
           errors: e.runs.reduce((s, r) => s + r.errors, 0),
           error_kinds: mergeKinds(e.runs),
         });
@@ -340,7 +343,8 @@ async function main(): Promise<void> {
         openRaw.get(mode.name)!.push(run);
         const tail = tailSplit(run.timed ?? []).p99;
         console.log(`  rep ${rep + 1} open loop ${mode.name} at ${rate.toFixed(1)} req/s: p50 ${run.p50Ms.toFixed(1)} ms, p99 ${run.p99Ms.toFixed(1)} ms` +
-          (tail ? `; slowest 1%: ${splitText(tail)}` : '') + (run.errors > 0 ? `; errors: ${errorKindsText(run.errorKinds)}` : ''));
+          (tail ? `; slowest 1%: ${splitText(tail)}` : '') + (run.non2xx + run.errors > 0
+            ? `; ${failuresText(run.non2xx, run.errors, run.errorKinds, run.non2xxKinds)}` : ''));
       }
     }
     const open: OpenCell[] = opts['closed-only'] ? [] : MODES.map((m) => {
@@ -351,7 +355,8 @@ async function main(): Promise<void> {
         p50_ms: summarize(runs.map((r) => r.p50Ms)), p99_ms: summarize(runs.map((r) => r.p99Ms)),
         p99_over_p50: summarize(runs.map((r) => r.p99Ms / r.p50Ms)),
         split: tailSplit(runs.flatMap((r) => r.timed ?? [])),
-        non2xx: runs.reduce((s, r) => s + r.non2xx, 0), errors: runs.reduce((s, r) => s + r.errors, 0),
+        non2xx: runs.reduce((s, r) => s + r.non2xx, 0), non2xx_kinds: mergeKinds(runs, (r) => r.non2xxKinds),
+        errors: runs.reduce((s, r) => s + r.errors, 0),
         error_kinds: mergeKinds(runs),
       };
     });
@@ -404,8 +409,8 @@ function checkTargets(cells: readonly Cell[], open: readonly OpenCell[]): Target
       detail: `p50 ${sat.healthz_p50_ms.median.toFixed(1)} ms, ${sat.healthz_failures} failed probes; the server's own ` +
         `event-loop delay p99 ${sat.loop_delay_p99_ms.median.toFixed(1)} ms, max ${sat.loop_delay_max_ms.median.toFixed(1)} ms` });
   }
-  const failures = (x: { non2xx: number; errors: number; error_kinds: Record<string, number> }): string =>
-    failuresText(x.non2xx, x.errors, x.error_kinds);
+  const failures = (x: { non2xx: number; non2xx_kinds: Record<string, number>; errors: number; error_kinds: Record<string, number> }): string =>
+    failuresText(x.non2xx, x.errors, x.error_kinds, x.non2xx_kinds);
   const failed = [
     ...cells.filter((c) => c.non2xx + c.errors > 0).map((c) => `${c.mode}@${c.concurrency}: ${failures(c)}`),
     ...open.filter((o) => o.non2xx + o.errors > 0).map((o) => `open loop ${o.mode}: ${failures(o)}`),

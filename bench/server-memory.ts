@@ -124,7 +124,7 @@ async function measureStatic(base: Record<string, string>, target: (s: ServerPro
       // The kernel updates VmHWM lazily, so it can trail an RSS read taken just before.
       rows.peak.push(Math.max(server.memory().hwmKiB, rows.ready.at(-1)!, rows.seq.at(-1)!, rows.load.at(-1)!));
       if (run.non2xx + run.errors > 0) {
-        console.log(`  warning: ${failuresText(run.non2xx, run.errors, run.errorKinds)} under load`);
+        console.log(`  warning: ${failuresText(run.non2xx, run.errors, run.errorKinds, run.non2xxKinds)} under load`);
       }
     } finally {
       await server.stop();

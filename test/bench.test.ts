@@ -16,7 +16,7 @@ import { describe, it } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import { ProbeThread } from '../bench/healthz-probe.js';
-import { errorKindsText, ErrorTally, latencySplit, openLoop, tailSplit, type LatencySplit } from '../bench/load.js';
+import { errorKindsText, ErrorTally, failuresText, latencySplit, openLoop, tailSplit, type LatencySplit } from '../bench/load.js';
 import { outputDifference } from '../bench/model-inputs.js';
 import { nodeRole, profileByRole, ROLES } from '../bench/model-profile.js';
 import { checkModelBenchJson, modelPlotSvg, type ModelBenchJson } from '../bench/plot-svg.js';
@@ -78,6 +78,33 @@ describe('load generator errors', () => {
       const kinds = Object.keys(r.errorKinds);
       assert.ok(kinds.every((k) => /^ECONNRESET( on a kept-alive connection idle \d+-\d+ s)?$/.test(k)), kinds.join('; '));
       assert.equal(Object.values(r.errorKinds).reduce((a, b) => a + b, 0), r.errors);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+});
+
+describe('load generator non-2xx answers', () => {
+  it('are counted by status, and the failure line names them', async () => {
+    let n = 0;
+    const server = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.statusCode = n++ % 2 === 1 ? 503 : 200;
+        res.end('x');
+      });
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const { port } = server.address() as AddressInfo;
+      const r = await openLoop({ url: `http://127.0.0.1:${port}`, path: '/classify', images: [Buffer.from('x')] },
+        { rateRps: 100, warmupS: 0, seconds: 0.4 });
+      assert.equal(r.ok + r.non2xx, 40);
+      assert.deepEqual(r.non2xxKinds, { 'HTTP 503': r.non2xx });
+      assert.ok(r.non2xx > 0);
+      assert.equal(failuresText(r.non2xx, 0, {}, r.non2xxKinds), `${r.non2xx} non-2xx (${r.non2xx} HTTP 503), 0 errors`);
     } finally {
       server.closeAllConnections();
       server.close();
