@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer } from 'node:http';
+import { createServer, type RequestListener } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
 import { getPriority, setPriority, tmpdir } from 'node:os';
@@ -16,7 +16,7 @@ import { describe, it } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import { ProbeThread } from '../bench/healthz-probe.js';
-import { errorKindsText, ErrorTally, failuresText, latencySplit, openLoop, tailSplit, type LatencySplit } from '../bench/load.js';
+import { errorKindsText, ErrorTally, failuresText, latencySplit, openLoop, tailSplit, type LatencySplit, type LoadResult } from '../bench/load.js';
 import { outputDifference } from '../bench/model-inputs.js';
 import { nodeRole, profileByRole, ROLES } from '../bench/model-profile.js';
 import { checkModelBenchJson, modelPlotSvg, type ModelBenchJson } from '../bench/plot-svg.js';
@@ -43,6 +43,21 @@ interface Report {
 /** One repeat per cell in these quick runs. */
 const positive = (s: Stat, what: string): void => assertPositiveSummary(s, 1, what);
 
+/** A 0.4 s open loop at 100 requests/s (40 requests) against a local server with `handler`. */
+async function openLoopAgainst(handler: RequestListener): Promise<LoadResult> {
+  const server = createServer(handler);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  try {
+    const { port } = server.address() as AddressInfo;
+    return await openLoop({ url: `http://127.0.0.1:${port}`, path: '/classify', images: [Buffer.from('x')] },
+      { rateRps: 100, warmupS: 0, seconds: 0.4 });
+  } finally {
+    server.closeAllConnections();
+    server.close();
+  }
+}
+
 describe('load generator errors', () => {
   it('counts transport errors by kind and says which, most frequent first', () => {
     const t = new ErrorTally();
@@ -59,7 +74,7 @@ describe('load generator errors', () => {
 
   it('an open loop against a server that drops every other connection reports those as ECONNRESET, with the idle time of a reused one', async () => {
     let n = 0;
-    const server = createServer((req, res) => {
+    const r = await openLoopAgainst((req, res) => {
       if (n++ % 2 === 1) {
         req.socket.destroy();
         return;
@@ -67,48 +82,28 @@ describe('load generator errors', () => {
       req.resume();
       req.on('end', () => res.end('ok'));
     });
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    try {
-      const { port } = server.address() as AddressInfo;
-      const r = await openLoop({ url: `http://127.0.0.1:${port}`, path: '/classify', images: [Buffer.from('x')] },
-        { rateRps: 100, warmupS: 0, seconds: 0.4 });
-      assert.equal(r.ok + r.errors + r.non2xx, 40);
-      assert.ok(r.errors > 0 && r.ok > 0, `errors ${r.errors}, ok ${r.ok}`);
-      const kinds = Object.keys(r.errorKinds);
-      assert.ok(kinds.every((k) => /^ECONNRESET( on a kept-alive connection idle \d+-\d+ s)?$/.test(k)), kinds.join('; '));
-      assert.equal(Object.values(r.errorKinds).reduce((a, b) => a + b, 0), r.errors);
-    } finally {
-      server.closeAllConnections();
-      server.close();
-    }
+    assert.equal(r.ok + r.errors + r.non2xx, 40);
+    assert.ok(r.errors > 0 && r.ok > 0, `errors ${r.errors}, ok ${r.ok}`);
+    const kinds = Object.keys(r.errorKinds);
+    assert.ok(kinds.every((k) => /^ECONNRESET( on a kept-alive connection idle \d+-\d+ s)?$/.test(k)), kinds.join('; '));
+    assert.equal(Object.values(r.errorKinds).reduce((a, b) => a + b, 0), r.errors);
   });
 });
 
 describe('load generator non-2xx answers', () => {
   it('are counted by status, and the failure line names them', async () => {
     let n = 0;
-    const server = createServer((req, res) => {
+    const r = await openLoopAgainst((req, res) => {
       req.resume();
       req.on('end', () => {
         res.statusCode = n++ % 2 === 1 ? 503 : 200;
         res.end('x');
       });
     });
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    try {
-      const { port } = server.address() as AddressInfo;
-      const r = await openLoop({ url: `http://127.0.0.1:${port}`, path: '/classify', images: [Buffer.from('x')] },
-        { rateRps: 100, warmupS: 0, seconds: 0.4 });
-      assert.equal(r.ok + r.non2xx, 40);
-      assert.deepEqual(r.non2xxKinds, { 'HTTP 503': r.non2xx });
-      assert.ok(r.non2xx > 0);
-      assert.equal(failuresText(r.non2xx, 0, {}, r.non2xxKinds), `${r.non2xx} non-2xx (${r.non2xx} HTTP 503), 0 errors`);
-    } finally {
-      server.closeAllConnections();
-      server.close();
-    }
+    assert.equal(r.ok + r.non2xx, 40);
+    assert.deepEqual(r.non2xxKinds, { 'HTTP 503': r.non2xx });
+    assert.ok(r.non2xx > 0);
+    assert.equal(failuresText(r.non2xx, 0, {}, r.non2xxKinds), `${r.non2xx} non-2xx (${r.non2xx} HTTP 503), 0 errors`);
   });
 });
 
