@@ -86,6 +86,7 @@ describe('load generator errors', () => {
     assert.ok(r.errors > 0 && r.ok > 0, `errors ${r.errors}, ok ${r.ok}`);
     const kinds = Object.keys(r.errorKinds);
     assert.ok(kinds.every((k) => /^ECONNRESET( on a kept-alive connection idle \d+-\d+ s)?$/.test(k)), kinds.join('; '));
+    assert.ok(kinds.includes('ECONNRESET on a kept-alive connection idle 0-1 s'), `a reset on a reused connection is labelled: ${kinds.join('; ')}`);
     assert.equal(Object.values(r.errorKinds).reduce((a, b) => a + b, 0), r.errors);
   });
 });

@@ -20,7 +20,7 @@ from ..checkpoint import load_state
 from . import data
 from .convert import load_base, load_checkpoint
 from .export import export_bundle, manifest
-from .model import chunk_count, dense_windows_logits, pad_for_windows
+from .model import dense_windows_logits, window_rows
 from .phases import acm_windows_logits
 from .train import evaluate
 
@@ -29,9 +29,7 @@ BUDGETS = [0.25, 0.5, 0.75, 1.0]
 
 def used_fraction(model, audio: torch.Tensor, budget: float) -> float:
     """Mean cost-weighted learner fraction per window, as the server reports it."""
-    cfg = model.cfg
-    padded = pad_for_windows(audio, chunk_count(audio.shape[1], cfg), cfg)
-    w = padded.unfold(1, cfg.window_samples, cfg.chunk_samples).reshape(-1, cfg.window_samples)
+    w = window_rows(audio, model.cfg)
     _, counts = model(w, torch.full((w.shape[0],), budget, dtype=torch.float64))
     return metrics.used_fraction(model, counts).mean().item()
 

@@ -139,6 +139,12 @@ def windows(audio: torch.Tensor, cfg: SpeechConfig) -> torch.Tensor:
     return padded.unfold(1, cfg.window_samples, cfg.chunk_samples)
 
 
+def window_rows(audio: torch.Tensor, cfg: SpeechConfig) -> torch.Tensor:
+    """windows() as the graph's batch rows: [B, S] -> [B*chunks, window_samples], utterance by
+    utterance (keep_chunk puts the outputs back)."""
+    return windows(audio, cfg).reshape(-1, cfg.window_samples)
+
+
 def features(model: nn.Module, audio: torch.Tensor) -> torch.Tensor:
     """Conv feature encoder + projection: [B, S] -> [B, frames, hidden]."""
     x, _ = model.feature_extractor(audio, None)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from .. import phases
 from ..acm import ACM
 from .model import ACMWav2Vec2, SpeechConfig, chunk_count, dense_trace, features, keep_chunk, output_frames, \
-    pad_for_windows, windowed_frames
+    pad_for_windows, window_rows, windowed_frames
 
 
 def window_frames(dense, audio: torch.Tensor, cfg: SpeechConfig) -> torch.Tensor:
@@ -97,8 +97,6 @@ def phase3_loss(model: ACMWav2Vec2, frames: torch.Tensor, batch: int, samples: t
 def acm_windows_logits(model: ACMWav2Vec2, audio: torch.Tensor, budget: float) -> torch.Tensor:
     """Inference path as served (argmax gates, cap, grouped kernel), window by window:
     audio [B, S] -> [B, chunks*chunk_frames, V]."""
-    cfg = model.cfg
-    padded = pad_for_windows(audio, chunk_count(audio.shape[1], cfg), cfg)
-    w = padded.unfold(1, cfg.window_samples, cfg.chunk_samples).reshape(-1, cfg.window_samples)
+    w = window_rows(audio, model.cfg)
     logits, _ = model(w, torch.full((w.shape[0],), budget, dtype=torch.float64, device=w.device))
-    return keep_chunk(logits, audio.shape[0], cfg)
+    return keep_chunk(logits, audio.shape[0], model.cfg)

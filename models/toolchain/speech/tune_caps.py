@@ -33,7 +33,7 @@ from ..checkpoint import save_state
 from ..tune_caps import add_search_options, search_budgets, search_weights, tuned_state
 from . import data
 from .convert import add_source_options, load_base, load_checkpoint
-from .model import ACMWav2Vec2, keep_chunk, output_frames, windows
+from .model import ACMWav2Vec2, keep_chunk, output_frames, window_rows
 from .phases import acm_windows_logits
 from .train import evaluate
 
@@ -45,13 +45,11 @@ def projected_batches(model: ACMWav2Vec2, split: data.Split, idx: list[int], bat
     """The utterances `idx` of `split`, in batches of similar length, as what every candidate
     reuses: (projected conv features of every window [B*chunks, window_frames, C], B, samples [B],
     targets, target lengths [B])."""
-    cfg = model.cfg
     order = sorted(idx, key=lambda i: len(split.audio[i]))
     out = []
     for start in range(0, len(order), batch):
         audio, samples, targets, lengths = data.collate(split, order[start:start + batch])
-        out.append((model.project(windows(audio, cfg).reshape(-1, cfg.window_samples)), audio.shape[0], samples,
-                    targets, lengths))
+        out.append((model.project(window_rows(audio, model.cfg)), audio.shape[0], samples, targets, lengths))
     return out
 
 

@@ -12,7 +12,7 @@ import torch
 from models.toolchain.speech import corpus, data, text
 from models.toolchain.speech.model import (CONFIGS, build_dense, chunk_count, dense_frames_logits, dense_trace,
                                            dense_windows_logits, edit_distance, error_rates, features, from_dense,
-                                           greedy_decode, keep_chunk, output_frames, windows)
+                                           greedy_decode, keep_chunk, output_frames, window_rows)
 from models.toolchain.speech.phases import (acm_pairs, acm_windows_logits, distil_step, frame_distillation, phase3_loss,
                                             relaxed_windows, window_frames)
 
@@ -178,7 +178,7 @@ class WindowTest(unittest.TestCase):
         dense = build_dense(TINY).eval()
         audio = torch.randn(1, 3 * TINY.chunk_samples + 500) * 0.2
         with torch.no_grad():
-            per_window = features(dense, windows(audio, TINY).reshape(-1, TINY.window_samples))
+            per_window = features(dense, window_rows(audio, TINY))
             whole = window_frames(dense, audio, TINY)
         torch.testing.assert_close(per_window, whole, atol=1e-5, rtol=1e-5)
 
@@ -188,7 +188,7 @@ class WindowTest(unittest.TestCase):
         audio = torch.randn(2, 2 * TINY.chunk_samples + 100) * 0.2
         with torch.no_grad():
             fast = dense_windows_logits(dense, audio, TINY)
-            w = windows(audio, TINY).reshape(-1, TINY.window_samples)
+            w = window_rows(audio, TINY)
             slow = keep_chunk(dense.aux(dense.encoder.transformer(features(dense, w))), 2, TINY)
         self.assertEqual(fast.shape, (2, 3 * TINY.chunk_frames, TINY.vocab))
         torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
@@ -468,7 +468,7 @@ class SpeechTuneCapsTest(unittest.TestCase):
         asked = asked_fractions(model, projected_batches(model, split, [0]), budgets=(0.3,))
         self.assertTrue(model.capped, "the cap is back on afterwards")
         audio, _, _, _ = data.collate(split, [0])
-        w = windows(audio, TINY).reshape(-1, TINY.window_samples)
+        w = window_rows(audio, TINY)
         model.capped = False
         with torch.no_grad():
             _, counts = model(w, torch.full((w.shape[0],), 0.3, dtype=torch.float64))
