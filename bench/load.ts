@@ -132,8 +132,18 @@ export interface ServerTimings { queueMs: number; inferenceMs: number; totalMs: 
 /** When each kept-alive socket of the open loop's agents last went idle. */
 const idleSince = new WeakMap<Socket, number>();
 
-function keepAliveAgent(): Agent {
-  const agent = new Agent({ keepAlive: true, maxSockets: Infinity });
+/**
+ * Longest a kept-alive socket of the open loop waits idle before the client closes it. Below the
+ * server's keep-alive timeout, so a request is never sent on a connection the server is closing
+ * (that race answers ECONNRESET). An agent with a timeout also obeys a server's shorter
+ * `Keep-Alive: timeout=` hint (less 1 s); without one, Node's agent ignores the hint. It must differ
+ * from the request timeout: Node leaves a reused socket's idle timeout in place for a request whose
+ * timeout equals the agent's.
+ */
+export const IDLE_SOCKET_MS = 2000;
+
+export function keepAliveAgent(): Agent {
+  const agent = new Agent({ keepAlive: true, maxSockets: Infinity, timeout: IDLE_SOCKET_MS });
   agent.on('free', (socket: Socket) => idleSince.set(socket, performance.now()));
   return agent;
 }

@@ -28,6 +28,8 @@ export interface Config {
   readonly queueCapacity: number;
   /** Deadline of one request from arrival to answer, in milliseconds. */
   readonly requestTimeoutMs: number;
+  /** How long an idle kept-alive HTTP connection stays open, in milliseconds (announced in Keep-Alive: timeout=). */
+  readonly keepAliveTimeoutMs: number;
   /** Largest accepted image body, in bytes. */
   readonly maxImageBytes: number;
   /** Largest accepted image, in decoded pixels (width x height): the decompression-bomb guard. */
@@ -120,6 +122,9 @@ export const FIELDS: readonly Field[] = [
     kind: { type: 'int', min: 1, max: 1_000_000 }, default: () => 256, doc: 'most queued requests per model' },
   { key: 'requestTimeoutMs', env: 'ACM_REQUEST_TIMEOUT_MS', flag: '--request-timeout-ms', unit: 'ms',
     kind: { type: 'int', min: 10, max: 3_600_000 }, default: () => 30_000, doc: 'deadline per request' },
+  { key: 'keepAliveTimeoutMs', env: 'ACM_KEEP_ALIVE_TIMEOUT_MS', flag: '--keep-alive-timeout-ms', unit: 'ms',
+    kind: { type: 'int', min: 1000, max: 600_000 }, default: () => 5000,
+    doc: 'close a kept-alive HTTP connection idle this long' },
   { key: 'maxImageBytes', env: 'ACM_MAX_IMAGE_BYTES', flag: '--max-image-bytes', unit: 'bytes',
     kind: { type: 'int', min: 1, max: 1024 * MIB }, default: () => 10 * MIB, doc: 'largest image body' },
   { key: 'maxImagePixels', env: 'ACM_MAX_IMAGE_PIXELS', flag: '--max-image-pixels', unit: 'pixels',

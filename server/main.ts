@@ -74,7 +74,9 @@ function main(): void {
   // Bounded socket lifetimes: a slow or stalled client cannot hold a connection forever.
   server.requestTimeout = config.requestTimeoutMs + 5000;
   server.headersTimeout = Math.min(60_000, server.requestTimeout);
-  server.keepAliveTimeout = 5000;
+  // Node announces it to clients as Keep-Alive: timeout=<s>; behind a proxy or load balancer it
+  // must exceed the proxy's own idle timeout, or the proxy may send on a connection being closed.
+  server.keepAliveTimeout = config.keepAliveTimeoutMs;
 
   server.listen(config.port, config.host, () => {
     // The bound port, not the configured one: with PORT=0 only this line says where to connect.

@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer, type RequestListener } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer, get, type RequestListener } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import { once } from 'node:events';
 import { getPriority, setPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,7 +16,7 @@ import { describe, it } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import { ProbeThread } from '../bench/healthz-probe.js';
-import { errorKindsText, ErrorTally, failuresText, latencySplit, openLoop, tailSplit, type LatencySplit, type LoadResult } from '../bench/load.js';
+import { errorKindsText, ErrorTally, failuresText, IDLE_SOCKET_MS, keepAliveAgent, latencySplit, openLoop, tailSplit, type LatencySplit, type LoadResult } from '../bench/load.js';
 import { outputDifference } from '../bench/model-inputs.js';
 import { nodeRole, profileByRole, ROLES } from '../bench/model-profile.js';
 import { checkModelBenchJson, modelPlotSvg, type ModelBenchJson } from '../bench/plot-svg.js';
@@ -43,15 +43,15 @@ interface Report {
 /** One repeat per cell in these quick runs. */
 const positive = (s: Stat, what: string): void => assertPositiveSummary(s, 1, what);
 
-/** A 0.4 s open loop at 100 requests/s (40 requests) against a local server with `handler`. */
-async function openLoopAgainst(handler: RequestListener): Promise<LoadResult> {
+/** An open loop (by default 0.4 s at 100 requests/s: 40 requests) against a local server with `handler`. */
+async function openLoopAgainst(handler: RequestListener, o = { rateRps: 100, seconds: 0.4 }): Promise<LoadResult> {
   const server = createServer(handler);
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   try {
     const { port } = server.address() as AddressInfo;
     return await openLoop({ url: `http://127.0.0.1:${port}`, path: '/classify', images: [Buffer.from('x')] },
-      { rateRps: 100, warmupS: 0, seconds: 0.4 });
+      { rateRps: o.rateRps, warmupS: 0, seconds: o.seconds });
   } finally {
     server.closeAllConnections();
     server.close();
@@ -88,6 +88,45 @@ describe('load generator errors', () => {
     assert.ok(kinds.every((k) => /^ECONNRESET( on a kept-alive connection idle \d+-\d+ s)?$/.test(k)), kinds.join('; '));
     assert.ok(kinds.includes('ECONNRESET on a kept-alive connection idle 0-1 s'), `a reset on a reused connection is labelled: ${kinds.join('; ')}`);
     assert.equal(Object.values(r.errorKinds).reduce((a, b) => a + b, 0), r.errors);
+  });
+});
+
+describe('load generator connections', () => {
+  it('close a kept-alive socket idle past the client limit, before a server that keeps it longer would', { timeout: 20_000 }, async () => {
+    const server = createServer((req, res) => res.end('ok'));
+    server.keepAliveTimeout = 60_000;
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const agent = keepAliveAgent();
+    try {
+      const { port } = server.address() as AddressInfo;
+      const socket = await new Promise<Socket>((resolve, reject) => {
+        const req = get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(req.socket as Socket));
+        }).on('error', reject);
+      });
+      const idleFrom = performance.now();
+      await once(socket, 'close');
+      const idleMs = performance.now() - idleFrom;
+      assert.ok(idleMs >= IDLE_SOCKET_MS - 200 && idleMs < IDLE_SOCKET_MS + 5000, `closed after ${Math.round(idleMs)} ms`);
+    } finally {
+      agent.destroy();
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+
+  it('wait for a slow answer on a reused socket past the idle limit, up to the request timeout', { timeout: 20_000 }, async () => {
+    // The first request is answered at once and frees its socket; the next ones reuse it and take
+    // longer than IDLE_SOCKET_MS, which must not read as the socket's idle timeout.
+    let n = 0;
+    const r = await openLoopAgainst((req, res) => {
+      const delay = n++ === 0 ? 0 : IDLE_SOCKET_MS + 500;
+      req.resume();
+      req.on('end', () => setTimeout(() => res.end('ok'), delay));
+    }, { rateRps: 2, seconds: 1 });
+    assert.deepEqual({ ok: r.ok, errors: r.errorKinds }, { ok: 2, errors: {} });
   });
 });
 

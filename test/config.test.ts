@@ -62,6 +62,7 @@ describe('config', () => {
     assert.match(problems({ ACM_DEFAULT_BUDGET: '0' }), /ACM_DEFAULT_BUDGET must be a number in \(0, 1\]; got "0"/);
     assert.match(problems({ ACM_EXECUTION_PROVIDER: 'tpu' }), /one of cpu\|cuda; got "tpu"/);
     assert.match(problems({}, ['--max-batch-size', 'many']), /--max-batch-size must be an integer/);
+    assert.match(problems({ ACM_KEEP_ALIVE_TIMEOUT_MS: '500' }), /ACM_KEEP_ALIVE_TIMEOUT_MS must be an integer in \[1000, 600000\] \(ms\); got "500"/);
   });
 
   it('refuses unknown flags and a flag without its value', () => {
