@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer, get, type RequestListener } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import { createServer, type RequestListener } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
 import { getPriority, setPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,6 +22,7 @@ import { nodeRole, profileByRole, ROLES } from '../bench/model-profile.js';
 import { checkModelBenchJson, modelPlotSvg, type ModelBenchJson } from '../bench/plot-svg.js';
 import type { Summary } from '../bench/stats.js';
 import { assertPositiveSummary } from './support/bench-report.js';
+import { getKeptAlive } from './support/kept-alive.js';
 import { tinyModelsDir } from './support/tiny-bundle.js';
 
 const run = promisify(execFile);
@@ -100,12 +101,7 @@ describe('load generator connections', () => {
     const agent = keepAliveAgent();
     try {
       const { port } = server.address() as AddressInfo;
-      const socket = await new Promise<Socket>((resolve, reject) => {
-        const req = get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
-          res.resume();
-          res.on('end', () => resolve(req.socket as Socket));
-        }).on('error', reject);
-      });
+      const { socket } = await getKeptAlive(agent, port, '/');
       const idleFrom = performance.now();
       await once(socket, 'close');
       const idleMs = performance.now() - idleFrom;
