@@ -500,6 +500,12 @@ class ImportSpeechBundleTest(unittest.TestCase):
     """An exported speech bundle read back (speech.import_bundle) holds the exported weights."""
 
     def test_round_trip_through_onnx(self):
+        for projections in (True, False):
+            with self.subTest(projections=projections):
+                self.round_trip(projections)
+
+    def round_trip(self, projections: bool):
+        """With q/k/v/o as ACMs, and with the FFNs only (attention exported as the dense module)."""
         from models.toolchain.speech.export import export_bundle, manifest
         from models.toolchain.speech.import_bundle import import_models
         from models.toolchain.speech.make_tiny_bundle import build
@@ -509,7 +515,7 @@ class ImportSpeechBundleTest(unittest.TestCase):
             # parameters (untrained layer-norm scales) into one initializer.
             for p in dense.parameters():
                 p.normal_(std=0.3)
-        model = from_dense(dense, cfg).eval()
+        model = from_dense(dense, cfg, projections=projections).eval()
         meta = manifest(model, "t", dense_graph="dense.onnx", training={})
         out = tempfile.mkdtemp()
         try:
@@ -518,6 +524,7 @@ class ImportSpeechBundleTest(unittest.TestCase):
         finally:
             shutil.rmtree(out)
         self.assertEqual(cfg2, cfg)
+        self.assertEqual(model2.projections, projections)
         self.assertFalse(dense.training or model.training, "export left a model in training mode (dropout on)")
         for a, b in ((dense, dense2), (model, model2)):
             sa, sb = a.state_dict(), b.state_dict()
