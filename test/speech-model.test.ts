@@ -1,7 +1,8 @@
 // The speech exporter's parity check and the runtime over a real speech bundle: onnxruntime-node
 // reproduces PyTorch on the tiny random speech model, for one window and for a batch of windows
-// with different budgets, through the same worker runtime the server uses; and the loader refuses
-// a speech manifest whose window geometry does not add up.
+// with different budgets, through the same worker runtime the server uses (with q/k/v/o as ACMs
+// and with the FFNs only); and the loader refuses a speech manifest whose window geometry does
+// not add up.
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -10,7 +11,7 @@ import { createLogger } from '../server/logger.js';
 import { OrtBackend } from '../server/ort-backend.js';
 import { loadSpeechBundle, type SpeechBundle } from '../server/speech/bundle.js';
 import { parseSpeechManifest } from '../server/speech/manifest.js';
-import { tinySpeechDir } from './support/tiny-speech.js';
+import { tinySpeechDir, tinySpeechFfnDir } from './support/tiny-speech.js';
 
 interface ReferenceCase { budget: number[]; audio: number[]; shape: number[]; logits: number[]; learner_counts: number[]; counts_shape: number[] }
 
@@ -27,31 +28,14 @@ describe('speech bundle (tiny random model)', () => {
   });
 
   it('ONNX in the worker runtime matches PyTorch: logits within 1e-4, identical learner counts', async () => {
-    const ref = JSON.parse(await readFile(join(bundle.dir, 'reference.json'), 'utf8')) as { cases: ReferenceCase[] };
-    const backend = new OrtBackend({ bundle, provider: 'cpu', threads: 1, graphOptimization: 'all', workers: 1,
-      runTimeoutMs: 60_000, log: createLogger('silent') });
-    await backend.start();
-    try {
-      const m = bundle.manifest;
-      const per = m.audio.window_samples;
-      const perLogits = m.audio.window_frames * m.ctc.vocabulary.length;
-      const perCounts = m.acms.length * m.audio.window_frames;
-      for (const c of ref.cases) {
-        const items = c.budget.map((budget, i) => ({ budget, input: Float32Array.from(c.audio.slice(i * per, (i + 1) * per)) }));
-        const results = await backend.run(items);
-        assert.equal(results.length, c.budget.length);
-        let worst = 0;
-        results.forEach((r, i) => {
-          r.logits.forEach((v, j) => (worst = Math.max(worst, Math.abs(v - (c.logits[i * perLogits + j] ?? NaN)))));
-          assert.deepEqual(Array.from(r.learnerCounts), c.learner_counts.slice(i * perCounts, (i + 1) * perCounts));
-        });
-        assert.ok(worst <= 1e-4, `max |ORT - PyTorch| = ${worst}`);
-      }
-      const mixed = ref.cases[1] as ReferenceCase;
-      assert.ok(new Set(mixed.learner_counts).size >= 3, 'the gates choose at least three distinct counts');
-    } finally {
-      await backend.close();
-    }
+    await assertParity(bundle);
+  });
+
+  it('the same with ACMs in the FFNs only (attention dense)', async () => {
+    const ffn = await loadSpeechBundle(join(await tinySpeechFfnDir(), 'tiny-speech-ffn'));
+    assert.deepEqual(new Set(ffn.manifest.acms.map((a) => a.kind)), new Set(['ffn']));
+    assert.equal(ffn.manifest.acms.length, bundle.manifest.acms.length / 5);
+    await assertParity(ffn);
   });
 
   it('refuses a manifest whose audio geometry or vocabulary does not add up, naming the field', async () => {
@@ -67,3 +51,32 @@ describe('speech bundle (tiny random model)', () => {
     for (const [patch, pattern] of cases) assert.throws(() => parseSpeechManifest('tiny', { ...raw, ...patch }), pattern);
   });
 });
+
+/** ORT through the worker runtime against the PyTorch outputs in the bundle's reference.json. */
+async function assertParity(bundle: SpeechBundle): Promise<void> {
+  const ref = JSON.parse(await readFile(join(bundle.dir, 'reference.json'), 'utf8')) as { cases: ReferenceCase[] };
+  const backend = new OrtBackend({ bundle, provider: 'cpu', threads: 1, graphOptimization: 'all', workers: 1,
+    runTimeoutMs: 60_000, log: createLogger('silent') });
+  await backend.start();
+  try {
+    const m = bundle.manifest;
+    const per = m.audio.window_samples;
+    const perLogits = m.audio.window_frames * m.ctc.vocabulary.length;
+    const perCounts = m.acms.length * m.audio.window_frames;
+    for (const c of ref.cases) {
+      const items = c.budget.map((budget, i) => ({ budget, input: Float32Array.from(c.audio.slice(i * per, (i + 1) * per)) }));
+      const results = await backend.run(items);
+      assert.equal(results.length, c.budget.length);
+      let worst = 0;
+      results.forEach((r, i) => {
+        r.logits.forEach((v, j) => (worst = Math.max(worst, Math.abs(v - (c.logits[i * perLogits + j] ?? NaN)))));
+        assert.deepEqual(Array.from(r.learnerCounts), c.learner_counts.slice(i * perCounts, (i + 1) * perCounts));
+      });
+      assert.ok(worst <= 1e-4, `max |ORT - PyTorch| = ${worst}`);
+    }
+    const mixed = ref.cases[1] as ReferenceCase;
+    assert.ok(new Set(mixed.learner_counts).size >= 3, 'the gates choose at least three distinct counts');
+  } finally {
+    await backend.close();
+  }
+}

@@ -28,6 +28,13 @@ export async function tinySpeechLmDir(): Promise<string> {
     module: 'models.toolchain.speech.make_tiny_bundle', sources: ['models/toolchain', 'models/toolchain/speech', 'kernels'] });
 }
 
+/** Like tinySpeechDir, the bundle (`tiny-speech-ffn`) with ACMs in the FFNs only: attention is
+ * exported as the dense module (`convert --no-projections`). */
+export async function tinySpeechFfnDir(): Promise<string> {
+  return cachedTinyBundle({ cache: 'acm-serve-tiny-speech-ffn', bundle: 'tiny-speech-ffn', args: ['--no-projections', '--name', 'tiny-speech-ffn'],
+    module: 'models.toolchain.speech.make_tiny_bundle', sources: ['models/toolchain', 'models/toolchain/speech', 'kernels'] });
+}
+
 export interface SpeechTestServer {
   readonly url: string;
   readonly ws: string;

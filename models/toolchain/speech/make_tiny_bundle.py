@@ -26,14 +26,14 @@ from .phases import acm_windows_logits
 TINY_SENTENCES = ["i see the sea", "we see a cat", "the cat sat on the mat", "a dog and a cat"]
 
 
-def build(seed: int = 0, config: str = "tiny"):
+def build(seed: int = 0, config: str = "tiny", projections: bool = True):
     cfg = CONFIGS[config]
     torch.manual_seed(seed)
     dense = build_dense(cfg).eval()
     with torch.no_grad():
         # Large random head weights so random audio gives varied characters, not all blanks.
         torch.nn.init.normal_(dense.aux.weight, std=1.0)
-    model = from_dense(dense, cfg).eval()
+    model = from_dense(dense, cfg, projections=projections).eval()
     with torch.no_grad():
         for _, _, acm in model.acms():
             # Spread the random gates' choices so every group of the kernel is exercised.
@@ -51,9 +51,11 @@ def main() -> None:
     ap.add_argument("--name", default="tiny-speech-acm")
     ap.add_argument("--config", default="tiny", choices=sorted(CONFIGS))
     ap.add_argument("--decoder", action="store_true", help="add a word language model and the lexicon beam search")
+    ap.add_argument("--projections", action=argparse.BooleanOptionalAction, default=True,
+                    help="q/k/v/o as ACMs too (--no-projections: the FFNs only, attention dense)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    cfg, dense, model = build(config=args.config)
+    cfg, dense, model = build(config=args.config, projections=args.projections)
     meta = manifest(model, args.name, dense_graph="dense.onnx", training={"note": "random weights, for tests"})
     if args.decoder:
         os.makedirs(args.out, exist_ok=True)
