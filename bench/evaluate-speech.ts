@@ -56,11 +56,11 @@ const { values: opts } = parseCli(USAGE, {
 });
 
 interface Utterance { id: string; text: string; samples: Float32Array }
-/** Kept frames of one utterance [frames][vocab], and its compute when run by the ACM graph. */
-interface Run { logits: Float32Array; frames: number; used?: number; gflops?: number }
+/** Kept frames of one utterance [frames][vocab], its GFLOPs, and the learner compute used when run by the ACM graph. */
+interface Run { logits: Float32Array; frames: number; used?: number; gflops: number }
 export interface SpeechRow {
   graph: string; budget: number | null; decoder: string; lm_weight: number | null; word_bonus: number | null; beam: number | null;
-  symbol_prune: number | null; cer: number; wer: number; used: number | null; gflops: number | null; items: number; decode_ms_per_audio_s: number;
+  symbol_prune: number | null; cer: number; wer: number; used: number | null; gflops: number; items: number; decode_ms_per_audio_s: number;
 }
 
 const list = (name: string, raw: string | undefined, fallback: number[], min: number, max: number,
@@ -107,7 +107,8 @@ async function runGraph(session: ort.InferenceSession, m: SpeechManifest, utts: 
     }
     const frames = windows.length * a.chunk_frames;
     const report = budget === null ? undefined : tally.report(budget, frames);
-    out.push({ logits, frames, ...(report ? { used: report.used, gflops: report.gflops } : {}) });
+    // The dense graph's cost is its multiply-adds per window, so both graphs' GFLOPs compare.
+    out.push({ logits, frames, ...(report ? { used: report.used, gflops: report.gflops } : { gflops: windows.length * m.macs.dense / 1e9 }) });
   }
   return out;
 }
@@ -162,8 +163,8 @@ async function main(): Promise<void> {
     const runs = await runGraph(g.session, m, utts, g.budget);
     const label = g.budget === null ? 'dense' : `acm @ ${g.budget}`;
     console.log(`${label}: ran in ${((performance.now() - t) / 1000).toFixed(1)} s`);
-    const mean = (f: (r: Run) => number | undefined): number | null => g.budget === null ? null : runs.reduce((s, r) => s + (f(r) ?? 0), 0) / runs.length;
-    const common = { graph: g.name, budget: g.budget, used: mean((r) => r.used), gflops: mean((r) => r.gflops), items: utts.length };
+    const mean = (f: (r: Run) => number | undefined): number => runs.reduce((s, r) => s + (f(r) ?? 0), 0) / runs.length;
+    const common = { graph: g.name, budget: g.budget, used: g.budget === null ? null : mean((r) => r.used), gflops: mean((r) => r.gflops), items: utts.length };
     const measure = (decoder: string, make: () => { push(l: Float32Array, n: number): void; transcript(): string }, s: Partial<BeamOptions>): void => {
       const t0 = performance.now();
       const hyps = decodeAll(runs, make, m.audio.chunk_frames, V);

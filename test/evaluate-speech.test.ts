@@ -52,6 +52,10 @@ describe('evaluate:speech', { skip: !existsSync(BUNDLE) && 'no speech bundle' },
     assert.deepEqual(lines.map((l) => [l.id, l.reference]), [['a', text], ['b', wrong]]);
     assert.deepEqual(rows.map(rowKey).sort(), Object.keys(lines[0]!.hypotheses).sort());
     assert.equal(rows.length, 4, 'dense and acm @ 0.5, each greedy and lexicon');
+    // Both graphs report their cost: the dense graph every multiply-add, the ACM graph less at 0.5.
+    const denseGflops = rows.find((r) => r.budget === null)!.gflops;
+    const acmGflops = rows.find((r) => r.budget === 0.5)!.gflops;
+    assert.ok(acmGflops > 0 && acmGflops < denseGflops, `acm ${acmGflops} GFLOPs against dense ${denseGflops}`);
     for (const r of rows) {
       const key = rowKey(r);
       const hyps = lines.map((l) => l.hypotheses[key]!);
