@@ -15,24 +15,27 @@ import { SpeechService } from '../../server/speech/service.js';
 import { testConfig } from './fake.js';
 import { cachedTinyBundle } from './tiny-cache.js';
 
+/** The toolchain's tiny random speech bundle `bundle`, made with `options`, cached under `cache`. */
+function tinySpeech(cache: string, bundle: string, options: readonly string[] = []): Promise<string> {
+  return cachedTinyBundle({ cache, bundle, args: [...options, '--name', bundle],
+    module: 'models.toolchain.speech.make_tiny_bundle', sources: ['models/toolchain', 'models/toolchain/speech', 'kernels'] });
+}
+
 /** Folder holding one sub-folder `tiny-speech-acm` (bundle + reference.json), usable as ACM_MODELS_DIR. */
 export async function tinySpeechDir(): Promise<string> {
-  return cachedTinyBundle({ cache: 'acm-serve-tiny-speech', bundle: 'tiny-speech-acm',
-    module: 'models.toolchain.speech.make_tiny_bundle', sources: ['models/toolchain', 'models/toolchain/speech', 'kernels'] });
+  return tinySpeech('acm-serve-tiny-speech', 'tiny-speech-acm');
 }
 
 /** Like tinySpeechDir, the bundle (`tiny-speech-lm`) also carrying a word language model and the
  * lexicon beam search as its decoder. */
 export async function tinySpeechLmDir(): Promise<string> {
-  return cachedTinyBundle({ cache: 'acm-serve-tiny-speech-lm', bundle: 'tiny-speech-lm', args: ['--decoder', '--name', 'tiny-speech-lm'],
-    module: 'models.toolchain.speech.make_tiny_bundle', sources: ['models/toolchain', 'models/toolchain/speech', 'kernels'] });
+  return tinySpeech('acm-serve-tiny-speech-lm', 'tiny-speech-lm', ['--decoder']);
 }
 
 /** Like tinySpeechDir, the bundle (`tiny-speech-ffn`) with ACMs in the FFNs only: attention is
  * exported as the dense module (`convert --no-projections`). */
 export async function tinySpeechFfnDir(): Promise<string> {
-  return cachedTinyBundle({ cache: 'acm-serve-tiny-speech-ffn', bundle: 'tiny-speech-ffn', args: ['--no-projections', '--name', 'tiny-speech-ffn'],
-    module: 'models.toolchain.speech.make_tiny_bundle', sources: ['models/toolchain', 'models/toolchain/speech', 'kernels'] });
+  return tinySpeech('acm-serve-tiny-speech-ffn', 'tiny-speech-ffn', ['--no-projections']);
 }
 
 export interface SpeechTestServer {
