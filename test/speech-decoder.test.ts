@@ -8,7 +8,7 @@ import { before, describe, it } from 'node:test';
 import { loadConfig } from '../server/config.js';
 import { CtcDecoder } from '../server/speech/ctc.js';
 import { loadSpeechBundle } from '../server/speech/bundle.js';
-import { Lexicon, LexiconBeamDecoder, type BeamOptions } from '../server/speech/lexicon-decoder.js';
+import { kthLargest, Lexicon, LexiconBeamDecoder, type BeamOptions } from '../server/speech/lexicon-decoder.js';
 import { NGramModel } from '../server/speech/ngram.js';
 import { speechServer, tinySpeechLmDir, type SpeechTestServer } from './support/tiny-speech.js';
 
@@ -152,6 +152,35 @@ describe('lexicon beam search', () => {
     // Frames: i _ ' ' _ s _ e _ e _ (20 ms each).
     const d = decode(lexicon, frames(spell('i see')), opts());
     assert.deepEqual(d.timings(), [{ word: 'i', start: 0, end: 0.02 }, { word: 'see', start: 0.08, end: 0.18 }]);
+  });
+
+  it('remembers word probabilities under keys that tell every history apart', () => {
+    // <s> listed first has id 0: a history starting with it must not read as the shorter one.
+    const lm = NGramModel.parse(ARPA.replace('-1.0\t</s>\n-99\t<s>\t-0.5\n', '-99\t<s>\t-0.5\n-1.0\t</s>\n'));
+    assert.equal(lm.id('<s>'), 0);
+    const lexicon = new Lexicon(lm, VOCAB, 0, ' ');
+    const ids = lm.words.map((_, i) => i);
+    // Every history the decoder can hold (up to order - 1 words, then one more at the sentence
+    // end), each asked twice: the second answer comes from the memo and must still be its own.
+    const histories: number[][] = [[], ...ids.map((a) => [a]), ...ids.flatMap((a) => ids.map((b) => [a, b])), [3, 1, 2]];
+    for (const pass of [0, 1]) {
+      for (const h of pass ? [...histories].reverse() : histories) {
+        for (const w of ids) assert.equal(lexicon.wordLogProb(h, w), lm.logProb(h, w), `history [${h.join(",")}], word ${w}, pass ${pass}`);
+      }
+    }
+  });
+
+  it('finds the k-th largest value as a sort would, ties and -Infinity included', () => {
+    let seed = 11;
+    const rand = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    for (const n of [1, 2, 3, 10, 257]) {
+      // Few distinct values, so most selections land on ties.
+      const values = Array.from({ length: n }, () => [-Infinity, 0, 1, 2.5, -3][Math.floor(rand() * 5)]!);
+      const sorted = [...values].sort((a, b) => b - a);
+      for (let k = 1; k <= n; k++) assert.equal(kthLargest(Float64Array.from(values), k), sorted[k - 1], `n ${n}, k ${k}`);
+    }
+    assert.throws(() => kthLargest(new Float64Array(3), 4), /k must be in \[1, 3\]; got 4/);
+    assert.throws(() => kthLargest(new Float64Array(3), 0), /k must be in \[1, 3\]; got 0/);
   });
 
   it('builds the lexicon from the words the vocabulary can spell, skipping the others', () => {

@@ -102,6 +102,35 @@ export class Lexicon {
     }
     best[0] = 0;
     this.lookahead = best;
+    this.keyBase = lm.words.length + 1;
+    this.numericKeys = this.keyBase ** Math.max(2, lm.order) <= Number.MAX_SAFE_INTEGER;
+  }
+
+  // Word probabilities asked for by the decoders of this model, by history and word. Keys are
+  // numbers, the ids in base (words + 1), while they stay exact doubles; strings otherwise.
+  private readonly memo = new Map<number | string, number>();
+  private readonly keyBase: number;
+  private readonly numericKeys: boolean;
+  /** Entries kept before the memo starts again empty. */
+  static readonly MEMO_LIMIT = 200_000;
+
+  /** ln P_lm(word | history), history as the decoder keeps it (at most max(1, order - 1) ids). */
+  wordLogProb(history: readonly number[], word: number): number {
+    let key: number | string;
+    if (this.numericKeys && history.length < this.lm.order) {
+      key = 0;
+      for (const id of history) key = key * this.keyBase + id + 1;
+      key = key * this.keyBase + word + 1;
+    } else {
+      key = `${history.join(',')}>${word}`;
+    }
+    let lp = this.memo.get(key);
+    if (lp === undefined) {
+      lp = this.lm.logProb(history, word);
+      if (this.memo.size >= Lexicon.MEMO_LIMIT) this.memo.clear();
+      this.memo.set(key, lp);
+    }
+    return lp;
   }
 
   child(node: number, symbol: number): number {
@@ -129,6 +158,11 @@ class Prefix {
   /** The frame at which entering this prefix was most likely: its last symbol's time. */
   frame = -1;
   private entry = -Infinity;
+  /** The step whose candidate `hyp` is (-1: none yet). */
+  candidateStep = -1;
+  hyp: Hyp | undefined;
+  /** During a step: the kept hypotheses whose prefix extends this one by one symbol. */
+  children: Prefix[] | undefined;
 
   /** Records that the last symbol was emitted at `frame` with log-probability `score`. */
   entered(frame: number, score: number): void {
@@ -147,6 +181,42 @@ function logAdd(a: number, b: number): number {
   return a > b ? a + Math.log1p(Math.exp(b - a)) : b + Math.log1p(Math.exp(a - b));
 }
 
+/**
+ * The k-th largest value of `a` (1-based), by quickselect; `a` is reordered. Values must not be NaN.
+ */
+export function kthLargest(a: Float64Array, k: number): number {
+  if (!(k >= 1 && k <= a.length)) throw new RangeError(`k must be in [1, ${a.length}]; got ${k}`);
+  const target = a.length - k; // its index in ascending order
+  let lo = 0;
+  let hi = a.length - 1;
+  while (lo < hi) {
+    // Median of three as the pivot, then a three-way partition: [lo, lt) < pivot, [lt, gt] = pivot.
+    const mid = (lo + hi) >>> 1;
+    const x = a[lo]!;
+    const y = a[mid]!;
+    const z = a[hi]!;
+    const pivot = x < y ? (y < z ? y : x < z ? z : x) : (x < z ? x : y < z ? z : y);
+    let lt = lo;
+    let gt = hi;
+    let i = lo;
+    while (i <= gt) {
+      const v = a[i]!;
+      if (v < pivot) {
+        a[i] = a[lt]!;
+        a[lt++] = v;
+        i++;
+      } else if (v > pivot) {
+        a[i] = a[gt]!;
+        a[gt--] = v;
+      } else i++;
+    }
+    if (target < lt) hi = lt - 1;
+    else if (target > gt) lo = gt + 1;
+    else return pivot;
+  }
+  return a[target]!;
+}
+
 export class LexiconBeamDecoder implements TranscriptDecoder {
   private hyps: Hyp[];
   private frames = 0;
@@ -155,7 +225,8 @@ export class LexiconBeamDecoder implements TranscriptDecoder {
   private readonly frameS: number;
   private readonly vocab: readonly string[];
   private readonly logp: Float64Array;
-  private readonly scoreCache = new Map<string, number>();
+  /** The symbols tried at a frame (the first of them). */
+  private readonly tried: Int32Array;
   private readonly start: number;
   private readonly end: number;
 
@@ -166,6 +237,7 @@ export class LexiconBeamDecoder implements TranscriptDecoder {
     this.delimiter = ctc.vocabulary.indexOf(ctc.word_delimiter);
     this.frameS = frameMs / 1000;
     this.logp = new Float64Array(ctc.vocabulary.length);
+    this.tried = new Int32Array(ctc.vocabulary.length);
     this.start = lexicon.lm.id(SENTENCE_START) ?? -1;
     this.end = lexicon.lm.id(SENTENCE_END)!;
     const root = new Prefix(undefined, -1, 0, this.start >= 0 ? [this.start] : [], 0);
@@ -177,6 +249,10 @@ export class LexiconBeamDecoder implements TranscriptDecoder {
     for (let f = 0; f < count; f++) this.step(logits, f * this.vocab.length);
   }
 
+  // One frame of the search. The bookkeeping lives on the prefixes rather than in per-frame maps:
+  // `children` lists the kept hypotheses one symbol below a prefix (any other extension is a fresh
+  // prefix), `candidateStep` and `hyp` hold this frame's candidate for the prefix. Candidates keep
+  // the order in which they first appear. Both are cleared before the step ends.
   private step(logits: Float32Array, offset: number): void {
     const v = this.vocab.length;
     const lp = this.logp;
@@ -190,20 +266,26 @@ export class LexiconBeamDecoder implements TranscriptDecoder {
       lp[i] = logits[offset + i]! - norm;
       best = Math.max(best, lp[i]!);
     }
-    const tried: number[] = [];
-    for (let i = 0; i < v; i++) if (i !== this.blank && lp[i]! >= best - this.opts.symbolPrune) tried.push(i);
+    const tried = this.tried;
+    let triedCount = 0;
+    for (let i = 0; i < v; i++) if (i !== this.blank && lp[i]! >= best - this.opts.symbolPrune) tried[triedCount++] = i;
 
-    // Hypotheses of this frame, by prefix; the current ones are found again by (parent, symbol).
-    const next = new Map<Prefix, Hyp>();
-    const existing = new Map<number, Prefix>();
-    for (const h of this.hyps) if (h.prefix.parent) existing.set(h.prefix.parent.id * v + h.prefix.symbol, h.prefix);
+    const stepId = this.frames;
+    for (const h of this.hyps) {
+      const c = h.prefix;
+      if (c.parent) (c.parent.children ??= []).push(c);
+    }
+    const next: Hyp[] = [];
     const add = (prefix: Prefix, blank: number, symbol: number): void => {
-      const h = next.get(prefix);
-      if (h) {
+      if (prefix.candidateStep === stepId) {
+        const h = prefix.hyp!;
         h.blank = logAdd(h.blank, blank);
         h.symbol = logAdd(h.symbol, symbol);
       } else {
-        next.set(prefix, { prefix, blank, symbol });
+        const h = { prefix, blank, symbol };
+        prefix.candidateStep = stepId;
+        prefix.hyp = h;
+        next.push(h);
       }
     };
     const blankLp = lp[this.blank]!;
@@ -212,53 +294,79 @@ export class LexiconBeamDecoder implements TranscriptDecoder {
       const total = logAdd(h.blank, h.symbol);
       // Stay: a blank, or the last symbol again without a blank between (collapsed).
       add(p, total + blankLp, p.symbol >= 0 ? h.symbol + lp[p.symbol]! : -Infinity);
-      for (const s of tried) {
-        const child = existing.get(p.id * v + s) ?? this.extend(p, s);
+      for (let t = 0; t < triedCount; t++) {
+        const s = tried[t]!;
+        const child = this.liveChild(p, s) ?? this.extend(p, s);
         if (!child) continue;
         // The same symbol twice in a row needs a blank between to count twice.
         const enter = (s === p.symbol ? h.blank : total) + lp[s]!;
-        child.entered(this.frames, enter);
+        child.entered(stepId, enter);
         add(child, -Infinity, enter);
       }
     }
-    this.hyps = this.prune([...next.values()]);
+    // Nothing of this step stays referenced: pruned prefixes must be free to go.
+    for (const h of next) h.prefix.hyp = undefined;
+    for (const h of this.hyps) if (h.prefix.parent) h.prefix.parent.children = undefined;
+    this.hyps = this.prune(next);
     this.frames++;
   }
 
   /** The prefix p followed by symbol s, or undefined when the lexicon does not allow it. */
   private extend(p: Prefix, s: number): Prefix | undefined {
     const lex = this.lexicon;
+    let child: Prefix;
     if (s === this.delimiter) {
       const word = p.node > 0 ? lex.wordId[p.node]! : -1;
       if (word < 0) return undefined;
       const history = [...p.history, word].slice(-Math.max(1, lex.lm.order - 1));
-      return new Prefix(p, s, 0, history, p.wordScore + this.wordScore(p.history, word));
+      child = new Prefix(p, s, 0, history, p.wordScore + this.wordScore(p.history, word));
+    } else {
+      const node = lex.child(p.node, s);
+      if (node < 0) return undefined;
+      child = new Prefix(p, s, node, p.history, p.wordScore);
     }
-    const node = lex.child(p.node, s);
-    if (node < 0) return undefined;
-    return new Prefix(p, s, node, p.history, p.wordScore);
+    return child;
+  }
+
+  /** The kept hypothesis whose prefix is p followed by s, if there is one. */
+  private liveChild(p: Prefix, s: number): Prefix | undefined {
+    const children = p.children;
+    if (children) for (const c of children) if (c.symbol === s) return c;
+    return undefined;
   }
 
   private wordScore(history: readonly number[], word: number): number {
-    const key = `${history.join(',')}>${word}`;
-    let s = this.scoreCache.get(key);
-    if (s === undefined) {
-      s = this.opts.lmWeight * this.lexicon.lm.logProb(history, word) + this.opts.wordBonus;
-      if (this.scoreCache.size > 100_000) this.scoreCache.clear();
-      this.scoreCache.set(key, s);
-    }
-    return s;
+    return this.opts.lmWeight * this.lexicon.wordLogProb(history, word) + this.opts.wordBonus;
   }
 
   private score(h: Hyp): number {
     return logAdd(h.blank, h.symbol) + h.prefix.wordScore + this.opts.lmWeight * this.lexicon.lookahead[h.prefix.node]!;
   }
 
+  /**
+   * The best `beam` hypotheses, best first, ties in their order in `hyps` (what a stable sort of
+   * all of them would keep). Only the kept ones are sorted: the cut-off score is found by selection.
+   */
   private prune(hyps: Hyp[]): Hyp[] {
-    if (hyps.length <= this.opts.beam) return hyps;
-    const scored = hyps.map((h) => ({ h, s: this.score(h) }));
-    scored.sort((a, b) => b.s - a.s);
-    return scored.slice(0, this.opts.beam).map((x) => x.h);
+    const beam = this.opts.beam;
+    const n = hyps.length;
+    if (n <= beam) return hyps;
+    const scores = new Float64Array(n);
+    for (let i = 0; i < n; i++) scores[i] = this.score(hyps[i]!);
+    const cut = kthLargest(Float64Array.from(scores), beam);
+    let above = 0;
+    for (let i = 0; i < n; i++) if (scores[i]! > cut) above++;
+    let ties = beam - above;
+    const kept: number[] = [];
+    for (let i = 0; i < n; i++) {
+      if (scores[i]! > cut) kept.push(i);
+      else if (scores[i] === cut && ties > 0) {
+        kept.push(i);
+        ties--;
+      }
+    }
+    kept.sort((a, b) => scores[b]! - scores[a]! || a - b);
+    return kept.map((i) => hyps[i]!);
   }
 
   /**
@@ -279,7 +387,7 @@ export class LexiconBeamDecoder implements TranscriptDecoder {
         s += this.wordScore(history, word);
         history = [...history, word];
       }
-      s += this.opts.lmWeight * this.lexicon.lm.logProb(history, this.end);
+      s += this.opts.lmWeight * this.lexicon.wordLogProb(history, this.end);
       if (s > topScore) {
         topScore = s;
         top = p;
