@@ -2,14 +2,14 @@
 // the bundle and the field; the ONNX metadata copy must equal acm.json; folders without acm.json
 // are not bundles.
 import assert from 'node:assert/strict';
-import { copyFile, mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { scanBundles } from '../server/bundle.js';
 import { parseImageManifest } from '../server/manifest.js';
 import { readOnnxMetadata } from '../server/onnx-metadata.js';
 import { fakeManifest } from './support/fake.js';
+import { scratchDir } from './support/scratch.js';
 import { tinyModelsDir } from './support/tiny-bundle.js';
 
 function refusal(overrides: Record<string, unknown>): string {
@@ -71,13 +71,13 @@ describe('ONNX metadata', () => {
   it('reads metadata_props from the top level of a ModelProto, skipping the graph', async () => {
     const entry = Buffer.concat([lenField(1, Buffer.from('acm_manifest')), lenField(2, Buffer.from('{"a":1}'))]);
     const model = Buffer.concat([Buffer.from([0x08, 0x08]), lenField(7, Buffer.alloc(300, 7)), lenField(14, entry)]);
-    const dir = await mkdtemp(join(tmpdir(), 'acm-meta-'));
+    const dir = scratchDir('acm-meta-');
     await writeFile(join(dir, 'm.onnx'), model);
     assert.deepEqual([...await readOnnxMetadata(join(dir, 'm.onnx'))], [['acm_manifest', '{"a":1}']]);
   });
 
   it('refuses a file whose fields run past its end', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'acm-meta-'));
+    const dir = scratchDir('acm-meta-');
     await writeFile(join(dir, 'm.onnx'), lenField(7, Buffer.alloc(50)).subarray(0, 20));
     await assert.rejects(readOnnxMetadata(join(dir, 'm.onnx')), /runs past the end/);
   });
@@ -86,7 +86,7 @@ describe('ONNX metadata', () => {
 describe('scanning the models folder', () => {
   async function copyTiny(): Promise<{ root: string; dir: string }> {
     const src = join(await tinyModelsDir(), 'tiny-vit-acm');
-    const root = await mkdtemp(join(tmpdir(), 'acm-models-'));
+    const root = scratchDir('acm-models-');
     const dir = join(root, 'tiny');
     await mkdir(dir);
     for (const f of ['acm.json', 'model.onnx', 'dense.onnx']) await copyFile(join(src, f), join(dir, f));

@@ -2,8 +2,7 @@
 // hangs fails only its batch and is replaced; a graph that breaks the manifest, or a session
 // that cannot be created, stops start-up with the reason.
 import assert from 'node:assert/strict';
-import { writeFile, mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { BatchItem } from '../server/backend.js';
@@ -14,6 +13,7 @@ import { OrtBackend, type OrtBackendOptions } from '../server/ort-backend.js';
 import { learnerCounts } from '../server/ort-protocol.js';
 import { fakeBundle, fakeManifest } from './support/fake.js';
 import { CRASH_BUDGET, HANG_BUDGET } from './support/fake-worker.js';
+import { scratchDir } from './support/scratch.js';
 
 const FAKE_WORKER = new URL('./support/fake-worker.js', import.meta.url);
 const item = (budget: number): BatchItem => ({ budget, input: new Float32Array(28 * 28) });
@@ -106,7 +106,7 @@ describe('OrtBackend failure handling', () => {
   });
 
   it('refuses to start when onnxruntime cannot load the graph', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'acm-bad-graph-'));
+    const dir = scratchDir('acm-bad-graph-');
     const graphPath = join(dir, 'model.onnx');
     await writeFile(graphPath, 'not an onnx file');
     const b = backend({ bundle: { ...fakeBundle(), graphPath }, workerUrl: undefined });
