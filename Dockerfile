@@ -10,7 +10,9 @@ COPY clients ./clients
 RUN npx tsc -p tsconfig.json && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
-ENV NODE_ENV=production PORT=8080
+# onnxruntime's Linux library reports every session to Microsoft unless this is 1 (the server
+# also sets it when unset); explicit here for any other process in the image.
+ENV NODE_ENV=production PORT=8080 ORT_DISABLE_TELEMETRY=1
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist

@@ -20,6 +20,7 @@ import { beamOptions, Lexicon, LexiconBeamDecoder, type BeamOptions } from '../s
 import type { SpeechManifest } from '../server/speech/manifest.js';
 import { NGramModel } from '../server/speech/ngram.js';
 import { WindowCutter } from '../server/speech/windows.js';
+import { disableOrtTelemetry } from '../server/ort-telemetry.js';
 import { budgetArg, intArg, numberArg, parseCli, usageError } from './args.js';
 import { errorRates } from './error-rate.js';
 import { REPO } from './server-process.js';
@@ -123,6 +124,7 @@ function decodeAll(runs: Run[], decoder: () => { push(l: Float32Array, n: number
 }
 
 async function main(): Promise<void> {
+  disableOrtTelemetry();
   const dir = resolve(opts['model-dir']);
   const bundle = await loadSpeechBundle(dir);
   const m = bundle.manifest;

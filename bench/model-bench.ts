@@ -18,6 +18,7 @@ import { median, spread, timed, timingSettings } from './stats.js';
 import { imageBundleArg, intArg, parseCli, usageError } from './args.js';
 import { meanCompute, outputDifference, seededPixels } from './model-inputs.js';
 import type { ImageManifest } from '../server/manifest.js';
+import { disableOrtTelemetry } from '../server/ort-telemetry.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BUDGETS = [1.0, 0.75, 0.5, 0.25];
@@ -54,6 +55,7 @@ function contractMismatch(a: ImageManifest, b: ImageManifest): string | undefine
 }
 
 async function main(): Promise<void> {
+  disableOrtTelemetry();
   const bundle = await imageBundleArg('bundle', opts.bundle);
   const m = bundle.manifest;
   if (!m.dense_graph) usageError(`--bundle ${opts.bundle}: the bundle has no dense_graph to compare with`);

@@ -22,6 +22,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { ComputeAccountant } from '../server/compute.js';
+import { disableOrtTelemetry } from '../server/ort-telemetry.js';
 import { budgetArg, imageBundleArg, intArg, parseCli, usageError } from './args.js';
 import { meanCompute, seededPixels } from './model-inputs.js';
 import { median, timed } from './stats.js';
@@ -107,6 +108,7 @@ async function profile(graph: string, threads: number, feeds: Record<string, ort
 }
 
 async function main(): Promise<void> {
+  disableOrtTelemetry();
   const { values: opts } = parseCli(USAGE, {
     options: {
       bundle: { type: 'string', default: join(REPO, 'models', 'fashion-vit-acm') },

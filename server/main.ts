@@ -12,6 +12,7 @@ import { InferenceService } from './inference.js';
 import { createLogger, type Logger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { ortBackends } from './ort-backend.js';
+import { disableOrtTelemetry } from './ort-telemetry.js';
 import { attachAsr } from './speech/asr-socket.js';
 import { hasSpeechBundles, scanSpeechBundles, SPEECH_TASK } from './speech/bundle.js';
 import { SpeechService } from './speech/service.js';
@@ -51,9 +52,11 @@ async function loadModels(config: Config, inference: InferenceService, speech: S
     throw new Error(`no image-classification bundle (a folder with acm.json) under ${config.modelsDir}; set ACM_MODELS_DIR`);
   }
   const threads = sessionThreads(config);
+  const telemetryOff = disableOrtTelemetry();
   log.info({ provider: config.executionProvider, workers: config.workers, intraOpThreads: threads,
     interOpThreads: config.interOpThreads, executionMode: config.executionMode, intraOpSpinning: config.intraOpSpinning,
-    cpuMemArena: config.cpuMemArena, graphOptimization: config.graphOptimization, inferenceNice: config.inferenceNice },
+    cpuMemArena: config.cpuMemArena, graphOptimization: config.graphOptimization, inferenceNice: config.inferenceNice,
+    onnxruntimeTelemetry: telemetryOff ? 'off' : 'on' },
     `inference runs on the ${config.executionProvider.toUpperCase()} execution provider`);
   const backends = ortBackends(config, log, (model) => metrics.workerRestarted(model));
   await Promise.all([inference.load(scan.bundles, backends),

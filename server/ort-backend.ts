@@ -14,6 +14,7 @@ import { AcmError } from './errors.js';
 import type { BackendFactory } from './inference.js';
 import { checkGraph } from './graph-check.js';
 import { checkSpeechGraph, speechShape, type SpeechBundle } from './speech/bundle.js';
+import { disableOrtTelemetry } from './ort-telemetry.js';
 import { DEFAULT_TUNING, packBatch, type FromWorker, type SessionTuning, type ToWorker, type WorkerInit } from './ort-protocol.js';
 
 export interface OrtBackendOptions {
@@ -78,6 +79,8 @@ export class OrtBackend implements Backend {
     this.concurrency = opts.workers;
     this.shape = isSpeech(opts.bundle) ? speechShape(opts.bundle.manifest) : modelShape(opts.bundle);
     this.name = opts.bundle.manifest.name;
+    // Before any worker creates a session (see ort-telemetry.ts).
+    disableOrtTelemetry();
   }
 
   start(): Promise<BackendInfo> {

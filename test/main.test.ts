@@ -3,10 +3,13 @@
 // configuration or a missing models folder stop start-up with the reason.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { readdirSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { describe, it } from 'node:test';
 import { makeImage } from './support/images.js';
+import { disableOrtTelemetry } from '../server/ort-telemetry.js';
 import { getKeptAlive } from './support/kept-alive.js';
+import { scratchDir } from './support/scratch.js';
 import { startServer, until, untilReady } from './support/server-process.js';
 import { tinyModelsDir } from './support/tiny-bundle.js';
 
@@ -64,6 +67,34 @@ describe('server process', () => {
       agent.destroy();
       s.child.kill('SIGKILL');
     }
+  });
+
+  it('keeps onnxruntime\'s telemetry off unless the operator turns it on', async () => {
+    // The library leaves its session and log files in TMPDIR when its telemetry runs: their
+    // absence shows it did not, and ORT_DISABLE_TELEMETRY=0 shows the check would see them.
+    const telemetryFiles = (dir: string): string[] => readdirSync(dir).filter((f) => f === '.ses' || f.startsWith('mat-debug-'));
+    for (const [env, expected] of [[{}, 'off'], [{ ORT_DISABLE_TELEMETRY: '0' }, 'on']] as const) {
+      const tmp = scratchDir('acm-telemetry-');
+      const s = startServer({ ACM_MODELS_DIR: await tinyModelsDir(), TMPDIR: tmp, ...env });
+      try {
+        await untilReady(s);
+        const provider = s.lines.find((l) => l.msg === 'inference runs on the CPU execution provider');
+        assert.equal(provider?.onnxruntimeTelemetry, expected);
+        if (expected === 'on') await until('telemetry files', () => (telemetryFiles(tmp).length > 0 ? true : undefined), 5000);
+        else assert.deepEqual(telemetryFiles(tmp), []);
+      } finally {
+        s.child.kill('SIGKILL');
+      }
+    }
+  });
+
+  it('sets ORT_DISABLE_TELEMETRY=1 only where the environment leaves it unset', () => {
+    const unset: NodeJS.ProcessEnv = {};
+    assert.equal(disableOrtTelemetry(unset), true);
+    assert.equal(unset.ORT_DISABLE_TELEMETRY, '1');
+    const chosen: NodeJS.ProcessEnv = { ORT_DISABLE_TELEMETRY: '0' };
+    assert.equal(disableOrtTelemetry(chosen), false);
+    assert.equal(chosen.ORT_DISABLE_TELEMETRY, '0');
   });
 
   it('exits 2 with the problem on bad configuration', async () => {
