@@ -141,8 +141,6 @@ export class Lexicon {
 
 /** A character prefix: shared by the hypotheses that extend it, so text is rebuilt by walking up. */
 class Prefix {
-  private static nextId = 0;
-  readonly id = Prefix.nextId++;
   constructor(
     readonly parent: Prefix | undefined,
     /** Vocabulary index of the last symbol (-1 for the empty prefix). */
@@ -225,7 +223,7 @@ export class LexiconBeamDecoder implements TranscriptDecoder {
   private readonly frameS: number;
   private readonly vocab: readonly string[];
   private readonly logp: Float64Array;
-  /** The symbols tried at a frame (the first of them). */
+  /** Scratch: the symbols tried at the current frame are its first entries. */
   private readonly tried: Int32Array;
   private readonly start: number;
   private readonly end: number;
@@ -314,18 +312,15 @@ export class LexiconBeamDecoder implements TranscriptDecoder {
   /** The prefix p followed by symbol s, or undefined when the lexicon does not allow it. */
   private extend(p: Prefix, s: number): Prefix | undefined {
     const lex = this.lexicon;
-    let child: Prefix;
     if (s === this.delimiter) {
       const word = p.node > 0 ? lex.wordId[p.node]! : -1;
       if (word < 0) return undefined;
       const history = [...p.history, word].slice(-Math.max(1, lex.lm.order - 1));
-      child = new Prefix(p, s, 0, history, p.wordScore + this.wordScore(p.history, word));
-    } else {
-      const node = lex.child(p.node, s);
-      if (node < 0) return undefined;
-      child = new Prefix(p, s, node, p.history, p.wordScore);
+      return new Prefix(p, s, 0, history, p.wordScore + this.wordScore(p.history, word));
     }
-    return child;
+    const node = lex.child(p.node, s);
+    if (node < 0) return undefined;
+    return new Prefix(p, s, node, p.history, p.wordScore);
   }
 
   /** The kept hypothesis whose prefix is p followed by s, if there is one. */
