@@ -28,16 +28,27 @@ from .phases import distil_step, gate_step, phase3_loss, window_frames
 PHASE3_TARGETS = [0.25, 0.4, 0.5, 0.6, 0.75, 1.0]
 
 
+def draw_target(step: int, targets: dict[float, float] | None = None) -> float:
+    """The budget target of phase-3 step `step`: one of PHASE3_TARGETS, equally likely (None), or
+    one of `targets` {budget: weight} with probability in proportion to its weight. Seeded by the
+    step alone, so a resumed run draws what it would have drawn."""
+    if targets is None:
+        return random.Random(step).choice(PHASE3_TARGETS)
+    budgets = sorted(targets)
+    return random.Random(step).choices(budgets, weights=[targets[b] for b in budgets])[0]
+
+
 def phase3_params(model) -> list:
     """What phase 3 trains: the transformer; the conv encoder stays the dense one's."""
     return [p for name, p in model.named_parameters() if not name.startswith(("feature_extractor", "feature_projection"))]
 
 
 def phase3_step_fn(model, dense, cfg, batches, device, speed_perturb: float = 0.0, first_batch: int = 0,
-                   capped: bool = True, distil_weight: float = 0.0):
+                   capped: bool = True, distil_weight: float = 0.0, targets: dict[float, float] | None = None):
     """One phase-3 step on batch first_batch + step: gain (and speed) augmentation, the dense conv
-    features of every window, CTC + budget losses at one budget target drawn for the batch (with
-    distil_weight, part of the CTC loss is traded for the dense model's per-frame posteriors)."""
+    features of every window, CTC + budget losses at one budget target drawn for the batch
+    (draw_target with `targets`; with distil_weight, part of the CTC loss is traded for the dense
+    model's per-frame posteriors)."""
     def step_fn(step: int):
         audio, samples, tg, tl = batches(first_batch + step)
         audio = data.gain_augment(audio, step, seed=2).to(device)
@@ -49,7 +60,7 @@ def phase3_step_fn(model, dense, cfg, batches, device, speed_perturb: float = 0.
         if distil_weight:
             with torch.no_grad():
                 teacher = dense_frames_logits(dense, frames, audio.shape[0], cfg)
-        return phase3_loss(model, frames, audio.shape[0], samples, tg, tl, random.Random(step).choice(PHASE3_TARGETS),
+        return phase3_loss(model, frames, audio.shape[0], samples, tg, tl, draw_target(step, targets),
                            capped=capped, teacher=teacher, distil_weight=distil_weight)
     return step_fn
 

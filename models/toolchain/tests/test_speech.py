@@ -243,6 +243,26 @@ class FineTuneInitTest(unittest.TestCase):
             schedule_total(554, 3000, 554)
 
 
+class Phase3TargetTest(unittest.TestCase):
+    """convert.draw_target: the budget target each phase-3 step trains at."""
+
+    def test_default_draw_is_the_equal_one_and_weights_shift_it(self):
+        import random
+        from collections import Counter
+
+        from models.toolchain.speech.convert import PHASE3_TARGETS, draw_target
+        steps = range(6000)
+        # A run resumed across a code change draws what it drew before.
+        self.assertEqual([draw_target(s) for s in steps], [random.Random(s).choice(PHASE3_TARGETS) for s in steps])
+        self.assertEqual([draw_target(s, {0.5: 1.0}) for s in range(50)], [0.5] * 50)
+        counts = Counter(draw_target(s, {0.25: 1.0, 0.5: 3.0}) for s in steps)
+        self.assertEqual(set(counts), {0.25, 0.5})
+        self.assertAlmostEqual(counts[0.5] / len(steps), 0.75, delta=0.03)
+        # Same weights given in another order: the same draw.
+        self.assertEqual([draw_target(s, {0.5: 3.0, 0.25: 1.0}) for s in range(200)],
+                         [draw_target(s, {0.25: 1.0, 0.5: 3.0}) for s in range(200)])
+
+
 class ACMSpeechModelTest(unittest.TestCase):
     def setUp(self):
         torch.manual_seed(0)
