@@ -41,6 +41,8 @@ export interface Config {
   /** Most concurrent /asr WebSocket streams; the next upgrade is refused with 503. */
   readonly maxStreams: number;
   readonly speechDecoder: 'bundle' | 'greedy';
+  /** Hypotheses the lexicon beam search keeps per frame; undefined: the bundle's `ctc.decoder.beam`. */
+  readonly speechBeam: number | undefined;
   /** Longest audio one /asr stream may send, in seconds. */
   readonly maxStreamSeconds: number;
   /** An /asr stream that sends nothing for this long is closed, in milliseconds. */
@@ -145,6 +147,9 @@ export const FIELDS: readonly Field[] = [
   { key: 'speechDecoder', env: 'ACM_SPEECH_DECODER', flag: '--speech-decoder', unit: '',
     kind: { type: 'enum', values: ['bundle', 'greedy'] }, default: () => 'bundle',
     doc: "speech decoding: the bundle's lexicon beam search when it has one, or greedy CTC" },
+  { key: 'speechBeam', env: 'ACM_SPEECH_BEAM', flag: '--speech-beam', unit: 'hypotheses',
+    kind: { type: 'int', min: 1, max: 4096 }, default: () => undefined, unsetShown: '(bundle)',
+    doc: "hypotheses the lexicon beam search keeps per frame (unset = the bundle's); fewer decode faster, for more word errors" },
   { key: 'defaultBudget', env: 'ACM_DEFAULT_BUDGET', flag: '--default-budget', unit: 'fraction',
     kind: { type: 'number', min: 0, max: 1, minExclusive: true }, default: () => undefined, unsetShown: '(model)',
     doc: "budget when a request names none (unset = the model's default_budget)" },

@@ -200,6 +200,8 @@ describe('speech service with a lexicon decoder', () => {
     const s: SpeechTestServer = await speechServer({ ACM_MODELS_DIR: dir });
     try {
       assert.deepEqual(s.speech.listModels().map((m) => [m.name, m.decoder]), [['tiny-speech-lm', 'lexicon-beam']]);
+      const manifest = (await loadSpeechBundle(join(dir, 'tiny-speech-lm'))).manifest;
+      assert.equal(s.speech.listModels()[0]?.beam, manifest.ctc.decoder?.beam);
       const r = await s.speech.transcribe(undefined, new Float32Array(16000).map((_, i) => Math.sin(i / 7) * 0.3), { budget: 0.5 });
       // Whatever the random model hears, the beam search can only spell words of its lexicon.
       const words = new Set(['i', 'see', 'the', 'sea', 'we', 'a', 'cat', 'sat', 'on', 'mat', 'dog', 'and', 'an']);
@@ -210,9 +212,24 @@ describe('speech service with a lexicon decoder', () => {
     const greedy = await speechServer({ ACM_MODELS_DIR: dir, ACM_SPEECH_DECODER: 'greedy' });
     try {
       assert.equal(greedy.speech.listModels()[0]?.decoder, 'greedy');
+      assert.equal('beam' in (greedy.speech.listModels()[0] ?? {}), false);
     } finally {
       await greedy.close();
     }
+  });
+
+  it('decodes with the beam ACM_SPEECH_BEAM sets instead of the bundle\'s', async () => {
+    const narrow = await speechServer({ ACM_MODELS_DIR: dir, ACM_SPEECH_BEAM: '1' });
+    try {
+      // The listing reports the options object every decoder of the model is built with.
+      assert.notEqual(narrow.speech.listModels()[0]?.beam, undefined);
+      assert.equal(narrow.speech.listModels()[0]?.beam, 1);
+    } finally {
+      await narrow.close();
+    }
+    assert.equal(loadConfig({ ACM_SPEECH_BEAM: '300' }, []).speechBeam, 300);
+    assert.equal(loadConfig({}, []).speechBeam, undefined);
+    assert.throws(() => loadConfig({ ACM_SPEECH_BEAM: '0' }, []), /ACM_SPEECH_BEAM/);
   });
 
   it('refuses a bundle whose decoder names a missing or unreadable language model', async () => {

@@ -28,6 +28,8 @@ export interface SpeechModelInfo {
   default_budget: number;
   /** How transcripts are decoded: "lexicon-beam" (with the bundle's language model) or "greedy". */
   decoder: string;
+  /** The lexicon beam search's hypotheses per frame (absent for greedy). */
+  beam?: number;
   quality: readonly QualityPoint[];
 }
 
@@ -43,7 +45,8 @@ export interface TranscribeResult {
 const YIELD_AFTER_MS = 5;
 
 type SpeechModel = PooledModel<SpeechBundle, SpeechAccountant>;
-type DecoderFactory = (() => TranscriptDecoder) & { readonly kind: string };
+/** Makes a decoder per request or stream; `kind` and `beam` (lexicon search only) are reported per model. */
+type DecoderFactory = (() => TranscriptDecoder) & { readonly kind: string; readonly beam?: number };
 
 export class SpeechService {
   private readonly pool: ModelPool<SpeechBundle, SpeechAccountant>;
@@ -72,10 +75,11 @@ export class SpeechService {
     const started = performance.now();
     const lexicon = await loadLexicon(b);
     if (!lexicon) return greedy;
+    // The manifest's quality was measured at its own beam; the log names both when ACM_SPEECH_BEAM differs.
+    const opts = { ...beamOptions(spec), ...(this.config.speechBeam === undefined ? {} : { beam: this.config.speechBeam }) };
     this.log.info({ model: m.name, lm: spec.lm, order: lexicon.lm.order, words: lexicon.words, skipped: lexicon.skipped,
-      ms: Math.round(performance.now() - started) }, 'language model loaded');
-    const opts = beamOptions(spec);
-    return Object.assign(() => new LexiconBeamDecoder(lexicon, m.ctc, m.audio.frame_ms, opts), { kind: spec.type });
+      beam: opts.beam, bundleBeam: spec.beam, ms: Math.round(performance.now() - started) }, 'language model loaded');
+    return Object.assign(() => new LexiconBeamDecoder(lexicon, m.ctc, m.audio.frame_ms, opts), { kind: spec.type, beam: opts.beam });
   }
 
   get ready(): boolean {
@@ -93,10 +97,14 @@ export class SpeechService {
   }
 
   listModels(): SpeechModelInfo[] {
-    return this.pool.all().map(({ manifest: m, accountant }) => ({
-      name: m.name, task: m.task, vocabulary: m.ctc.vocabulary, input: m.audio, budget_floor: accountant.floor,
-      default_budget: this.config.defaultBudget ?? m.default_budget, decoder: this.decoders.get(m.name)?.kind ?? 'greedy', quality: m.quality,
-    }));
+    return this.pool.all().map(({ manifest: m, accountant }) => {
+      const decoder = this.decoders.get(m.name);
+      return {
+        name: m.name, task: m.task, vocabulary: m.ctc.vocabulary, input: m.audio, budget_floor: accountant.floor,
+        default_budget: this.config.defaultBudget ?? m.default_budget, decoder: decoder?.kind ?? 'greedy',
+        ...(decoder?.beam === undefined ? {} : { beam: decoder.beam }), quality: m.quality,
+      };
+    });
   }
 
   /** The model a request names (the first speech model when none), ready to take work. */
