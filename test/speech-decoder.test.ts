@@ -218,10 +218,11 @@ describe('speech service with a lexicon decoder', () => {
     }
   });
 
-  it('decodes with the beam ACM_SPEECH_BEAM sets instead of the bundle\'s', async () => {
+  it('builds its decoders with the beam ACM_SPEECH_BEAM sets instead of the bundle\'s, as the listing reports', async () => {
     const narrow = await speechServer({ ACM_MODELS_DIR: dir, ACM_SPEECH_BEAM: '1' });
     try {
-      // The listing reports the options object every decoder of the model is built with.
+      // The listing reads the beam of the options object every decoder of the model is built with
+      // (SpeechService.decoderFor); the transcript itself does not show which beam made it.
       assert.notEqual(narrow.speech.listModels()[0]?.beam, undefined);
       assert.equal(narrow.speech.listModels()[0]?.beam, 1);
     } finally {
