@@ -87,10 +87,13 @@ class Batches:
         return x, self.y[idx]
 
 
-def run_phase(name: str, run: str, steps: int, model, params, lr: float, step_fn, every_minutes: float) -> bool:
+def run_phase(name: str, run: str, steps: int, model, params, lr: float, step_fn, every_minutes: float,
+              snapshot_every: int = 0) -> bool:
     """Train `params` for `steps`, resuming from <run>/<name>.ckpt. Returns False if it was already done.
 
     params: a list of tensors, or of optimizer groups each with its own "lr"; `lr` scales them all.
+    snapshot_every: also keep the weights every that many steps as <run>/<name>@<step>.ckpt (weights
+    only), for averaging along the trajectory (models.toolchain.average).
     """
     path = os.path.join(run, f"{name}.ckpt")
     groups = params if params and isinstance(params[0], dict) else [{"params": params, "lr": lr}]
@@ -121,10 +124,16 @@ def run_phase(name: str, run: str, steps: int, model, params, lr: float, step_fn
             extra = " ".join(f"{k} {v:.4f}" for k, v in info.items())
             print(f"{name} step {step}/{steps} loss {running:.5f} (first {first_loss:.5f}) {extra} "
                   f"{(time.time() - t0) / (step - start):.2f}s/step", flush=True)
+        if snapshot_every and step % snapshot_every == 0:
+            save_state(snapshot_path(run, name, step), {"model": model.state_dict(), "step": step})
         if time.time() - last_save > every_minutes * 60 or step == steps:
             save_state(path, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step})
             last_save = time.time()
     return True
+
+
+def snapshot_path(run: str, name: str, step: int) -> str:
+    return os.path.join(run, f"{name}@{step}.ckpt")
 
 
 def phase3_groups(model, gate_lr: float, lr: float) -> list[dict]:

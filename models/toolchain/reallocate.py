@@ -71,8 +71,13 @@ def main() -> None:
                          "to each drawn target, so the cap cuts less of what they ask")
     ap.add_argument("--distil", type=float, default=0.0,
                     help="weight of the dense model's answers in the task loss (0: labels only)")
+    ap.add_argument("--snapshot-every", type=int, default=0,
+                    help="also keep the weights every N steps as <name>@<step>.ckpt, to average "
+                         "(models.toolchain.average); 0: none")
     add_training_options(ap)
     args = ap.parse_args()
+    if args.snapshot_every < 0:
+        ap.error(f"--snapshot-every must be >= 0, got {args.snapshot_every}")
     if not 0.0 <= args.distil <= 1.0:
         ap.error(f"--distil must be in [0, 1], got {args.distil}")
     if args.budget_weight < 0:
@@ -108,7 +113,8 @@ def main() -> None:
                            budget_weight=args.budget_weight, teacher=teacher, distil_weight=args.distil)
 
     model.train()
-    run_phase(args.name, args.run, args.steps, model, groups, 1.0, step_fn, args.checkpoint_minutes)
+    run_phase(args.name, args.run, args.steps, model, groups, 1.0, step_fn, args.checkpoint_minutes,
+              snapshot_every=args.snapshot_every)
     model.load_state_dict(load_state(os.path.join(args.run, f"{args.name}.ckpt"))["model"])
     print("cap weights: " + " ".join(f"{v:.2f}" for v in model.cap_weights.tolist()), flush=True)
     phase_metrics(args.name, model, vit, data.load("val"))
