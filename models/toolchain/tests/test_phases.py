@@ -154,6 +154,22 @@ class RelaxedForwardTest(unittest.TestCase):
         expected = counts.double().mean((0, 1, 3)) / n  # over budgets, requests and tokens
         self.assertTrue(torch.allclose(asked, expected))
 
+    def test_teacher_is_the_dense_model_or_the_served_model_at_full_budget(self):
+        from models.toolchain.reallocate import teacher_logits
+        vit = build_vit(self.cfg).eval()
+        self.model.capped = True
+        self.model.cap_weights.copy_(torch.linspace(0.2, 1.0, len(self.model.acms()), dtype=torch.float64))
+        with torch.no_grad():
+            served, _ = self.model(self.x, torch.ones(6, dtype=torch.float64))
+            low, _ = self.model(self.x, torch.full((6,), 0.25, dtype=torch.float64))
+            dense = vit(self.x)
+        own = teacher_logits(self.model, vit, self.x, "self")
+        self.assertTrue(torch.equal(own, served))
+        self.assertFalse(torch.equal(own, low), "the full budget's answers, not another budget's")
+        self.assertFalse(own.requires_grad, "the teacher carries no gradient")
+        self.assertTrue(torch.equal(teacher_logits(self.model, vit, self.x, "dense"), dense))
+        self.assertIsNone(teacher_logits(self.model, vit, self.x, None))
+
     def test_task_loss_reaches_the_gates(self):
         out = phases.relaxed_forward(self.model, self.x, torch.full((6,), 0.5, dtype=torch.float64), capped=True)
         out.logits.sum().backward()
