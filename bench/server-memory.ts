@@ -155,9 +155,14 @@ interface Soak {
   p50_ms: number;
   p99_ms: number;
   achieved_rps: number;
+  /** non2xx + errors. */
   failures: number;
+  non2xx: number;
+  errors: number;
   /** Load-generator errors by kind (bench/load.ts ErrorTally). */
   error_kinds: Readonly<Record<string, number>>;
+  /** Answers other than 2xx by status (a full queue answers 503 with Retry-After). */
+  non2xx_kinds: Readonly<Record<string, number>>;
   samples: { t_s: number; rss_kib: number }[];
 }
 
@@ -192,7 +197,7 @@ async function soak(base: Record<string, string>, target: (s: ServerProcess) => 
     start_mib: start / MIB, end_mib: end / MIB, max_mib: max / MIB,
     growth_percent: ((end - start) / start) * 100, max_growth_percent: ((max - start) / start) * 100,
     p50_ms: run.p50Ms, p99_ms: run.p99Ms, achieved_rps: run.throughputRps, failures: run.non2xx + run.errors,
-    error_kinds: run.errorKinds, samples,
+    non2xx: run.non2xx, errors: run.errors, error_kinds: run.errorKinds, non2xx_kinds: run.non2xxKinds, samples,
   };
 }
 
@@ -229,7 +234,7 @@ async function main(): Promise<void> {
     const pass = soakResult.growth_percent <= 5 && soakResult.failures === 0;
     targets.push({ name: 'RSS growth after warm-up', value: soakResult.growth_percent, threshold: '<= 5%', pass });
     console.log(`\nTarget: RSS growth after warm-up ${soakResult.growth_percent.toFixed(2)}% (<= 5%): ${pass ? 'PASS' : 'FAIL'}` +
-      `${soakResult.failures > 0 ? ` (${soakResult.failures} failed requests)` : ''}`);
+      `${soakResult.failures > 0 ? ` (failed requests: ${failuresText(soakResult.non2xx, soakResult.errors, soakResult.error_kinds, soakResult.non2xx_kinds)})` : ''}`);
   }
   const out = resolve(opts.json);
   mkdirSync(dirname(out), { recursive: true });
