@@ -11,8 +11,8 @@ everywhere, although the gates of some layers ask for three and others for one. 
   2. continues phase 3 from <run>/phase3.ckpt under the new cap (same losses and budget draw as
      `convert`, or --targets), into <run>/phase3-shared.ckpt, resumable like every phase;
   3. prints the phase metrics on validation items.
---distil W takes W of the task loss from the dense model's answers, --self-distil W from the model's
-own answers at budget 1.0, --budget-weight sets the budget loss's weight (phases.phase3_loss).
+--distil W takes W of the task loss from a teacher's answers: the dense model's, or with --teacher self
+the model's own at budget 1.0; --budget-weight sets the budget loss's weight (phases.phase3_loss).
 `build_bundle --single phase3-shared` evaluates and exports the result. Started from a checkpoint
 that has weights of its own (--source phase3-shared), it keeps them unless --recalibrate.
 """
@@ -81,10 +81,10 @@ def main() -> None:
                     help="weight of the budget loss (DESIGN's 0.1); more holds the gates' own asks closer "
                          "to each drawn target, so the cap cuts less of what they ask")
     ap.add_argument("--distil", type=float, default=0.0,
-                    help="weight of the dense model's answers in the task loss (0: labels only)")
-    ap.add_argument("--self-distil", type=float, default=0.0,
-                    help="weight, in the task loss, of the model's own answers at budget 1.0 as served "
-                         "(capped, no gradient): the low budgets learn from the full one (0: none)")
+                    help="weight of the teacher's answers in the task loss (0: labels only)")
+    ap.add_argument("--teacher", choices=["dense", "self"], default="dense",
+                    help="whose answers --distil learns from: the dense model's, or the model's own at "
+                         "budget 1.0 as served (capped, no gradient), so the low budgets learn from the full one")
     ap.add_argument("--snapshot-every", type=int, default=0,
                     help="also keep the weights every N steps as <name>@<step>.ckpt, to average "
                          "(models.toolchain.average); 0: none")
@@ -94,10 +94,6 @@ def main() -> None:
         ap.error(f"--snapshot-every must be >= 0, got {args.snapshot_every}")
     if not 0.0 <= args.distil <= 1.0:
         ap.error(f"--distil must be in [0, 1], got {args.distil}")
-    if not 0.0 <= args.self_distil <= 1.0:
-        ap.error(f"--self-distil must be in [0, 1], got {args.self_distil}")
-    if args.distil and args.self_distil:
-        ap.error("--distil and --self-distil each choose the teacher: give one of them")
     if args.budget_weight < 0:
         ap.error(f"--budget-weight must be >= 0, got {args.budget_weight}")
     device = start_training(args)
@@ -118,15 +114,15 @@ def main() -> None:
     vit.to(device)
 
     groups = phase3_groups(model, args.gate_lr, args.lr)
+    teacher = args.teacher if args.distil else None
     batches = Batches(train, args.batch, seed=2000, device=device)
     model.capped = True
 
     def step_fn(step: int):
         x, y = batches(step)
-        teacher = teacher_logits(model, vit, x, "dense" if args.distil else "self" if args.self_distil else None)
         return phase3_loss(model, x, y, random.Random(10_000 + step).choice(targets), capped=True,
-                           budget_weight=args.budget_weight, teacher=teacher,
-                           distil_weight=args.distil or args.self_distil)
+                           budget_weight=args.budget_weight, teacher=teacher_logits(model, vit, x, teacher),
+                           distil_weight=args.distil)
 
     model.train()
     run_phase(args.name, args.run, args.steps, model, groups, 1.0, step_fn, args.checkpoint_minutes,
