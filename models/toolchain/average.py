@@ -72,12 +72,10 @@ def averaged_checkpoint(sources: dict[str, dict], weights: list[float] | None = 
     names = list(sources)
     first = sources[names[0]]
     steps = dict(first.get("steps", {}))
-    if int(first.get("step", 0)) > 0 and "@" not in names[0]:
-        steps.setdefault(names[0], int(first["step"]))
-    for name in names[1:]:  # the phase the snapshots belong to: its longest run
+    for name, state in sources.items():  # each phase behind them (name@step: a snapshot of it), its longest run
         phase = name.split("@")[0]
-        if int(sources[name].get("step", 0)) > 0:
-            steps[phase] = max(steps.get(phase, 0), int(sources[name]["step"]))
+        if int(state.get("step", 0)) > 0:
+            steps[phase] = max(steps.get(phase, 0), int(state["step"]))
     how = "uniformly" if weights is None else "with weights " + ", ".join(f"{w:g}" for w in weights)
     return {
         "model": average_states([s["model"] for s in sources.values()], weights),
