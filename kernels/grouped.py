@@ -6,23 +6,46 @@ Slice, MatMul, Concat, CumSum, ScatterElements).
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
 
-def positions(order: torch.Tensor, base: torch.Tensor, dim: int) -> torch.Tensor:
-    """Where each index along `dim` sits in `order` (the inverse permutation, by one scatter):
-    base with base[..., order[..., i], ...] = i. Indices `order` leaves out keep base's value."""
-    return base.scatter(dim, order, torch.ones_like(order).cumsum(dim) - 1)
+class _RowsWhere(torch.autograd.Function):
+    """torch.nonzero(mask).reshape(-1), exported as NonZero then Reshape. The exporter's own
+    translation transposes NonZero's [1, m] output to [m, 1] first, a node per group and ACM that
+    moves nothing (one more onnxruntime node, about a microsecond each, on every run)."""
+
+    @staticmethod
+    def forward(ctx, mask: torch.Tensor) -> torch.Tensor:
+        return torch.nonzero(mask).reshape(-1)
+
+    @staticmethod
+    def symbolic(g, mask):
+        # PyTorch 1.13 hands a Function's symbolic the graph itself and warns that graph.op()
+        # moves to a wrapper in later versions, which keep op() with the same arguments.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            flat = g.op("Constant", value_t=torch.tensor([-1], dtype=torch.int64))
+            return g.op("Reshape", g.op("NonZero", mask), flat)
+
+
+def rows_where(mask: torch.Tensor) -> torch.Tensor:
+    """The indices of a 1-D mask's true entries, in order: [m] int64."""
+    return _RowsWhere.apply(mask)
 
 
 def cap_counts(desired: torch.Tensor, budget: torch.Tensor, n: int, min_choice: int,
-               priority: torch.Tensor | None = None) -> torch.Tensor:
+               priority: torch.Tensor | None = None, tokens: int | None = None) -> torch.Tensor:
     """Cap one ACM's learner counts per request so the request stays within its budget.
 
     desired: [B, T] int64 counts the gate asked for, in [min_choice, n].
     budget:  [B] float64, in (0, 1].
     priority: optional [B, T] float, higher first (the gate's expected learner count).
+    tokens: T when the model's token count is fixed (it must match desired's); an exported graph
+    then holds T and what follows from it as constants instead of reading them off the tensors'
+    shapes on every run.
     Returns [B, T] int64 with sum_t k <= max(floor(budget * n * T), min_choice * T) for every row.
 
     Water-filling: the largest level L with sum_t min(desired, L) within the cap is applied to all
@@ -33,7 +56,9 @@ def cap_counts(desired: torch.Tensor, budget: torch.Tensor, n: int, min_choice: 
     gate finds hardest, not to the first ones. Each row depends on its own request only, which is
     what makes answers batch invariant.
     """
-    t = desired.shape[1]
+    if tokens is not None and not torch.jit.is_tracing() and desired.shape[1] != tokens:
+        raise ValueError(f"cap_counts: tokens={tokens}, but the counts have {desired.shape[1]} tokens")
+    t = desired.shape[1] if tokens is None else tokens
     cap = torch.floor(budget * float(n * t)).to(torch.int64)
     cap = torch.clamp(cap, min=min_choice * t)
     levels = torch.arange(n + 1, dtype=torch.int64, device=desired.device)
@@ -46,11 +71,18 @@ def cap_counts(desired: torch.Tensor, budget: torch.Tensor, n: int, min_choice: 
         position = torch.arange(t, dtype=torch.int64, device=desired.device)
         key = torch.where(wants_more, desired * (t + 1) + (t - position), torch.zeros_like(desired)).to(torch.float32)
     else:
-        key = torch.where(wants_more, priority.to(torch.float32), torch.full_like(priority, -1.0, dtype=torch.float32))
-    order = torch.argsort(key, dim=1, descending=True)
-    # The rank of each token is the inverse permutation of the order: one scatter, not a second sort.
-    rank = positions(order, torch.zeros_like(order), dim=1)
-    extra = wants_more & (rank < remainder.unsqueeze(-1))
+        # A 0-dim -1 that where() broadcasts: no tensor of -1s to shape on every run.
+        key = torch.where(wants_more, priority.to(torch.float32), priority.new_tensor(-1.0, dtype=torch.float32))
+    if tokens is not None and torch.jit.is_tracing():
+        # The same TopK argsort exports, with k a constant. Eager runs keep argsort's own order.
+        order = torch.topk(key, tokens, dim=1).indices
+    else:
+        order = torch.argsort(key, dim=1, descending=True)
+    # The first `remainder` tokens of the order get one learner more, put back in token order by
+    # one scatter (no second sort for ranks). The order is a permutation of the tokens, so the
+    # scatter writes every entry and the tensor it writes into only lends its shape.
+    first = torch.arange(t, dtype=torch.int64, device=desired.device) < remainder.unsqueeze(-1)
+    extra = wants_more & wants_more.scatter(1, order, first)
     return base + extra.to(torch.int64)
 
 
@@ -64,24 +96,24 @@ def grouped_learners(x: torch.Tensor, k: torch.Tensor, w1: torch.Tensor, b1: tor
     with k = 0 get zeros. Every output row is written exactly once.
 
     Each group's row indices come from a mask of k (NonZero, in row order) and the group gathers
-    its rows straight from x; the outputs are joined once and put back in row order by one
-    gather through the inverse permutation, where every k = 0 row reads a single zero row. No
-    sort is needed: a group is a set of rows, not a slice of a sorted order. (A sort of k with
-    group boundaries counted from it cost 11-20% more time per image on the bundled model, and
-    sorting x itself moved every activation row twice before the GEMMs; README, "Whole-model
-    timing", has the measurements.)
+    its rows straight from x; the outputs are joined once, after a single zero row that stands
+    for every k = 0 row, and put back in row order by one gather through the inverse
+    permutation. No sort is needed: a group is a set of rows, not a slice of a sorted order. (A
+    sort of k with group boundaries counted from it cost 11-20% more time per image on the
+    bundled model, and sorting x itself moved every activation row twice before the GEMMs;
+    README, "Whole-model timing", has the measurements.) The zero row is cut from the weights,
+    so onnxruntime folds it to a constant when it loads the graph.
     """
     # Each group's rows straight from a mask of k (no sort): NonZero lists them in row order.
-    groups = [torch.nonzero(k == j).reshape(-1) for j in range(1, n + 1)]
-    pieces = []
+    groups = [rows_where(k == j) for j in range(1, n + 1)]
+    pieces = [torch.zeros_like(w2[:1])]
     for j, rows_j in enumerate(groups, start=1):
         h = x.index_select(0, rows_j) @ w1[:, :j * width] + b1[:j * width]
         if gelu:
             h = F.gelu(h)
         pieces.append(h @ w2[:j * width])
-    # One zero row after the groups' outputs stands for every k = 0 row.
-    pieces.append(torch.zeros_like(x[:1]))
     ys = torch.cat(pieces, 0)
     order = torch.cat(groups, 0)
-    inverse = positions(order, torch.zeros_like(k) + order.shape[0], dim=0)
+    # Row i's output is ys[1 + its place in order], or the zero row ys[0] when no group holds it.
+    inverse = torch.zeros_like(k).scatter(0, order, torch.ones_like(order).cumsum(0))
     return ys.index_select(0, inverse)

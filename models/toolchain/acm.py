@@ -50,6 +50,10 @@ class ACM(nn.Module):
         self.w1 = nn.Parameter(torch.randn(dim, n * width) / math.sqrt(dim))
         self.b1 = nn.Parameter(torch.zeros(n * width))
         self.w2 = nn.Parameter(torch.randn(n * width, dim) * 0.02)
+        # The token count T when the model fixes it (both bundled families do: image patches,
+        # speech windows): the cap then exports T as a constant (cap_counts). None reads it off
+        # the input, as a model of varying length must.
+        self.tokens: int | None = None
         # The gate sees the token and the request's budget, so one model serves every budget.
         self.gate = nn.Sequential(
             BudgetLinear(dim + 1, gate_hidden), nn.GELU(),
@@ -109,10 +113,12 @@ class ACM(nn.Module):
         if counts is None:
             logits = self.gate_logits(z, budget)
             desired = logits.argmax(-1) + self.min_choice
-            counts = cap_counts(desired, cap_budget, self.n, self.min_choice, priority=self.cap_priority(logits, token_bonus))
+            counts = cap_counts(desired, cap_budget, self.n, self.min_choice,
+                                priority=self.cap_priority(logits, token_bonus), tokens=self.tokens)
         y = grouped_learners(z.reshape(-1, self.dim), counts.reshape(-1), self.w1, self.b1, self.w2,
                              self.n, self.width, self.gelu)
-        return y.view_as(z), counts
+        # With a fixed token count the output's shape is a constant, not read off z (ACM.tokens).
+        return (y.view_as(z) if self.tokens is None else y.view(-1, self.tokens, self.dim)), counts
 
     def gate_shape(self) -> list[tuple[int, int]]:
         """(in, out) of each Linear of the gate."""
@@ -202,10 +208,12 @@ class SharedInputCounts(nn.Module):
         logits = self.gate(z, budget)  # [B, T, A, choices]
         desired = logits.argmax(-1) + first.min_choice
         priority = first.cap_priority(logits, None if token_bonus is None else token_bonus.view(-1, 1))
-        batch, tokens = z.shape[0], z.shape[1]
-        stacked = lambda t: t.permute(2, 0, 1).reshape(count * batch, tokens)  # noqa: E731
-        k = cap_counts(stacked(desired), cap_budgets.t().reshape(-1), first.n, first.min_choice, priority=stacked(priority))
-        return list(k.view(count, batch, tokens).unbind(0))
+        # A fixed token count keeps these shapes constant in an exported graph (ACM.tokens).
+        tokens = z.shape[1] if first.tokens is None else first.tokens
+        stacked = lambda t: t.permute(2, 0, 1).reshape(-1, tokens)  # noqa: E731
+        k = cap_counts(stacked(desired), cap_budgets.t().reshape(-1), first.n, first.min_choice,
+                       priority=stacked(priority), tokens=first.tokens)
+        return list(k.view(count, -1, tokens).unbind(0))
 
     def run(self, z: torch.Tensor, budget: torch.Tensor, cap_budgets: torch.Tensor,
             token_bonus: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -234,6 +242,8 @@ class ACMEncoderLayer(nn.Module):
         pw = projection_width(d, n)
         self.q, self.k, self.v, self.o = (ACM(d, n, pw, kind) for kind in PROJECTIONS)
         self.mlp = ACM(d, n, cfg.mlp_dim // n, "ffn")
+        for acm in self.acms():
+            acm.tokens = cfg.tokens
         # q, k and v read the same input: one gate and one cap decide their counts (no parameters).
         self.qkv = SharedInputCounts([self.q, self.k, self.v])
 

@@ -203,6 +203,8 @@ class ACMSpeechLayer(nn.Module):
             # q, k and v read the same input: served, one gate and one cap decide their counts.
             self.qkv = SharedInputCounts([self.q, self.k, self.v])
         self.mlp = ACM(d, n, cfg.mlp_dim // n, "ffn")
+        for _, acm in self.acms():
+            acm.tokens = cfg.window_frames  # the model runs on windows of a fixed length
 
     def acms(self) -> list[tuple[str, ACM]]:
         proj = [] if self.attention is not None else [(f"attention.{k}", getattr(self, k)) for k in PROJECTIONS]

@@ -1,9 +1,12 @@
 """The grouped kernel and the request cap (kernels/grouped.py) on hand-made and random inputs."""
+import io
 import unittest
+from collections import Counter
 
+import onnx
 import torch
 
-from kernels.grouped import cap_counts, grouped_learners
+from kernels.grouped import cap_counts, grouped_learners, rows_where
 from models.toolchain.acm import ACM
 
 torch.set_num_threads(2)
@@ -109,6 +112,57 @@ class CapPriorityTest(unittest.TestCase):
         # cap = floor(0.375 * 16) = 6: level 1 for all (4), two left for the two highest priorities.
         k = cap_counts(desired, torch.tensor([0.375], dtype=torch.float64), 4, 0, priority=priority)
         self.assertEqual(k.tolist(), [[1, 2, 2, 1]])
+
+
+def exported_ops(module: torch.nn.Module, *args: torch.Tensor) -> Counter:
+    """Operator counts of `module` exported the way bundles are (opset 17, batch dimension dynamic)."""
+    buf = io.BytesIO()
+    names = [f"in{i}" for i in range(len(args))]
+    torch.onnx.export(module, args, buf, opset_version=17, do_constant_folding=False, input_names=names,
+                      dynamic_axes={name: {0: "batch"} for name in names})
+    return Counter(n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node)
+
+
+class ExportedGraphTest(unittest.TestCase):
+    """What the exported kernel costs onnxruntime in nodes: each one is run time on every batch."""
+
+    def test_rows_where_is_nonzero_then_reshape(self):
+        mask = torch.tensor([False, True, True, False, True])
+        self.assertEqual(rows_where(mask).tolist(), [1, 2, 4])
+        self.assertEqual(rows_where(torch.zeros(3, dtype=torch.bool)).tolist(), [])
+
+        class Rows(torch.nn.Module):
+            def forward(self, k):
+                return rows_where(k.reshape(-1) == 2)
+
+        ops = exported_ops(Rows(), torch.tensor([[2, 0, 2]]))
+        self.assertEqual(ops["NonZero"], 1)
+        self.assertEqual(ops["Transpose"], 0)
+
+    def test_fixed_token_count_exports_without_reading_shapes(self):
+        class Cap(torch.nn.Module):
+            def __init__(self, tokens):
+                super().__init__()
+                self.tokens = tokens
+
+            def forward(self, desired, budget, priority):
+                return cap_counts(desired, budget, 4, 0, priority=priority, tokens=self.tokens)
+
+        args = (torch.tensor([[4, 1, 3, 2, 0, 4]]), torch.tensor([0.3], dtype=torch.float64), torch.rand(1, 6))
+        dynamic, fixed = exported_ops(Cap(None), *args), exported_ops(Cap(6), *args)
+        self.assertGreater(dynamic["Shape"], 0)
+        self.assertEqual(fixed["Shape"], 0)
+        self.assertLess(sum(fixed.values()), sum(dynamic.values()))
+
+    def test_fixed_token_count_gives_the_same_counts_and_must_match(self):
+        torch.manual_seed(2)
+        desired = torch.randint(0, 5, (9, 12))
+        priority = torch.rand(9, 12)
+        budget = torch.rand(9, dtype=torch.float64)
+        self.assertEqual(cap_counts(desired, budget, 4, 0, priority, tokens=12).tolist(),
+                         cap_counts(desired, budget, 4, 0, priority).tolist())
+        with self.assertRaisesRegex(ValueError, "tokens=10, but the counts have 12 tokens"):
+            cap_counts(desired, budget, 4, 0, priority, tokens=10)
 
 
 class WeightedCapBudgetsTest(unittest.TestCase):
