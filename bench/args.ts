@@ -4,6 +4,8 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { resolve } from 'node:path';
 import { loadBundle, type Bundle } from '../server/bundle.js';
+import { manifestTask, readManifest } from '../server/bundle-files.js';
+import { loadSpeechBundle, SPEECH_TASK, type SpeechBundle } from '../server/speech/bundle.js';
 import { allowedCpus, checkAllowedCpus, parseCpuListSetting } from '../server/cpu-affinity.js';
 
 /** Ends the command: the message and a pointer to --help on stderr, exit status 2. */
@@ -75,4 +77,20 @@ export async function imageBundleArg(name: string, raw: string): Promise<Bundle>
   }
   if (!('manifest' in loaded)) return usageError(`--${name} must be an image bundle folder; ${JSON.stringify(raw)}: ${loaded.reason}`);
   return loaded;
+}
+
+/** An image or speech bundle in folder `raw`, each checked as the server checks it. */
+export async function modelBundleArg(name: string, raw: string): Promise<{ kind: 'image'; bundle: Bundle } | { kind: 'speech'; bundle: SpeechBundle }> {
+  let task: unknown;
+  try {
+    task = manifestTask((await readManifest(resolve(raw))).raw);
+  } catch (err) {
+    return usageError(`--${name} must be a bundle folder; ${JSON.stringify(raw)}: ${(err as Error).message}`);
+  }
+  if (task !== SPEECH_TASK) return { kind: 'image', bundle: await imageBundleArg(name, raw) };
+  try {
+    return { kind: 'speech', bundle: await loadSpeechBundle(resolve(raw)) };
+  } catch (err) {
+    return usageError(`--${name} must be a bundle folder; ${JSON.stringify(raw)}: ${(err as Error).message}`);
+  }
 }

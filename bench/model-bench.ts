@@ -1,8 +1,10 @@
 // Model-level timing: an ACM bundle against its dense graph (the bundle's dense_graph), in one
 // process with the same session settings, at several batch sizes and budgets, runs interleaved so
-// both see the same machine. Reports milliseconds per image (median, with min-max spread), the
-// measured speedup over dense, and the FLOP-ideal speedup: dense multiply-adds over the
-// multiply-adds the ACM model actually executed (fixed part + gates + learners chosen).
+// both see the same machine. Reports milliseconds per item (an image, or a speech window), median
+// with min-max spread, the measured speedup over dense, and the FLOP-ideal speedup: dense
+// multiply-adds over the multiply-adds the ACM model actually executed (fixed part + gates +
+// learners chosen). Image bundles get fixed pseudo-random pixels; speech bundles the windows of a
+// committed utterance (model-inputs.ts).
 //
 //   (options: USAGE below, or --help)
 // --quick (batches 1 and 8, 2 repeats) checks that it runs; its timings mean little.
@@ -14,10 +16,10 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { ComputeAccountant } from '../server/compute.js';
+import { SpeechAccountant } from '../server/speech/compute.js';
 import { median, spread, timed, timingSettings } from './stats.js';
-import { imageBundleArg, intArg, parseCli, usageError } from './args.js';
-import { meanCompute, outputDifference, seededPixels } from './model-inputs.js';
-import type { ImageManifest } from '../server/manifest.js';
+import { intArg, modelBundleArg, parseCli, usageError } from './args.js';
+import { meanCompute, meanSpeechCompute, outputDifference, seededPixels, speechWindows } from './model-inputs.js';
 import { disableOrtTelemetry } from '../server/ort-telemetry.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -26,10 +28,10 @@ const BUDGETS = [1.0, 0.75, 0.5, 0.25];
 const USAGE = `
 usage: npm run bench:model -- [--quick] [--bundle models/fashion-vit-acm] [--batches 1,8,32] [--repeats 5]
     [--threads 2] [--against FOLDER] [--json FILE]
-An ACM bundle against its dense graph in one process: ms per image per batch and budget, the
-speedup over dense and the FLOP-ideal speedup. --against FOLDER: another bundle of the same model
-(e.g. re-exported by another kernel), its ACM graph timed beside this one's, and whether both give
-the same outputs.
+An ACM bundle (image or speech) against its dense graph in one process: ms per image or per speech
+window, per batch and budget, the speedup over dense and the FLOP-ideal speedup. --against FOLDER:
+another bundle of the same model (e.g. re-exported by another kernel), its ACM graph timed beside
+this one's, and whether both give the same outputs.
 `;
 
 const { values: opts } = parseCli(USAGE, {
@@ -48,52 +50,99 @@ const batchSizes = (opts.batches ?? (opts.quick ? '1,8' : '1,8,32')).split(',').
 const repeats = intArg('repeats', opts.repeats, opts.quick ? 2 : 5, 1, 1000);
 const threads = intArg('threads', opts.threads, 2, 1, 1024);
 
-/** Why two bundles cannot be timed on the same inputs, or undefined when they can. */
-function contractMismatch(a: ImageManifest, b: ImageManifest): string | undefined {
-  const key = (m: ImageManifest): string => JSON.stringify([m.image, m.tokens.count, m.acms.length, m.inputs, m.outputs, m.macs.dense]);
-  return key(a) === key(b) ? undefined : 'its image contract, tokens, ACMs, graph inputs/outputs or dense MACs differ';
+/** What the bench needs of a bundle, whichever its family. */
+interface Subject {
+  readonly name: string;
+  readonly dir: string;
+  readonly graphPath: string;
+  /** The dense graph's path, when the bundle has one. */
+  readonly densePath: string | undefined;
+  /** 'image' or 'window': what one row of a batch is. */
+  readonly unit: string;
+  readonly acms: number;
+  readonly tokens: number;
+  readonly denseMacs: number;
+  readonly outputs: { readonly logits: string; readonly learner_counts: string };
+  /** What two bundles must share to be timed on the same inputs. */
+  readonly contract: string;
+  /** The inputs of one batch: the ACM graph's (with the budget) and the dense graph's. */
+  feeds(batch: number, budget: number): { acm: Record<string, ort.Tensor>; dense: Record<string, ort.Tensor> };
+  /** Mean learner fraction used and GFLOPs per row, from the ACM graph's learner counts. */
+  compute(counts: ort.Tensor, batch: number, budget: number): { used: number; gflops: number };
+}
+
+async function subjectArg(name: string, raw: string): Promise<Subject> {
+  const loaded = await modelBundleArg(name, raw);
+  const budgetTensor = (batch: number, budget: number): ort.Tensor => new ort.Tensor('float64', new Float64Array(batch).fill(budget), [batch]);
+  if (loaded.kind === 'speech') {
+    const { bundle } = loaded;
+    const m = bundle.manifest;
+    const accountant = new SpeechAccountant(m);
+    return {
+      name: m.name, dir: bundle.dir, graphPath: bundle.graphPath, densePath: m.dense_graph && join(bundle.dir, m.dense_graph),
+      unit: 'window', acms: m.acms.length, tokens: m.audio.window_frames, denseMacs: m.macs.dense, outputs: m.outputs,
+      contract: JSON.stringify([m.audio, m.acms.length, m.inputs, m.outputs, m.macs.dense]),
+      feeds: (batch, budget) => {
+        const audio = speechWindows(m, batch);
+        return { acm: { [m.inputs.audio]: audio, [m.inputs.budget]: budgetTensor(batch, budget) }, dense: { [m.inputs.audio]: audio } };
+      },
+      compute: (counts, batch) => meanSpeechCompute(accountant, m, counts, batch),
+    };
+  }
+  const { bundle } = loaded;
+  const m = bundle.manifest;
+  const accountant = new ComputeAccountant(m);
+  const cells = m.acms.length * m.tokens.count;
+  return {
+    name: m.name, dir: bundle.dir, graphPath: bundle.graphPath, densePath: m.dense_graph && join(bundle.dir, m.dense_graph),
+    unit: 'image', acms: m.acms.length, tokens: m.tokens.count, denseMacs: m.macs.dense, outputs: m.outputs,
+    contract: JSON.stringify([m.image, m.tokens.count, m.acms.length, m.inputs, m.outputs, m.macs.dense]),
+    feeds: (batch, budget) => {
+      const pixels = seededPixels(batch, m.image.channels, m.image.height, m.image.width);
+      return { acm: { [m.inputs.pixels]: pixels, [m.inputs.budget]: budgetTensor(batch, budget) }, dense: { [m.inputs.pixels]: pixels } };
+    },
+    compute: (counts, batch, budget) => meanCompute(accountant, counts, batch, cells, budget),
+  };
 }
 
 async function main(): Promise<void> {
   disableOrtTelemetry();
-  const bundle = await imageBundleArg('bundle', opts.bundle);
-  const m = bundle.manifest;
-  if (!m.dense_graph) usageError(`--bundle ${opts.bundle}: the bundle has no dense_graph to compare with`);
-  const other = opts.against === undefined ? undefined : await imageBundleArg('against', opts.against);
-  const mismatch = other && contractMismatch(m, other.manifest);
-  if (mismatch) usageError(`--against ${opts.against}: not the same model as --bundle ${opts.bundle}: ${mismatch}`);
+  const m = await subjectArg('bundle', opts.bundle);
+  if (m.densePath === undefined) usageError(`--bundle ${opts.bundle}: the bundle has no dense_graph to compare with`);
+  const other = opts.against === undefined ? undefined : await subjectArg('against', opts.against);
+  if (other && other.contract !== m.contract) {
+    usageError(`--against ${opts.against}: not the same model as --bundle ${opts.bundle}: its input contract, tokens, ACMs, ` +
+      'graph inputs/outputs or dense MACs differ');
+  }
   const options: ort.InferenceSession.SessionOptions = {
     intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential',
   };
-  const acm = await ort.InferenceSession.create(bundle.graphPath, options);
-  const dense = await ort.InferenceSession.create(join(bundle.dir, m.dense_graph), options);
+  const acm = await ort.InferenceSession.create(m.graphPath, options);
+  const dense = await ort.InferenceSession.create(m.densePath, options);
   const otherAcm = other && await ort.InferenceSession.create(other.graphPath, options);
-  const accountant = new ComputeAccountant(m);
-  const { channels, height, width } = m.image;
-  const cells = m.acms.length * m.tokens.count;
   const rows = [];
   const againstRows = [];
-  console.log(`${m.name}: ${m.acms.length} ACMs, ${m.tokens.count} tokens, dense ${(m.macs.dense / 1e9).toFixed(3)} GMACs/image; ` +
-    `${timingSettings(threads, repeats)} (ms per image)`);
+  console.log(`${m.name}: ${m.acms} ACMs, ${m.tokens} tokens, dense ${(m.denseMacs / 1e9).toFixed(3)} GMACs/${m.unit}; ` +
+    `${timingSettings(threads, repeats)} (ms per ${m.unit})`);
   console.log('batch | dense ms | ' + BUDGETS.map((b) => `b=${b}: ms  used  speedup/ideal`).join(' | '));
   for (const batch of batchSizes) {
-    const pixels = seededPixels(batch, channels, height, width);
     const variants = BUDGETS.map((budget) => ({
       budget, times: [] as number[], used: 0, macs: 0, otherTimes: [] as number[], maxAbs: 0, differing: 0,
-      feeds: { [m.inputs.pixels]: pixels, [m.inputs.budget]: new ort.Tensor('float64', new Float64Array(batch).fill(budget), [batch]) },
+      feeds: m.feeds(batch, budget),
     }));
+    const denseFeeds = variants[0]!.feeds.dense;
     const denseTimes: number[] = [];
     for (let rep = -1; rep < repeats; rep++) {
-      const [dt] = await timed(() => dense.run({ [m.inputs.pixels]: pixels }));
+      const [dt] = await timed(() => dense.run(denseFeeds));
       if (rep >= 0) denseTimes.push(dt / batch);
       for (const v of variants) {
-        const [ms, out] = await timed(() => acm.run(v.feeds));
+        const [ms, out] = await timed(() => acm.run(v.feeds.acm));
         if (rep >= 0) v.times.push(ms / batch);
-        const { used, gflops } = meanCompute(accountant, out[m.outputs.learner_counts]!, batch, cells, v.budget);
+        const { used, gflops } = m.compute(out[m.outputs.learner_counts]!, batch, v.budget);
         v.used = used;
         v.macs = gflops * 1e9;
         if (otherAcm === undefined) continue;
-        const [otherMs, otherOut] = await timed(() => otherAcm.run(v.feeds));
+        const [otherMs, otherOut] = await timed(() => otherAcm.run(v.feeds.acm));
         if (rep >= 0) v.otherTimes.push(otherMs / batch);
         for (const name of [m.outputs.logits, m.outputs.learner_counts]) {
           const d = outputDifference(out[name]!, otherOut[name]!);
@@ -106,7 +155,7 @@ async function main(): Promise<void> {
     const acmCells = variants.map((v) => {
       const ms = median(v.times);
       return { budget: v.budget, ms_per_image: ms, spread: spread(v.times), used: v.used,
-        speedup: denseMs / ms, ideal: m.macs.dense / v.macs, efficiency: (denseMs / ms) / (m.macs.dense / v.macs) };
+        speedup: denseMs / ms, ideal: m.denseMacs / v.macs, efficiency: (denseMs / ms) / (m.denseMacs / v.macs) };
     });
     rows.push({ batch, dense_ms_per_image: denseMs, dense_spread: spread(denseTimes), acm: acmCells });
     console.log(`${String(batch).padStart(5)} | ${denseMs.toFixed(2).padStart(8)} | ` + acmCells.map((c) =>
@@ -117,16 +166,16 @@ async function main(): Promise<void> {
     }
   }
   if (other !== undefined) {
-    console.log(`\n--against ${other.dir}: its ACM graph, same inputs, interleaved (ms per image; ratio = its time / this bundle's)`);
+    console.log(`\n--against ${other.dir}: its ACM graph, same inputs, interleaved (ms per ${m.unit}; ratio = its time / this bundle's)`);
     console.log('batch | ' + BUDGETS.map((b) => `b=${b}: ms  ratio  outputs`).join(' | '));
     for (const r of againstRows) {
       console.log(`${String(r.batch).padStart(5)} | ` + r.acm.map((c) => `${c.ms_per_image.toFixed(2).padStart(8)} ${c.ratio.toFixed(3)} ` +
         (c.differing_elements === 0 ? 'same' : `${c.differing_elements} differ (max ${c.max_abs_difference.toExponential(1)})`)).join(' | '));
     }
   }
-  const out = opts.json ?? join(REPO, '.cache', 'bench', `model-${basename(bundle.dir)}.json`);
+  const out = opts.json ?? join(REPO, '.cache', 'bench', `model-${basename(m.dir)}.json`);
   mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(out, JSON.stringify({ model: m.name, threads, repeats, quick: opts.quick, rows,
+  writeFileSync(out, JSON.stringify({ model: m.name, unit: m.unit, threads, repeats, quick: opts.quick, rows,
     ...(other ? { against: { bundle: other.dir, rows: againstRows } } : {}) }, null, 2));
   console.log(`wrote ${out}`);
   await acm.release();

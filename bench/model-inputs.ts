@@ -1,9 +1,19 @@
-// What bench:model and bench:profile both feed an image bundle's graphs and read back from them:
-// the same fixed pseudo-random pixels, the compute the ACM graph reports for a batch, and how far
-// two graphs' outputs are apart.
+// What bench:model and bench:profile feed a bundle's graphs and read back from them: the same
+// fixed pseudo-random pixels (image bundles) or windows of a committed utterance (speech bundles),
+// the compute the ACM graph reports for a batch, and how far two graphs' outputs are apart.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import type { ComputeAccountant } from '../server/compute.js';
 import { learnerCounts } from '../server/ort-protocol.js';
+import { decodeWav } from '../server/speech/audio.js';
+import type { SpeechAccountant } from '../server/speech/compute.js';
+import type { SpeechManifest } from '../server/speech/manifest.js';
+import { WindowCutter } from '../server/speech/windows.js';
+import { REPO } from './server-process.js';
+
+/** The utterance the speech tests transcribe (a voice and a sentence the model never trained on). */
+export const SPEECH_FIXTURE = join(REPO, 'test', 'fixtures', 'speech', 'utterance.wav');
 
 /** A [batch, channels, height, width] float tensor of fixed pseudo-random values in [-1, 1). */
 export function seededPixels(batch: number, channels: number, height: number, width: number): ort.Tensor {
@@ -37,4 +47,35 @@ export function outputDifference(a: ort.Tensor, b: ort.Tensor): { maxAbs: number
     maxAbs = Math.max(maxAbs, Math.abs(Number(x[i]) - Number(y[i])));
   }
   return { maxAbs, differing };
+}
+
+/**
+ * `batch` windows [batch, window_samples] of the fixture utterance, cut as the server cuts a file,
+ * in order and starting over when the utterance has fewer: real speech and pauses, so the gates
+ * decide as they do when serving.
+ */
+export function speechWindows(m: SpeechManifest, batch: number): ort.Tensor {
+  const { samples } = decodeWav(readFileSync(SPEECH_FIXTURE), m.audio.sample_rate, 600);
+  const cutter = new WindowCutter(m.audio);
+  cutter.push(samples);
+  const windows = cutter.take(true);
+  const size = m.audio.window_samples;
+  const data = new Float32Array(batch * size);
+  for (let i = 0; i < batch; i++) data.set(windows[i % windows.length]!, i * size);
+  return new ort.Tensor('float32', data, [batch, size]);
+}
+
+/** Mean learner fraction used and GFLOPs per window of one batch of windows, from the graph's counts. */
+export function meanSpeechCompute(accountant: SpeechAccountant, m: SpeechManifest, counts: ort.Tensor,
+  batch: number): { used: number; gflops: number } {
+  const k = learnerCounts(counts.data as BigInt64Array);
+  const cells = m.acms.length * m.audio.window_frames;
+  const full = m.audio.window_frames * m.acms.reduce((s, a) => s + a.n * a.learner_macs, 0);
+  let used = 0, gflops = 0;
+  for (let i = 0; i < batch; i++) {
+    const window = k.subarray(i * cells, (i + 1) * cells);
+    used += accountant.perFrame(window).reduce((s, v) => s + v, 0) / full;
+    gflops += accountant.gflops(window);
+  }
+  return { used: used / batch, gflops: gflops / batch };
 }

@@ -1,4 +1,4 @@
-// The model benchmark's JSON (bench/model-bench.ts) as an SVG line chart: milliseconds per image
+// The model benchmark's JSON (bench/model-bench.ts) as an SVG line chart: milliseconds per image (or window)
 // against the requested budget, one solid line per batch size for the ACM graph (with the
 // repeats' min-max as error bars) and a dashed line at the same colour for the dense graph, which
 // does not depend on the budget. Pure string building, so it is testable without rendering.
@@ -6,6 +6,8 @@ import { timingSettings } from './stats.js';
 
 export interface ModelBenchJson {
   model: string;
+  /** What one row of a batch is: 'image' (absent in reports from before speech bundles) or 'window'. */
+  unit?: string;
   threads: number;
   repeats: number;
   rows: {
@@ -46,6 +48,7 @@ const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;'
 
 export function modelPlotSvg(data: ModelBenchJson, width = 800, height = 500): string {
   const m = { left: 70, right: 170, top: 50, bottom: 60 };
+  const unit = typeof data.unit === 'string' ? data.unit : 'image';
   const w = width - m.left - m.right;
   const h = height - m.top - m.bottom;
   const ys = data.rows.flatMap((r) => [r.dense_ms_per_image, ...(r.dense_spread ?? []),
@@ -57,7 +60,7 @@ export function modelPlotSvg(data: ModelBenchJson, width = 800, height = 500): s
   const parts: string[] = [];
   parts.push(`<rect width="${width}" height="${height}" fill="white"/>`);
   parts.push(`<text x="${width / 2}" y="28" text-anchor="middle" font-size="17" font-family="sans-serif">` +
-    `${esc(data.model)}: time per image vs budget (${timingSettings(data.threads, data.repeats)})</text>`);
+    `${esc(data.model)}: time per ${esc(unit)} vs budget (${timingSettings(data.threads, data.repeats)})</text>`);
   for (let v = 0; v <= yMax + 1e-9; v += step) {
     parts.push(`<line x1="${m.left}" x2="${m.left + w}" y1="${y(v)}" y2="${y(v)}" stroke="#e0e0e0"/>`);
     parts.push(`<text x="${m.left - 8}" y="${y(v) + 4}" text-anchor="end" font-size="12" font-family="sans-serif">${+v.toPrecision(6)}</text>`);
@@ -69,7 +72,7 @@ export function modelPlotSvg(data: ModelBenchJson, width = 800, height = 500): s
   parts.push(`<line x1="${m.left}" x2="${m.left + w}" y1="${m.top + h}" y2="${m.top + h}" stroke="black"/>`);
   parts.push(`<line x1="${m.left}" x2="${m.left}" y1="${m.top}" y2="${m.top + h}" stroke="black"/>`);
   parts.push(`<text x="${m.left + w / 2}" y="${height - 15}" text-anchor="middle" font-size="13" font-family="sans-serif">requested budget</text>`);
-  parts.push(`<text transform="translate(18 ${m.top + h / 2}) rotate(-90)" text-anchor="middle" font-size="13" font-family="sans-serif">ms per image</text>`);
+  parts.push(`<text transform="translate(18 ${m.top + h / 2}) rotate(-90)" text-anchor="middle" font-size="13" font-family="sans-serif">ms per ${esc(unit)}</text>`);
   data.rows.forEach((r, i) => {
     const colour = COLOURS[i % COLOURS.length]!;
     const pts = [...r.acm].sort((a, b) => a.budget - b.budget);

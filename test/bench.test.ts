@@ -17,7 +17,7 @@ import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import { ProbeThread } from '../bench/healthz-probe.js';
 import { errorKindsText, ErrorTally, failuresText, IDLE_SOCKET_MS, keepAliveAgent, latencySplit, openLoop, tailSplit, type LatencySplit, type LoadResult } from '../bench/load.js';
-import { outputDifference } from '../bench/model-inputs.js';
+import { outputDifference, speechWindows } from '../bench/model-inputs.js';
 import { nodeRole, profileByRole, ROLES } from '../bench/model-profile.js';
 import { checkModelBenchJson, modelPlotSvg, type ModelBenchJson } from '../bench/plot-svg.js';
 import type { Summary } from '../bench/stats.js';
@@ -259,6 +259,52 @@ describe('model bench --against', () => {
   });
 });
 
+describe('model bench on a speech bundle', () => {
+  const MODEL_BENCH = fileURLToPath(new URL('../bench/model-bench.js', import.meta.url));
+
+  it('times the bundled speech model per window against its dense graph, on windows of real speech', { timeout: 60_000 }, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'acm-speech-model-'));
+    try {
+      const bundle = fileURLToPath(new URL('../../models/speech-w2v2-acm', import.meta.url));
+      const out = join(dir, 'model.json');
+      const { stdout } = await run(process.execPath, [MODEL_BENCH, '--quick', '--threads', '1', '--batches', '1,4', '--bundle', bundle,
+        '--json', out], { timeout: 50_000 });
+      assert.match(stdout, /speech-w2v2-acm: \d+ ACMs, 50 tokens, dense [\d.]+ GMACs\/window/);
+      const r = JSON.parse(await readFile(out, 'utf8')) as { unit: string; rows: { batch: number; dense_ms_per_image: number;
+        acm: { budget: number; ms_per_image: number; used: number; ideal: number }[] }[] };
+      assert.equal(r.unit, 'window');
+      assert.deepEqual(r.rows.map((x) => x.batch), [1, 4]);
+      for (const row of r.rows) {
+        assert.ok(row.dense_ms_per_image > 0);
+        const byBudget = new Map(row.acm.map((c) => [c.budget, c]));
+        const full = byBudget.get(1)!, quarter = byBudget.get(0.25)!;
+        // The window cap holds, and spending less leaves a higher FLOP ideal.
+        assert.ok(quarter.used <= 0.25 + 1e-9 && quarter.used < full.used, `batch ${row.batch}: ${quarter.used} vs ${full.used}`);
+        assert.ok(quarter.ideal > full.ideal && full.ideal > 1, `batch ${row.batch}: ideal ${quarter.ideal} vs ${full.ideal}`);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('cuts speech windows from the committed utterance, consecutive windows different, starting over past its end', async () => {
+    const { loadSpeechBundle } = await import('../server/speech/bundle.js');
+    const m = (await loadSpeechBundle(fileURLToPath(new URL('../../models/speech-w2v2-acm', import.meta.url)))).manifest;
+    const x = speechWindows(m, 40);
+    const size = m.audio.window_samples;
+    assert.deepEqual(x.dims, [40, size]);
+    const data = x.data as Float32Array;
+    const row = (i: number): Float32Array => data.subarray(i * size, (i + 1) * size);
+    const energy = (v: Float32Array): number => v.reduce((s, a) => s + a * a, 0);
+    assert.ok(energy(row(2)) > 0, 'a window inside the utterance holds sound');
+    assert.notDeepEqual(row(1), row(2));
+    // 40 windows are more than the utterance of a few seconds has: the batch starts over from its first window.
+    const again = [...Array(40).keys()].findIndex((i) => i > 0 && row(i).every((v, j) => v === row(0)[j]!));
+    assert.ok(again > 1 && again < 40, `the first window comes back at row ${again}`);
+    assert.deepEqual(row(again + 1), row(1));
+  });
+});
+
 describe('model profile by role', () => {
   it('sorts the nodes of an exported ACM graph into learners, gates, routing and shared work', () => {
     assert.equal(nodeRole('/layers.3/mlp/MatMul/MatMulAddFusion', 'Gemm'), 'learners');
@@ -338,6 +384,13 @@ describe('model-bench chart', () => {
     const png = await sharp(Buffer.from(svg)).png().toBuffer();
     const meta = await sharp(png).metadata();
     assert.deepEqual([meta.format, meta.width, meta.height], ['png', 640, 400]);
+  });
+
+  it('labels the time per image, or per window for a speech report', () => {
+    assert.ok(modelPlotSvg(data).includes('>ms per image</text>'));
+    const speech = modelPlotSvg({ ...data, unit: 'window' });
+    assert.ok(speech.includes('>ms per window</text>') && speech.includes('time per window vs budget'));
+    assert.ok(!speech.includes('per image'));
   });
 
   it('refuses JSON that is not a model-bench report, naming what is wrong', () => {
