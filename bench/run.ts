@@ -1,8 +1,8 @@
-// `npm run bench`: every benchmark in sequence (kernel, model, profile, decode, server load, server memory, speech),
-// each in its own process so one's threads and memory cannot colour the next. Each prints its
-// tables and writes its JSON (default .cache/bench/; --out puts them all in one folder). The speech
-// bench is skipped, saying why, when the models folder (ACM_MODELS_DIR, default models/) has no
-// speech bundle.
+// `npm run bench`: every benchmark in sequence (kernel, model, speech model, profile, decode, server
+// load, server memory, speech), each in its own process so one's threads and memory cannot colour
+// the next. Each prints its tables and writes its JSON (default .cache/bench/; --out puts them all in
+// one folder). The speech benches are skipped, saying why, when the models folder (ACM_MODELS_DIR,
+// default models/) has no speech bundle; the speech model bench times the first one by name.
 //
 //   (options: USAGE below, or --help)
 // Environment twins: ACM_BENCH_ONLY, ACM_BENCH_QUICK=1, ACM_BENCH_OUT. For a single bench's own
@@ -11,13 +11,17 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { hasSpeechBundles } from '../server/speech/bundle.js';
+import { speechBundleNames } from '../server/speech/bundle.js';
 import { parseCli } from './args.js';
 
 const dist = (rel: string): string => fileURLToPath(new URL(rel, import.meta.url));
+const modelsDir = resolve(process.env.ACM_MODELS_DIR ?? dist('../../models'));
+const speechBundle = speechBundleNames(modelsDir)[0];
 const BENCHES = [
   { name: 'kernel', script: dist('../kernels/bench.js'), json: 'kernel.json', what: 'grouped-learner kernel vs dense FFN' },
   { name: 'model', script: dist('./model-bench.js'), json: 'model-fashion-vit-acm.json', what: 'ACM bundle vs its dense graph' },
+  { name: 'speech-model', script: dist('./model-bench.js'), json: `model-${speechBundle ?? 'speech'}.json`,
+    what: 'speech ACM bundle vs its dense graph, per window', args: speechBundle === undefined ? [] : ['--bundle', join(modelsDir, speechBundle)] },
   { name: 'profile', script: dist('./model-profile.js'), json: 'profile-fashion-vit-acm.json', what: 'where the ACM graph\'s time goes, by role' },
   { name: 'decode', script: dist('./decode-bench.js'), json: 'decode.json', what: 'image decoding, direct PNG vs libvips' },
   { name: 'server', script: dist('./server-load.js'), json: 'server-load.json', what: 'HTTP load, batching on vs off' },
@@ -27,14 +31,13 @@ const BENCHES = [
 
 /** Why a bench cannot run here, or undefined when it can. */
 function skipReason(name: string): string | undefined {
-  if (name !== 'speech') return undefined;
-  const modelsDir = resolve(process.env.ACM_MODELS_DIR ?? dist('../../models'));
-  return hasSpeechBundles(modelsDir) ? undefined
+  if (name !== 'speech' && name !== 'speech-model') return undefined;
+  return speechBundle !== undefined ? undefined
     : `skipped: no speech bundle in ${modelsDir} (a sub-folder whose acm.json has task "speech-recognition"; set ACM_MODELS_DIR)`;
 }
 
 const USAGE = `
-usage: npm run bench -- [--only kernel,model,profile,decode,server,memory,speech] [--quick] [--out FOLDER]
+usage: npm run bench -- [--only kernel,model,speech-model,profile,decode,server,memory,speech] [--quick] [--out FOLDER]
 Every benchmark in sequence, each in its own process; each prints its tables and writes its JSON
 (default .cache/bench/). --quick makes each a smoke run whose timings mean nothing.
 `;
@@ -58,7 +61,7 @@ if (unknown.length > 0) {
 const outcomes: string[] = [];
 let failed = 0;
 for (const bench of BENCHES.filter((b) => only.includes(b.name))) {
-  const args = [bench.script];
+  const args = [bench.script, ...('args' in bench ? bench.args : [])];
   if (opts.quick) args.push('--quick');
   if (opts.out !== undefined) args.push('--json', join(resolve(opts.out), bench.json));
   console.log(`\n=== ${bench.name}: ${bench.what}${opts.quick ? ' (quick)' : ''} ===`);

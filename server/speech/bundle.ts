@@ -77,13 +77,18 @@ export function checkSpeechGraph(m: SpeechManifest, inputs: readonly ValueInfo[]
 /** Whether any sub-folder of modelsDir holds a speech manifest; a quick synchronous look at start-up
  * (the full check is scanSpeechBundles), so the routes can be registered before models load. */
 export function hasSpeechBundles(modelsDir: string): boolean {
+  return speechBundleNames(modelsDir).length > 0;
+}
+
+/** The sub-folders of `modelsDir` whose acm.json has the speech task, by name (none when unreadable). */
+export function speechBundleNames(modelsDir: string): string[] {
   let names: string[];
   try {
-    names = readdirSync(modelsDir);
+    names = readdirSync(modelsDir).sort();
   } catch {
-    return false;
+    return [];
   }
-  return names.some((name) => {
+  return names.filter((name) => {
     try {
       return manifestTask(JSON.parse(readFileSync(join(modelsDir, name, MANIFEST_FILE), 'utf8'))) === SPEECH_TASK;
     } catch {
