@@ -271,7 +271,8 @@ describe('model bench on a speech bundle', () => {
         '--json', out], { timeout: 50_000 });
       assert.match(stdout, /speech-w2v2-acm: \d+ ACMs, 50 tokens, dense [\d.]+ GMACs\/window/);
       const r = JSON.parse(await readFile(out, 'utf8')) as { unit: string; rows: { batch: number; dense_ms_per_image: number;
-        acm: { budget: number; ms_per_image: number; used: number; ideal: number }[] }[] };
+        acm: { budget: number; ms_per_image: number; used: number; ideal: number; speedup: number; speedup_spread: [number, number];
+          efficiency: number }[] }[] };
       assert.equal(r.unit, 'window');
       assert.deepEqual(r.rows.map((x) => x.batch), [1, 4]);
       for (const row of r.rows) {
@@ -281,6 +282,11 @@ describe('model bench on a speech bundle', () => {
         // The window cap holds, and spending less leaves a higher FLOP ideal.
         assert.ok(quarter.used <= 0.25 + 1e-9 && quarter.used < full.used, `batch ${row.batch}: ${quarter.used} vs ${full.used}`);
         assert.ok(quarter.ideal > full.ideal && full.ideal > 1, `batch ${row.batch}: ideal ${quarter.ideal} vs ${full.ideal}`);
+        for (const c of row.acm) {
+          // The speedup is the median of per-repeat ratios: inside their range, and the efficiency follows from it.
+          assert.ok(c.speedup >= c.speedup_spread[0] && c.speedup <= c.speedup_spread[1], `budget ${c.budget}: ${c.speedup} in ${c.speedup_spread}`);
+          assert.ok(Math.abs(c.efficiency - c.speedup / c.ideal) < 1e-12);
+        }
       }
     } finally {
       await rm(dir, { recursive: true, force: true });
