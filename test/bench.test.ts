@@ -284,7 +284,7 @@ describe('model bench on a speech bundle', () => {
         assert.ok(quarter.ideal > full.ideal && full.ideal > 1, `batch ${row.batch}: ideal ${quarter.ideal} vs ${full.ideal}`);
         for (const c of row.acm) {
           // The speedup is the median of per-repeat ratios: inside their range, and the efficiency follows from it.
-          assert.ok(c.speedup >= c.speedup_spread[0] && c.speedup <= c.speedup_spread[1], `budget ${c.budget}: ${c.speedup} in ${c.speedup_spread}`);
+          assert.ok(c.speedup >= c.speedup_spread[0] && c.speedup <= c.speedup_spread[1], `budget ${c.budget}: ${c.speedup} in ${c.speedup_spread.join("-")}`);
           assert.ok(Math.abs(c.efficiency - c.speedup / c.ideal) < 1e-12);
         }
       }
