@@ -66,15 +66,16 @@ interface Subject {
   readonly outputs: { readonly logits: string; readonly learner_counts: string };
   /** What two bundles must share to be timed on the same inputs. */
   readonly contract: string;
-  /** The inputs of one batch: the ACM graph's (with the budget) and the dense graph's. */
-  feeds(batch: number, budget: number): { acm: Record<string, ort.Tensor>; dense: Record<string, ort.Tensor> };
+  /** The ACM graph's budget input. */
+  readonly budgetInput: string;
+  /** The inputs of one batch but the budget, which both graphs share. */
+  inputs(batch: number): Record<string, ort.Tensor>;
   /** Mean learner fraction used and GFLOPs per row, from the ACM graph's learner counts. */
   compute(counts: ort.Tensor, batch: number, budget: number): { used: number; gflops: number };
 }
 
 async function subjectArg(name: string, raw: string): Promise<Subject> {
   const loaded = await modelBundleArg(name, raw);
-  const budgetTensor = (batch: number, budget: number): ort.Tensor => new ort.Tensor('float64', new Float64Array(batch).fill(budget), [batch]);
   if (loaded.kind === 'speech') {
     const { bundle } = loaded;
     const m = bundle.manifest;
@@ -83,11 +84,9 @@ async function subjectArg(name: string, raw: string): Promise<Subject> {
       name: m.name, dir: bundle.dir, graphPath: bundle.graphPath, densePath: m.dense_graph && join(bundle.dir, m.dense_graph),
       unit: 'window', acms: m.acms.length, tokens: m.audio.window_frames, denseMacs: m.macs.dense, outputs: m.outputs,
       contract: JSON.stringify([m.audio, m.acms.length, m.inputs, m.outputs, m.macs.dense]),
-      feeds: (batch, budget) => {
-        const audio = speechWindows(m, batch);
-        return { acm: { [m.inputs.audio]: audio, [m.inputs.budget]: budgetTensor(batch, budget) }, dense: { [m.inputs.audio]: audio } };
-      },
-      compute: (counts, batch) => meanSpeechCompute(accountant, m, counts, batch),
+      budgetInput: m.inputs.budget,
+      inputs: (batch) => ({ [m.inputs.audio]: speechWindows(m, batch) }),
+      compute: (counts, batch, budget) => meanSpeechCompute(accountant, m, counts, batch, budget),
     };
   }
   const { bundle } = loaded;
@@ -98,10 +97,8 @@ async function subjectArg(name: string, raw: string): Promise<Subject> {
     name: m.name, dir: bundle.dir, graphPath: bundle.graphPath, densePath: m.dense_graph && join(bundle.dir, m.dense_graph),
     unit: 'image', acms: m.acms.length, tokens: m.tokens.count, denseMacs: m.macs.dense, outputs: m.outputs,
     contract: JSON.stringify([m.image, m.tokens.count, m.acms.length, m.inputs, m.outputs, m.macs.dense]),
-    feeds: (batch, budget) => {
-      const pixels = seededPixels(batch, m.image.channels, m.image.height, m.image.width);
-      return { acm: { [m.inputs.pixels]: pixels, [m.inputs.budget]: budgetTensor(batch, budget) }, dense: { [m.inputs.pixels]: pixels } };
-    },
+    budgetInput: m.inputs.budget,
+    inputs: (batch) => ({ [m.inputs.pixels]: seededPixels(batch, m.image.channels, m.image.height, m.image.width) }),
     compute: (counts, batch, budget) => meanCompute(accountant, counts, batch, cells, budget),
   };
 }
@@ -127,23 +124,23 @@ async function main(): Promise<void> {
     `${timingSettings(threads, repeats)} (ms per ${m.unit})`);
   console.log('batch | dense ms | ' + BUDGETS.map((b) => `b=${b}: ms  used  speedup/ideal`).join(' | '));
   for (const batch of batchSizes) {
+    const inputs = m.inputs(batch);
     const variants = BUDGETS.map((budget) => ({
       budget, times: [] as number[], used: 0, macs: 0, otherTimes: [] as number[], maxAbs: 0, differing: 0,
-      feeds: m.feeds(batch, budget),
+      feeds: { ...inputs, [m.budgetInput]: new ort.Tensor('float64', new Float64Array(batch).fill(budget), [batch]) },
     }));
-    const denseFeeds = variants[0]!.feeds.dense;
     const denseTimes: number[] = [];
     for (let rep = -1; rep < repeats; rep++) {
-      const [dt] = await timed(() => dense.run(denseFeeds));
+      const [dt] = await timed(() => dense.run(inputs));
       if (rep >= 0) denseTimes.push(dt / batch);
       for (const v of variants) {
-        const [ms, out] = await timed(() => acm.run(v.feeds.acm));
+        const [ms, out] = await timed(() => acm.run(v.feeds));
         if (rep >= 0) v.times.push(ms / batch);
         const { used, gflops } = m.compute(out[m.outputs.learner_counts]!, batch, v.budget);
         v.used = used;
         v.macs = gflops * 1e9;
         if (otherAcm === undefined) continue;
-        const [otherMs, otherOut] = await timed(() => otherAcm.run(v.feeds.acm));
+        const [otherMs, otherOut] = await timed(() => otherAcm.run(v.feeds));
         if (rep >= 0) v.otherTimes.push(otherMs / batch);
         for (const name of [m.outputs.logits, m.outputs.learner_counts]) {
           const d = outputDifference(out[name]!, otherOut[name]!);

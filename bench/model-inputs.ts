@@ -65,17 +65,14 @@ export function speechWindows(m: SpeechManifest, batch: number): ort.Tensor {
   return new ort.Tensor('float32', data, [batch, size]);
 }
 
-/** Mean learner fraction used and GFLOPs per window of one batch of windows, from the graph's counts. */
+/** Mean learner fraction used and GFLOPs per window of one batch of windows, from the graph's
+ * counts, by the server's own accounting of a request's windows. */
 export function meanSpeechCompute(accountant: SpeechAccountant, m: SpeechManifest, counts: ort.Tensor,
-  batch: number): { used: number; gflops: number } {
+  batch: number, budget: number): { used: number; gflops: number } {
   const k = learnerCounts(counts.data as BigInt64Array);
   const cells = m.acms.length * m.audio.window_frames;
-  const full = m.audio.window_frames * m.acms.reduce((s, a) => s + a.n * a.learner_macs, 0);
-  let used = 0, gflops = 0;
-  for (let i = 0; i < batch; i++) {
-    const window = k.subarray(i * cells, (i + 1) * cells);
-    used += accountant.perFrame(window).reduce((s, v) => s + v, 0) / full;
-    gflops += accountant.gflops(window);
-  }
-  return { used: used / batch, gflops: gflops / batch };
+  const tally = accountant.tally();
+  for (let i = 0; i < batch; i++) tally.add(k.subarray(i * cells, (i + 1) * cells));
+  const r = tally.report(budget, 0);
+  return { used: r.used, gflops: r.gflops / batch };
 }
