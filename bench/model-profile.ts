@@ -43,8 +43,11 @@ export const ROLES: readonly Role[] = ['learners', 'gates', 'routing', 'shared']
 
 const GEMM_OPS = new Set(['MatMul', 'Gemm', 'FusedMatMul', 'MatMulInteger', 'FusedGemm']);
 const GELU_OPS = new Set(['Gelu', 'BiasGelu', 'FastGelu']);
-/** An ACM's scope in the exported graph: /layers.<i>/<q|k|v|o|mlp>/..., and qkv for the gate and cap q, k and v share. */
-const ACM_SCOPE = /\/layers\.\d+\/(q|k|v|o|mlp|qkv)\//;
+/** An ACM's scope in the exported graph: /layers.<i>/<q|k|v|o|mlp>/..., and qkv for the gate and cap q, k and v share.
+ * A module the trace entered twice (q, k and v on both sides of a floor-path If) gets a suffix: q_1. */
+const ACM_SCOPE = /\/layers\.\d+\/(q|k|v|o|mlp|qkv)(_\d+)?\//;
+/** Operators that run subgraphs: the profile also times each node inside, so their own time would count twice. */
+const SUBGRAPH_OPS = new Set(['If', 'Loop', 'Scan']);
 
 /**
  * The role of one node of an exported ACM graph, from its name and operator. onnxruntime's
@@ -68,7 +71,7 @@ export function profileByRole(events: readonly TraceEvent[], skip: number): { ru
   const inRun = (ts: number): boolean => runs.some((r) => ts >= r.ts && ts <= r.ts + r.dur);
   const us: Record<Role, number> = { learners: 0, gates: 0, routing: 0, shared: 0 };
   for (const e of events) {
-    if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time') || !inRun(e.ts)) continue;
+    if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time') || !inRun(e.ts) || SUBGRAPH_OPS.has(e.args?.op_name ?? '')) continue;
     us[nodeRole(e.name.slice(0, -'_kernel_time'.length), e.args?.op_name ?? '')] += e.dur;
   }
   return { runs: runs.length, us, total: runs.reduce((s, r) => s + r.dur, 0) };

@@ -36,6 +36,18 @@ def rows_where(mask: torch.Tensor) -> torch.Tensor:
     return _RowsWhere.apply(mask)
 
 
+def learner_caps(budget: torch.Tensor, n: int, tokens: int) -> torch.Tensor:
+    """The learners a request's cap allows over its `tokens` tokens, before any floor: [B] int64."""
+    return torch.floor(budget * float(n * tokens)).to(torch.int64)
+
+
+def at_floor(budget: torch.Tensor, n: int, min_choice: int, tokens: int) -> torch.Tensor:
+    """Whether every request's cap (budget: any shape of per-request cap budgets) allows no more
+    than the minimum, min_choice learners per token: then cap_counts gives every token exactly
+    min_choice whatever its gate asks, and the gate need not run. A 0-dim bool tensor."""
+    return (learner_caps(budget, n, tokens) <= min_choice * tokens).all()
+
+
 def cap_counts(desired: torch.Tensor, budget: torch.Tensor, n: int, min_choice: int,
                priority: torch.Tensor | None = None, tokens: int | None = None) -> torch.Tensor:
     """Cap one ACM's learner counts per request so the request stays within its budget.
@@ -59,8 +71,7 @@ def cap_counts(desired: torch.Tensor, budget: torch.Tensor, n: int, min_choice: 
     if tokens is not None and not torch.jit.is_tracing() and desired.shape[1] != tokens:
         raise ValueError(f"cap_counts: tokens={tokens}, but the counts have {desired.shape[1]} tokens")
     t = desired.shape[1] if tokens is None else tokens
-    cap = torch.floor(budget * float(n * t)).to(torch.int64)
-    cap = torch.clamp(cap, min=min_choice * t)
+    cap = torch.clamp(learner_caps(budget, n, t), min=min_choice * t)
     levels = torch.arange(n + 1, dtype=torch.int64, device=desired.device)
     totals = torch.minimum(desired.unsqueeze(-1), levels).sum(1)  # [B, n+1], non-decreasing in L
     level = (totals <= cap.unsqueeze(-1)).to(torch.int64).sum(-1, keepdim=True) - 1  # [B, 1]
@@ -108,12 +119,20 @@ def grouped_learners(x: torch.Tensor, k: torch.Tensor, w1: torch.Tensor, b1: tor
     groups = [rows_where(k == j) for j in range(1, n + 1)]
     pieces = [torch.zeros_like(w2[:1])]
     for j, rows_j in enumerate(groups, start=1):
-        h = x.index_select(0, rows_j) @ w1[:, :j * width] + b1[:j * width]
-        if gelu:
-            h = F.gelu(h)
-        pieces.append(h @ w2[:j * width])
+        pieces.append(first_learners(x.index_select(0, rows_j), j, w1, b1, w2, width, gelu))
     ys = torch.cat(pieces, 0)
     order = torch.cat(groups, 0)
     # Row i's output is ys[1 + its place in order], or the zero row ys[0] when no group holds it.
     inverse = torch.zeros_like(k).scatter(0, order, torch.ones_like(order).cumsum(0))
     return ys.index_select(0, inverse)
+
+
+def first_learners(x: torch.Tensor, j: int, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+                   width: int, gelu: bool) -> torch.Tensor:
+    """h(x_i, j) for every row: the first j learners as one FFN of j*width hidden units. [M, d]."""
+    if j == 0:
+        return x.new_zeros(x.shape[0], w2.shape[1])
+    h = x @ w1[:, :j * width] + b1[:j * width]
+    if gelu:
+        h = F.gelu(h)
+    return h @ w2[:j * width]

@@ -321,6 +321,8 @@ describe('model profile by role', () => {
     assert.equal(nodeRole('/layers.2/k/TopK', 'TopK'), 'routing');
     assert.equal(nodeRole('/layers.1/qkv/TopK', 'TopK'), 'routing', 'the cap q, k and v share');
     assert.equal(nodeRole('/layers.1/qkv/gate/MatMul_1', 'MatMul'), 'gates', 'the gate q, k and v share');
+    assert.equal(nodeRole('/layers.1/q_1/MatMul_3', 'MatMul'), 'learners', 'q entered twice by the trace (floor path)');
+    assert.equal(nodeRole('/layers.1/v_1/Gather', 'Gather'), 'routing');
     assert.equal(nodeRole('Squeeze_token_3', 'Squeeze'), 'routing');
     assert.equal(nodeRole('/layers.3/MatMul/MatMulScaleFusion/', 'FusedMatMul'), 'shared', 'attention scores');
     assert.equal(nodeRole('/layers.3/Softmax', 'Softmax'), 'shared');
@@ -336,6 +338,7 @@ describe('model profile by role', () => {
       run(200, 100), node(210, '/layers.0/mlp/MatMul', 'MatMul', 40), node(260, '/layers.0/mlp/Gather', 'Gather', 5),
       { cat: 'Node', name: '/layers.0/mlp/Gather_fence', ts: 270, dur: 99, args: { op_name: 'Gather' } }, // not a kernel time
       run(400, 80), node(410, '/layers.0/mlp/gate/gate.0/MatMul', 'MatMul', 3), node(420, '/layers.0/Softmax', 'Softmax', 7),
+      node(430, '/layers.0/o/If', 'If', 60), // its branch's nodes have their own events: not counted twice
     ];
     const p = profileByRole(events, 1);
     assert.equal(p.runs, 2);

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
-from kernels.grouped import cap_counts, grouped_learners
+from kernels.branch import branch
+from kernels.grouped import at_floor, cap_counts, first_learners, grouped_learners
 from .vit import ViTConfig, embedding_macs, patch_embedding
 
 PROJECTIONS = ("q", "k", "v", "o")
@@ -54,6 +55,8 @@ class ACM(nn.Module):
         # speech windows): the cap then exports T as a constant (cap_counts). None reads it off
         # the input, as a model of varying length must.
         self.tokens: int | None = None
+        # Whether an export also holds the path taken when every request is at the floor (floor_or).
+        self.floor_path = False
         # The gate sees the token and the request's budget, so one model serves every budget.
         self.gate = nn.Sequential(
             BudgetLinear(dim + 1, gate_hidden), nn.GELU(),
@@ -101,28 +104,79 @@ class ACM(nn.Module):
         return expected if token_bonus is None else expected + token_bonus
 
     def forward(self, z: torch.Tensor, budget: torch.Tensor, cap_budget: torch.Tensor | None,
-                token_bonus: torch.Tensor | None = None, counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inference: argmax gate, per-request cap, grouped kernel. Returns (output, counts [B, T]).
+                token_bonus: torch.Tensor | None = None, counts: torch.Tensor | None = None,
+                minimum: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference: argmax gate, per-request cap, grouped kernel. Returns (output [B, T, dim],
+        counts [B, T]).
 
         The gate reads the request's budget; the cap applies cap_budget, the share of it this ACM
         may spend once other ACMs' minimum learners are paid for (ACMViT.cap_budgets). Leftover
         learners go to the tokens whose gate expects the most, plus token_bonus ([T]) if given.
-        With counts given (decided elsewhere, as SharedInputCounts does for q, k and v), only the
-        learners run.
+        When no request's cap allows more than the minimum (at_floor), every token runs
+        min_choice learners without gate, cap or grouping (floor_or).
+
+        With counts given (decided elsewhere, as SharedInputCounts does for q, k and v), or with
+        minimum (every token at min_choice), only the learners run, and the output comes back as
+        rows [B*T, dim] for the caller to shape: inside an If, onnxruntime copies a reshaped
+        branch output, where outside one a reshape moves nothing.
         """
-        if counts is None:
+        x = z.reshape(-1, self.dim)
+        if minimum:
+            return self.at_minimum(x), self.minimum_counts(z)
+        if counts is not None:
+            return self.grouped(x, counts), counts
+
+        def decided() -> tuple[torch.Tensor, torch.Tensor]:
             logits = self.gate_logits(z, budget)
             desired = logits.argmax(-1) + self.min_choice
-            counts = cap_counts(desired, cap_budget, self.n, self.min_choice,
-                                priority=self.cap_priority(logits, token_bonus), tokens=self.tokens)
-        y = grouped_learners(z.reshape(-1, self.dim), counts.reshape(-1), self.w1, self.b1, self.w2,
-                             self.n, self.width, self.gelu)
-        # With a fixed token count the output's shape is a constant, not read off z (ACM.tokens).
-        return (y.view_as(z) if self.tokens is None else y.view(-1, self.tokens, self.dim)), counts
+            k = cap_counts(desired, cap_budget, self.n, self.min_choice,
+                           priority=self.cap_priority(logits, token_bonus), tokens=self.tokens)
+            return self.grouped(x, k), k
+
+        y, counts = self.floor_or(at_floor(cap_budget, self.n, self.min_choice, self.token_count(z)),
+                                  lambda: (self.at_minimum(x), self.minimum_counts(z)), decided)
+        return self.shaped(z, y), counts
+
+    def floor_or(self, cond: torch.Tensor, minimum, decided) -> tuple[torch.Tensor, ...]:
+        """minimum() if cond else decided(). Eager PyTorch runs one of them (both give the same
+        counts and outputs at the floor). An export holds both under an If only with floor_path:
+        the If saves the gate, cap and grouping at the floor, and onnxruntime spends tens of
+        microseconds per If and run, which outweighs that saving on small models (README,
+        "Floor path")."""
+        if torch.jit.is_tracing() and not self.floor_path:
+            return tuple(decided())
+        return branch(cond, minimum, decided)
+
+    def token_count(self, z: torch.Tensor) -> int:
+        """T: the fixed token count (ACM.tokens), or z's [B, T, dim] own."""
+        return z.shape[1] if self.tokens is None else self.tokens
+
+    def grouped(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """Each row of x [B*T, dim] through its count's learners (counts [B, T]): [B*T, dim]."""
+        return grouped_learners(x, counts.reshape(-1), self.w1, self.b1, self.w2, self.n, self.width, self.gelu)
+
+    def at_minimum(self, x: torch.Tensor) -> torch.Tensor:
+        """Every row of x [B*T, dim] through min_choice learners, without gate, cap or grouping."""
+        return first_learners(x, self.min_choice, self.w1, self.b1, self.w2, self.width, self.gelu)
+
+    def minimum_counts(self, z: torch.Tensor) -> torch.Tensor:
+        """min_choice for every token of z [B, T, dim]: [B, T] int64."""
+        return torch.full_like(z[:, :, 0], self.min_choice, dtype=torch.int64)
+
+    def shaped(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Rows [B*T, dim] back in z's shape [B, T, dim]. With a fixed token count the shape is a
+        constant, not read off z (ACM.tokens)."""
+        return y.view_as(z) if self.tokens is None else y.view(-1, self.tokens, self.dim)
 
     def gate_shape(self) -> list[tuple[int, int]]:
         """(in, out) of each Linear of the gate."""
         return [(m.in_features, m.out_features) for m in self.gate if isinstance(m, nn.Linear)]
+
+
+def set_floor_path(model: nn.Module, on: bool) -> None:
+    """Whether `model`'s exports hold the floor path of every ACM (ACM.floor_or)."""
+    for _, _, acm in model.acms():
+        acm.floor_path = on
 
 
 def weighted_cap_budgets(acms: list[ACM], budget: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -218,8 +272,17 @@ class SharedInputCounts(nn.Module):
     def run(self, z: torch.Tensor, budget: torch.Tensor, cap_budgets: torch.Tensor,
             token_bonus: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each ACM on z with the counts decided here: A pairs (output, counts [B, T]), as ACM.forward."""
-        decided = self(z, budget, cap_budgets, token_bonus)
-        return [acm(z, budget, None, counts=k) for acm, k in zip(self._acms, decided)]
+        first = self._acms[0]
+
+        def minimum() -> list[torch.Tensor]:
+            return [t for acm in self._acms for t in acm(z, budget, None, minimum=True)]
+
+        def decided() -> list[torch.Tensor]:
+            return [t for acm, k in zip(self._acms, self(z, budget, cap_budgets, token_bonus)) for t in acm(z, budget, None, counts=k)]
+
+        # No request's cap above the minimum: q, k and v run their minimum without gate or cap.
+        out = first.floor_or(at_floor(cap_budgets, first.n, first.min_choice, first.token_count(z)), minimum, decided)
+        return [(acm.shaped(z, out[2 * i]), out[2 * i + 1]) for i, acm in enumerate(self._acms)]
 
 
 def _block_diagonal(blocks: list[torch.Tensor]) -> torch.Tensor:

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import onnx
 import torch
 from torch import nn
+
+from kernels.branch import DOMAIN as BRANCH_DOMAIN, lower_selects
 
 from .acm import ACMViT, dense_trace
 from .vit import ViTConfig, dense_macs
@@ -60,8 +63,11 @@ def manifest(model: ACMViT, name: str, labels: list[str], mean: list[float], std
     }
 
 
-def _write_metadata(path: str, meta: dict) -> None:
+def _finish_graph(path: str, meta: dict) -> None:
+    """The exported graph as a bundle holds it: each run-time choice an If (kernels.branch), the
+    manifest in its metadata."""
     graph = onnx.load(path)
+    lower_selects(graph)
     del graph.metadata_props[:]
     entry = graph.metadata_props.add()
     entry.key, entry.value = "acm_manifest", json.dumps(meta, sort_keys=True)
@@ -101,13 +107,16 @@ def write_bundle(model: nn.Module, out_dir: str, meta: dict, example: torch.Tens
     budget = torch.tensor([1.0, 0.4], dtype=torch.float64)
     batch = {0: "batch"}
     path = os.path.join(out_dir, meta["graph"])
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # The exporter cannot infer the Select marker's output shapes; lower_selects needs none.
+        warnings.filterwarnings("ignore", message=f"The shape inference of {BRANCH_DOMAIN}::")
         torch.onnx.export(
             model, (example, budget), path, opset_version=OPSET, do_constant_folding=False,
             input_names=[input_name, "budget"], output_names=["logits", "learner_counts"],
             dynamic_axes={input_name: batch, "budget": batch, "logits": batch, "learner_counts": batch},
+            custom_opsets={BRANCH_DOMAIN: 1},
         )
-    _write_metadata(path, meta)
+    _finish_graph(path, meta)
     if dense is not None and meta.get("dense_graph"):
         export_dense(dense, os.path.join(out_dir, meta["dense_graph"]), example, input_name)
     with open(os.path.join(out_dir, "acm.json"), "w") as f:

@@ -2,10 +2,11 @@
 tests; `--config vit-b16` gives the paper's geometry for performance measurements.
 
     python3 -m models.toolchain.make_tiny_bundle --out /tmp/tiny [--reference]
-    python3 -m models.toolchain.make_tiny_bundle --out .cache/bench/vit-b16 --config vit-b16 --name vit-b16-acm
+    python3 -m models.toolchain.make_tiny_bundle --out .cache/bench/vit-b16 --config vit-b16 --name vit-b16-acm [--floor-path]
 
 With --reference, reference.json holds inputs and PyTorch outputs (logits, learner counts) for a
-single request and for a mixed batch with different budgets, for the ONNX parity test.
+single request, a mixed batch with different budgets and two batches at or near the budget floor,
+for the ONNX parity test.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import os
 
 import torch
 
-from .acm import from_dense
+from .acm import from_dense, set_floor_path
 from .export import export_bundle, manifest
 from .vit import CONFIGS, build_vit, set_threads
 
@@ -43,9 +44,12 @@ def main() -> None:
     ap.add_argument("--reference", action="store_true")
     ap.add_argument("--name", default="tiny-vit-acm")
     ap.add_argument("--config", default="tiny", choices=sorted(CONFIGS))
+    ap.add_argument("--floor-path", action="store_true",
+                    help="export each ACM's floor path under an If (acm.ACM.floor_or)")
     args = ap.parse_args()
     set_threads()
     cfg, vit, model = build(config=args.config)
+    set_floor_path(model, args.floor_path)
     labels = [f"class-{i}" for i in range(cfg.num_classes)]
     meta = manifest(model, args.name, labels, mean=[0.5] * cfg.channels, std=[0.25] * cfg.channels, dense_graph="dense.onnx",
                     training={"note": "random weights, for tests"})
@@ -53,7 +57,9 @@ def main() -> None:
     if args.reference:
         gen = torch.Generator().manual_seed(1)
         cases = []
-        for budgets in ([0.5], [1.0, 0.25, 0.6, 0.1, 0.75]):
+        # The last two: a batch below the model's budget floor (every ACM at its minimum) and
+        # one at 0.25 (the projections at theirs, the FFNs not), for the floor path.
+        for budgets in ([0.5], [1.0, 0.25, 0.6, 0.1, 0.75], [0.05, 0.02], [0.25, 0.25]):
             pixels = torch.randn(len(budgets), cfg.channels, cfg.image_size, cfg.image_size, generator=gen)
             budget = torch.tensor(budgets, dtype=torch.float64)
             with torch.no_grad():

@@ -2,6 +2,7 @@
 
     python3 -m models.toolchain.reexport --bundle models/fashion-vit-acm [--out <folder>]
     python3 -m models.toolchain.reexport --bundle models/speech-w2v2-acm
+    python3 -m models.toolchain.reexport --bundle .cache/bench/vit-b16 --floor-path
 
 When the kernel or the exporter changes (kernels/grouped.py, acm.py), a bundle made before picks
 the change up without retraining: the weights are read back from the bundle's own graphs
@@ -20,6 +21,7 @@ import shutil
 import onnx
 import torch
 
+from .acm import set_floor_path
 from .export import write_bundle
 from .import_bundle import import_models
 from .vit import set_threads
@@ -39,13 +41,14 @@ def _model_and_example(bundle: str, family: str | None) -> tuple[torch.nn.Module
     return model, meta, torch.randn(2, cfg.channels, cfg.image_size, cfg.image_size), meta["inputs"]["pixels"]
 
 
-def reexport(bundle: str, out: str) -> tuple[int, int]:
+def reexport(bundle: str, out: str, floor_path: bool = False) -> tuple[int, int]:
     """Exports `bundle`'s ACM model into `out` (which may be `bundle`). Returns (nodes before, after)."""
     with open(os.path.join(bundle, "acm.json")) as f:
         raw = f.read()
     manifest = json.loads(raw)
     model, meta, example, input_name = _model_and_example(bundle, manifest.get("architecture", {}).get("family"))
     before = node_count(os.path.join(bundle, meta["graph"]))
+    set_floor_path(model, floor_path)
     if os.path.abspath(out) != os.path.abspath(bundle):
         shutil.copytree(bundle, out, dirs_exist_ok=True)
     write_bundle(model, out, manifest, example, input_name)
@@ -59,11 +62,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", default="models/fashion-vit-acm")
     ap.add_argument("--out", help="folder for the re-exported bundle (default: the bundle itself)")
+    ap.add_argument("--floor-path", action="store_true",
+                    help="export each ACM's floor path under an If (acm.ACM.floor_or)")
     args = ap.parse_args()
     if not os.path.isfile(os.path.join(args.bundle, "acm.json")):
         ap.error(f"--bundle {args.bundle}: not a bundle folder (no acm.json)")
     set_threads()
-    before, after = reexport(args.bundle, args.out or args.bundle)
+    before, after = reexport(args.bundle, args.out or args.bundle, args.floor_path)
     print(f"{args.bundle}: model graph re-exported into {args.out or args.bundle} ({before} nodes before, {after} now)")
 
 

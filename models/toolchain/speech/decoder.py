@@ -16,7 +16,7 @@ import argparse
 import json
 import os
 
-from ..export import _write_metadata
+from ..export import _finish_graph
 
 DECODER_TYPE = "lexicon-beam"
 # What the server uses when `ctc.decoder` leaves `symbol_prune` out (models/BUNDLE.md).
@@ -73,7 +73,7 @@ def set_decoder(bundle: str, spec: dict, evaluation: dict | None = None) -> dict
         training["dense_test"] = dense
         if "greedy" in dense:  # the exporter's PyTorch figures, replaced by the served path's
             training["dense_test_cer"], training["dense_test_wer"] = dense["greedy"]["cer"], dense["greedy"]["wer"]
-    _write_metadata(os.path.join(bundle, meta["graph"]), meta)
+    _finish_graph(os.path.join(bundle, meta["graph"]), meta)
     with open(os.path.join(bundle, "acm.json"), "w") as f:
         json.dump(meta, f, indent=2)
         f.write("\n")
