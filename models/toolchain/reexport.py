@@ -2,7 +2,7 @@
 
     python3 -m models.toolchain.reexport --bundle models/fashion-vit-acm [--out <folder>]
     python3 -m models.toolchain.reexport --bundle models/speech-w2v2-acm
-    python3 -m models.toolchain.reexport --bundle .cache/bench/vit-b16 --floor-path
+    python3 -m models.toolchain.reexport --bundle models/fashion-vit-acm --out /tmp/floor --floor-path
 
 When the kernel or the exporter changes (kernels/grouped.py, acm.py), a bundle made before picks
 the change up without retraining: the weights are read back from the bundle's own graphs
