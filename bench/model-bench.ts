@@ -114,6 +114,9 @@ async function main(): Promise<void> {
   }
   const options: ort.InferenceSession.SessionOptions = {
     intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential',
+    // Errors only: a random-weight bundle's equal zero biases make onnxruntime warn, once per
+    // If branch that reads them, that it cannot share them there, hundreds of lines before the table.
+    logSeverityLevel: 3,
   };
   const acm = await ort.InferenceSession.create(m.graphPath, options);
   const dense = await ort.InferenceSession.create(m.densePath, options);

@@ -1,6 +1,6 @@
-// `npm run bench`: every benchmark in sequence (kernel, model, speech model, profile, decode, server
-// load, server memory, speech), each in its own process so one's threads and memory cannot colour
-// the next. Each prints its tables and writes its JSON (default .cache/bench/; --out puts them all in
+// `npm run bench`: every benchmark in sequence (kernel, model, paper-size model, speech model,
+// profile, decode, server load, server memory, speech), each in its own process so one's threads
+// and memory cannot colour the next. Each prints its tables and writes its JSON (default .cache/bench/; --out puts them all in
 // one folder). The speech benches are skipped, saying why, when the models folder (ACM_MODELS_DIR,
 // default models/) has no speech bundle; the speech model bench times the first one by name.
 //
@@ -20,6 +20,8 @@ const speechBundle = speechBundleNames(modelsDir)[0];
 const BENCHES = [
   { name: 'kernel', script: dist('../kernels/bench.js'), json: 'kernel.json', what: 'grouped-learner kernel vs dense FFN' },
   { name: 'model', script: dist('./model-bench.js'), json: 'model-fashion-vit-acm.json', what: 'ACM bundle vs its dense graph' },
+  { name: 'paper-model', script: dist('./paper-model.js'), json: 'model-vit-b16.json',
+    what: 'ViT-B/16 geometry (random weights, floor path) vs dense ViT-B/16; exported on first use' },
   { name: 'speech-model', script: dist('./model-bench.js'), json: `model-${speechBundle ?? 'speech'}.json`,
     what: 'speech ACM bundle vs its dense graph, per window', args: speechBundle === undefined ? [] : ['--bundle', join(modelsDir, speechBundle)] },
   { name: 'profile', script: dist('./model-profile.js'), json: 'profile-fashion-vit-acm.json', what: 'where the ACM graph\'s time goes, by role' },
@@ -37,7 +39,7 @@ function skipReason(name: string): string | undefined {
 }
 
 const USAGE = `
-usage: npm run bench -- [--only kernel,model,speech-model,profile,decode,server,memory,speech] [--quick] [--out FOLDER]
+usage: npm run bench -- [--only kernel,model,paper-model,speech-model,profile,decode,server,memory,speech] [--quick] [--out FOLDER]
 Every benchmark in sequence, each in its own process; each prints its tables and writes its JSON
 (default .cache/bench/). --quick makes each a smoke run whose timings mean nothing.
 `;

@@ -23,6 +23,7 @@ const COMMANDS: { script: string; npm: string }[] = [
   { script: 'kernels/bench.js', npm: 'npm run bench:kernel --' },
   { script: 'bench/model-bench.js', npm: 'npm run bench:model --' },
   { script: 'bench/model-profile.js', npm: 'npm run bench:profile --' },
+  { script: 'bench/paper-model.js', npm: 'npm run bench:paper --' },
   { script: 'bench/decode-bench.js', npm: 'npm run bench:decode --' },
   { script: 'bench/plot.js', npm: 'npm run bench:plot --' },
   { script: 'bench/server-load.js', npm: 'npm run bench:server --' },

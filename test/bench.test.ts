@@ -28,6 +28,7 @@ import { tinyModelsDir } from './support/tiny-bundle.js';
 const run = promisify(execFile);
 const SERVER_LOAD = fileURLToPath(new URL('../bench/server-load.js', import.meta.url));
 const MODEL_PROFILE = fileURLToPath(new URL('../bench/model-profile.js', import.meta.url));
+const PAPER_MODEL = fileURLToPath(new URL('../bench/paper-model.js', import.meta.url));
 
 type Stat = Summary;
 interface Report {
@@ -444,4 +445,27 @@ describe('healthz probe thread', () => {
         server.close();
       }
     });
+});
+
+describe('paper-size model bench (bench:paper)', () => {
+  it('exports the bundle on first use with the floor path, times it, and refuses to reuse it as a plain one', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'acm-paper-'));
+    try {
+      const bundle = join(dir, 'bundle');
+      const json = join(dir, 'model.json');
+      await run(process.execPath, [PAPER_MODEL, '--quick', '--dir', bundle, '--json', json], { timeout: 120_000 });
+      const manifest = JSON.parse(await readFile(join(bundle, 'acm.json'), 'utf8')) as { training: { floor_path: boolean } };
+      assert.equal(manifest.training.floor_path, true);
+      const report = JSON.parse(await readFile(json, 'utf8')) as { rows: { batch: number; acm: { budget: number; ms_per_image: number }[] }[] };
+      assert.deepEqual(report.rows.map((r) => r.batch), [1, 8]);
+      assert.ok(report.rows.every((r) => r.acm.length === 4 && r.acm.every((a) => a.ms_per_image > 0)));
+
+      const plain = await run(process.execPath, [PAPER_MODEL, '--quick', '--plain', '--dir', bundle, '--json', json], { timeout: 60_000 })
+        .then(() => ({ code: 0, stderr: '' }), (err: { code: number; stderr: string }) => err);
+      assert.equal(plain.code, 2);
+      assert.match(plain.stderr, /holds a bundle exported with the floor path; give another --dir/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });

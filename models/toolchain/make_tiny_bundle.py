@@ -52,7 +52,7 @@ def main() -> None:
     set_floor_path(model, args.floor_path)
     labels = [f"class-{i}" for i in range(cfg.num_classes)]
     meta = manifest(model, args.name, labels, mean=[0.5] * cfg.channels, std=[0.25] * cfg.channels, dense_graph="dense.onnx",
-                    training={"note": "random weights, for tests"})
+                    training={"note": "random weights, for tests", "floor_path": args.floor_path})
     export_bundle(model, args.out, meta, dense=vit)
     if args.reference:
         gen = torch.Generator().manual_seed(1)

@@ -1,0 +1,79 @@
+// The model-level table at the paper's size: a ViT-B/16-geometry ACM model (hidden 768, 12 layers,
+// 197 tokens, N = 4, every FFN and q/k/v/o; random weights) and its dense ViT-B/16, exported by the
+// toolchain (models.toolchain.make_tiny_bundle --config vit-b16) into --dir when the folder holds
+// no bundle yet, then timed by bench:model. The export takes about two minutes and 700 MB of disk;
+// later runs reuse it. --floor-path is on unless --plain (README, "Floor path"); a folder exported
+// the other way is refused rather than silently reused.
+//
+//   (options: USAGE below, or --help)
+// --quick exports the tiny configuration instead (seconds) and runs bench:model --quick on it: it
+// checks that the step works; its timings mean nothing.
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { intArg, parseCli, usageError } from './args.js';
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+const USAGE = `
+usage: npm run bench:paper -- [--quick] [--dir .cache/bench/vit-b16-floor] [--plain] [--batches 1,8,32]
+    [--repeats 7] [--json FILE]
+bench:model at the paper's size: a ViT-B/16-geometry ACM bundle with random weights and its dense
+ViT-B/16, exported by the toolchain into --dir on the first run (about two minutes, 700 MB), then
+ms per image, speedup and FLOP-ideal speedup at batches and budgets. --plain exports without the
+floor path (default: with it; use another --dir for each).
+`;
+
+const { values: opts } = parseCli(USAGE, {
+  options: {
+    quick: { type: 'boolean', default: false },
+    dir: { type: 'string' },
+    plain: { type: 'boolean', default: false },
+    batches: { type: 'string' },
+    repeats: { type: 'string' },
+    json: { type: 'string' },
+  },
+});
+
+const config = opts.quick ? 'tiny' : 'vit-b16';
+const dir = resolve(opts.dir ?? join(REPO, '.cache', 'bench', `${config}-${opts.plain ? 'plain' : 'floor'}`));
+const repeats = intArg('repeats', opts.repeats, opts.quick ? 2 : 7, 1, 1000);
+const json = opts.json ?? join(REPO, '.cache', 'bench', `model-${config}.json`);
+
+/** Whether the bundle in `folder` was exported with the floor path (make_tiny_bundle records it in
+ * the manifest's free-form training entry; bundles from before that were all exported without). */
+function floorPath(folder: string): boolean {
+  const manifest = JSON.parse(readFileSync(join(folder, 'acm.json'), 'utf8')) as { training?: { floor_path?: boolean } };
+  return manifest.training?.floor_path === true;
+}
+
+function ensureBundle(): void {
+  const graph = join(dir, 'model.onnx');
+  if (existsSync(join(dir, 'acm.json')) && existsSync(graph)) {
+    if (floorPath(dir) === opts.plain) {
+      usageError(`--dir ${dir} holds a bundle exported ${opts.plain ? 'with' : 'without'} the floor path; ` +
+        `give another --dir${opts.plain ? '' : ' or add --plain'}`);
+    }
+    console.log(`${dir}: reusing the bundle there`);
+    return;
+  }
+  console.log(`exporting the ${config} bundle into ${dir}${opts.plain ? '' : ' with the floor path'} ...`);
+  execFileSync(process.env.ACM_PYTHON ?? '/usr/bin/python3',
+    ['-m', 'models.toolchain.make_tiny_bundle', '--config', config, '--name', `${config}-acm`, '--out', dir,
+      ...(opts.plain ? [] : ['--floor-path'])],
+    { cwd: REPO, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, PYTHONWARNINGS: 'ignore' } });
+}
+
+async function main(): Promise<void> {
+  ensureBundle();
+  const args = [fileURLToPath(new URL('./model-bench.js', import.meta.url)), '--bundle', dir, '--repeats', String(repeats), '--json', json];
+  if (opts.batches !== undefined) args.push('--batches', opts.batches);
+  if (opts.quick) args.push('--quick');
+  const child = spawn(process.execPath, args, { stdio: 'inherit' });
+  const [code] = (await once(child, 'exit')) as [number | null];
+  process.exit(code ?? 1);
+}
+
+await main();
