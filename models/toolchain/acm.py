@@ -263,7 +263,7 @@ class SharedInputCounts(nn.Module):
         desired = logits.argmax(-1) + first.min_choice
         priority = first.cap_priority(logits, None if token_bonus is None else token_bonus.view(-1, 1))
         # A fixed token count keeps these shapes constant in an exported graph (ACM.tokens).
-        tokens = z.shape[1] if first.tokens is None else first.tokens
+        tokens = first.token_count(z)
         stacked = lambda t: t.permute(2, 0, 1).reshape(-1, tokens)  # noqa: E731
         k = cap_counts(stacked(desired), cap_budgets.t().reshape(-1), first.n, first.min_choice,
                        priority=stacked(priority), tokens=first.tokens)

@@ -1,5 +1,4 @@
 """A run-time choice in an exported graph (kernels/branch.py) and the ACMs' floor path that uses it."""
-import io
 import unittest
 from collections import Counter
 
@@ -9,18 +8,10 @@ import torch
 from kernels.branch import DOMAIN, branch, lower_selects
 from kernels.grouped import at_floor, cap_counts, grouped_learners
 from models.toolchain.acm import ACM, ACMViT, SharedInputCounts, set_floor_path
+from models.toolchain.tests.test_kernel import exported
 from models.toolchain.vit import CONFIGS
 
 torch.set_num_threads(2)
-
-
-def export(module: torch.nn.Module, *args: torch.Tensor) -> onnx.ModelProto:
-    buf = io.BytesIO()
-    names = [f"in{i}" for i in range(len(args))]
-    with torch.no_grad():
-        torch.onnx.export(module, args, buf, opset_version=17, do_constant_folding=False, input_names=names,
-                          dynamic_axes={name: {0: "batch"} for name in names}, custom_opsets={DOMAIN: 1})
-    return onnx.load_from_string(buf.getvalue())
 
 
 def ops(graph: onnx.GraphProto) -> Counter:
@@ -50,7 +41,7 @@ class BranchTest(unittest.TestCase):
         self.assertEqual(ran, ["then", "else"])
 
     def test_export_lowers_to_one_if_with_each_side_inside_its_branch(self):
-        model = export(Choice(), torch.randn(3, 4))
+        model = exported(Choice(), torch.randn(3, 4))
         self.assertEqual(ops(model.graph)["Select"], 1)
         self.assertEqual(lower_selects(model), 1)
         onnx.checker.check_model(model)
@@ -76,7 +67,7 @@ class BranchTest(unittest.TestCase):
                 return branch(x.sum() > 0, lambda: (x, x), lambda: (x,))
 
         with self.assertRaisesRegex(ValueError, "then gives 2 tensors, else 1"):
-            export(Bad(), torch.randn(2))
+            exported(Bad(), torch.randn(2))
 
 
 class FloorTest(unittest.TestCase):
@@ -134,9 +125,9 @@ class FloorPathExportTest(unittest.TestCase):
         cfg = CONFIGS["tiny"]
         model = ACMViT(cfg).eval()
         args = (torch.randn(2, cfg.channels, cfg.image_size, cfg.image_size), torch.tensor([1.0, 0.4], dtype=torch.float64))
-        plain = export(model, *args)
+        plain = exported(model, *args)
         set_floor_path(model, True)
-        with_path = export(model, *args)
+        with_path = exported(model, *args)
         self.assertEqual(ops(plain.graph)["Select"], 0)
         # One decision per layer for q, k and v together, one for o, one for the FFN.
         self.assertEqual(ops(with_path.graph)["Select"], 3 * cfg.num_layers)

@@ -6,6 +6,7 @@ from collections import Counter
 import onnx
 import torch
 
+from kernels.branch import DOMAIN as BRANCH_DOMAIN
 from kernels.grouped import cap_counts, grouped_learners, rows_where
 from models.toolchain.acm import ACM
 
@@ -114,13 +115,20 @@ class CapPriorityTest(unittest.TestCase):
         self.assertEqual(k.tolist(), [[1, 2, 2, 1]])
 
 
-def exported_ops(module: torch.nn.Module, *args: torch.Tensor) -> Counter:
-    """Operator counts of `module` exported the way bundles are (opset 17, batch dimension dynamic)."""
+def exported(module: torch.nn.Module, *args: torch.Tensor) -> onnx.ModelProto:
+    """`module` exported the way bundles are (opset 17, batch dimension dynamic), before
+    lower_selects turns any run-time choice (kernels.branch) into an If."""
     buf = io.BytesIO()
     names = [f"in{i}" for i in range(len(args))]
-    torch.onnx.export(module, args, buf, opset_version=17, do_constant_folding=False, input_names=names,
-                      dynamic_axes={name: {0: "batch"} for name in names})
-    return Counter(n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node)
+    with torch.no_grad():
+        torch.onnx.export(module, args, buf, opset_version=17, do_constant_folding=False, input_names=names,
+                          dynamic_axes={name: {0: "batch"} for name in names}, custom_opsets={BRANCH_DOMAIN: 1})
+    return onnx.load_from_string(buf.getvalue())
+
+
+def exported_ops(module: torch.nn.Module, *args: torch.Tensor) -> Counter:
+    """Operator counts of `module` exported the way bundles are."""
+    return Counter(n.op_type for n in exported(module, *args).graph.node)
 
 
 class ExportedGraphTest(unittest.TestCase):
