@@ -76,29 +76,30 @@ interface Subject {
 
 async function subjectArg(name: string, raw: string): Promise<Subject> {
   const loaded = await modelBundleArg(name, raw);
-  if (loaded.kind === 'speech') {
-    const { bundle } = loaded;
-    const m = bundle.manifest;
-    const accountant = new SpeechAccountant(m);
-    return {
-      name: m.name, dir: bundle.dir, graphPath: bundle.graphPath, densePath: m.dense_graph && join(bundle.dir, m.dense_graph),
-      unit: 'window', acms: m.acms.length, tokens: m.audio.window_frames, denseMacs: m.macs.dense, outputs: m.outputs,
-      contract: JSON.stringify([m.audio, m.acms.length, m.inputs, m.outputs, m.macs.dense]),
-      budgetInput: m.inputs.budget,
-      inputs: (batch) => ({ [m.inputs.audio]: speechWindows(m, batch) }),
-      compute: (counts, batch, budget) => meanSpeechCompute(accountant, m, counts, batch, budget),
-    };
-  }
   const { bundle } = loaded;
   const m = bundle.manifest;
-  const accountant = new ComputeAccountant(m);
-  const cells = m.acms.length * m.tokens.count;
-  return {
+  // What either family's manifest says the same way.
+  const common = {
     name: m.name, dir: bundle.dir, graphPath: bundle.graphPath, densePath: m.dense_graph && join(bundle.dir, m.dense_graph),
-    unit: 'image', acms: m.acms.length, tokens: m.tokens.count, denseMacs: m.macs.dense, outputs: m.outputs,
-    contract: JSON.stringify([m.image, m.tokens.count, m.acms.length, m.inputs, m.outputs, m.macs.dense]),
-    budgetInput: m.inputs.budget,
-    inputs: (batch) => ({ [m.inputs.pixels]: seededPixels(batch, m.image.channels, m.image.height, m.image.width) }),
+    acms: m.acms.length, denseMacs: m.macs.dense, outputs: m.outputs, budgetInput: m.inputs.budget,
+  };
+  if (loaded.kind === 'speech') {
+    const sm = loaded.bundle.manifest;
+    const accountant = new SpeechAccountant(sm);
+    return {
+      ...common, unit: 'window', tokens: sm.audio.window_frames,
+      contract: JSON.stringify([sm.audio, sm.acms.length, sm.inputs, sm.outputs, sm.macs.dense]),
+      inputs: (batch) => ({ [sm.inputs.audio]: speechWindows(sm, batch) }),
+      compute: (counts, batch, budget) => meanSpeechCompute(accountant, sm, counts, batch, budget),
+    };
+  }
+  const im = loaded.bundle.manifest;
+  const accountant = new ComputeAccountant(im);
+  const cells = im.acms.length * im.tokens.count;
+  return {
+    ...common, unit: 'image', tokens: im.tokens.count,
+    contract: JSON.stringify([im.image, im.tokens.count, im.acms.length, im.inputs, im.outputs, im.macs.dense]),
+    inputs: (batch) => ({ [im.inputs.pixels]: seededPixels(batch, im.image.channels, im.image.height, im.image.width) }),
     compute: (counts, batch, budget) => meanCompute(accountant, counts, batch, cells, budget),
   };
 }

@@ -1,8 +1,9 @@
 // `npm run bench`: every benchmark in sequence (kernel, model, paper-size model, speech model,
 // profile, decode, server load, server memory, speech), each in its own process so one's threads
-// and memory cannot colour the next. Each prints its tables and writes its JSON (default .cache/bench/; --out puts them all in
-// one folder). The speech benches are skipped, saying why, when the models folder (ACM_MODELS_DIR,
-// default models/) has no speech bundle; the speech model bench times the first one by name.
+// and memory cannot colour the next. Each prints its tables and writes its JSON (default
+// .cache/bench/; --out puts them all in one folder). The speech benches are skipped, saying why,
+// when the models folder (ACM_MODELS_DIR, default models/) has no speech bundle; the speech model
+// bench times the first one by name.
 //
 //   (options: USAGE below, or --help)
 // Environment twins: ACM_BENCH_ONLY, ACM_BENCH_QUICK=1, ACM_BENCH_OUT. For a single bench's own
