@@ -79,6 +79,8 @@ export function profileByRole(events: readonly TraceEvent[], skip: number): { ru
 
 const sessionOptions = (threads: number): ort.InferenceSession.SessionOptions => ({
   intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential',
+  // Errors only: a floor-path graph gives onnxruntime optimiser warnings that would bury the table.
+  logSeverityLevel: 3,
 });
 
 /** Median ms of `runs` runs of `feeds` after one warm-up, without the profiler, and the warm-up's outputs. */

@@ -189,7 +189,7 @@ export const FIELDS: readonly Field[] = [
     doc: 'wait for in-flight requests on SIGTERM' },
   { key: 'logLevel', env: 'LOG_LEVEL', flag: '--log-level', unit: '',
     kind: { type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
-    default: () => 'info', doc: 'log level' },
+    default: () => 'info', doc: "log level; onnxruntime's own lines go to stderr: its errors (at every level but fatal and silent), its warnings at debug and trace, its info at trace" },
 ];
 
 /** Every problem found, one per line, each with its remedy, so an operator fixes all in one go. */

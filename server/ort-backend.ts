@@ -15,7 +15,7 @@ import type { BackendFactory } from './inference.js';
 import { checkGraph } from './graph-check.js';
 import { checkSpeechGraph, speechShape, type SpeechBundle } from './speech/bundle.js';
 import { disableOrtTelemetry } from './ort-telemetry.js';
-import { DEFAULT_TUNING, packBatch, type FromWorker, type SessionTuning, type ToWorker, type WorkerInit } from './ort-protocol.js';
+import { DEFAULT_TUNING, ortLogSeverity, packBatch, type FromWorker, type OrtLogSeverity, type SessionTuning, type ToWorker, type WorkerInit } from './ort-protocol.js';
 
 export interface OrtBackendOptions {
   /** An image or a speech bundle: the runtime only needs its graph, tensor shapes and names. */
@@ -25,6 +25,8 @@ export interface OrtBackendOptions {
   readonly graphOptimization: WorkerInit['graphOptimization'];
   /** Inter-op threads, execution mode, spinning, memory arena; default: onnxruntime's defaults. */
   readonly tuning?: SessionTuning;
+  /** onnxruntime's own log severity (see ortLogSeverity); default 3, errors only. */
+  readonly ortLogSeverity?: OrtLogSeverity;
   /** Nice value of the worker threads (see WorkerInit.nice). */
   readonly nice?: number;
   readonly workers: number;
@@ -142,6 +144,7 @@ export class OrtBackend implements Backend {
     const init: WorkerInit = {
       graphPath: b.graphPath, provider: this.opts.provider, threads: this.opts.threads,
       graphOptimization: this.opts.graphOptimization, tuning: this.opts.tuning ?? DEFAULT_TUNING, shape: this.shape,
+      ortLogSeverity: this.opts.ortLogSeverity ?? 3,
       nice: this.opts.nice ?? 0,
       names: { input, budget: m.inputs.budget, logits: m.outputs.logits, counts: m.outputs.learner_counts },
     };
@@ -329,6 +332,7 @@ export function ortBackends(config: Config, log: Logger, onWorkerRestart?: (mode
     bundle, provider: config.executionProvider, threads, graphOptimization: config.graphOptimization,
     tuning: { interOpThreads: config.interOpThreads, executionMode: config.executionMode,
       intraOpSpinning: config.intraOpSpinning, cpuMemArena: config.cpuMemArena },
+    ortLogSeverity: ortLogSeverity(config.logLevel),
     nice: config.inferenceNice, workers: config.workers, runTimeoutMs: config.requestTimeoutMs, log,
     ...(onWorkerRestart ? { onWorkerRestart: () => onWorkerRestart(bundle.manifest.name) } : {}),
   });

@@ -2,6 +2,7 @@
 // both sides agree on every field.
 import { endianness } from 'node:os';
 import { sizeOf, type BatchItem, type ModelShape } from './backend.js';
+import type { LogLevel } from './config.js';
 
 export interface WorkerInit {
   readonly graphPath: string;
@@ -9,11 +10,30 @@ export interface WorkerInit {
   readonly threads: number;
   readonly graphOptimization: 'disabled' | 'basic' | 'extended' | 'all';
   readonly tuning: SessionTuning;
+  /** onnxruntime's log severity for the session: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal. */
+  readonly ortLogSeverity: OrtLogSeverity;
   /** Nice value the worker thread sets on itself before onnxruntime starts its threads (0: unchanged). */
   readonly nice?: number;
   /** Graph input and output names from the manifest. */
   readonly names: { readonly input: string; readonly budget: string; readonly logits: string; readonly counts: string };
   readonly shape: ModelShape;
+}
+
+export type OrtLogSeverity = 0 | 1 | 2 | 3 | 4;
+
+/**
+ * onnxruntime writes its own log lines to stderr, outside the server's JSON log. Its warnings only
+ * follow debug and trace: they are about its optimiser (a floor-path graph, whose If branches read
+ * initializers it cannot merge, gives several per session), not about requests. Its errors show
+ * at every level but fatal and silent; a failed session also comes back as an exception, which the server logs.
+ */
+export function ortLogSeverity(level: LogLevel): OrtLogSeverity {
+  switch (level) {
+    case 'trace': return 1;
+    case 'debug': return 2;
+    case 'fatal': case 'silent': return 4;
+    default: return 3;
+  }
 }
 
 /** onnxruntime session settings beyond threads and optimisation level (server/config.ts documents each). */

@@ -72,6 +72,7 @@ async function load(): Promise<void> {
       executionMode: init.tuning.executionMode,
       graphOptimizationLevel: init.graphOptimization,
       enableCpuMemArena: init.tuning.cpuMemArena,
+      logSeverityLevel: init.ortLogSeverity,
       // Session config entry session.intra_op.allow_spinning; the Node binding takes strings only.
       extra: { session: { intra_op: { allow_spinning: init.tuning.intraOpSpinning ? '1' : '0' } } },
     });

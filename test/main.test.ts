@@ -11,7 +11,7 @@ import { disableOrtTelemetry } from '../server/ort-telemetry.js';
 import { getKeptAlive } from './support/kept-alive.js';
 import { scratchDir } from './support/scratch.js';
 import { startServer, until, untilReady } from './support/server-process.js';
-import { tinyModelsDir } from './support/tiny-bundle.js';
+import { tinyFloorModelsDir, tinyModelsDir } from './support/tiny-bundle.js';
 
 describe('server process', () => {
   it('logs its provider, becomes ready, and drains an in-flight request on SIGTERM', async () => {
@@ -38,6 +38,28 @@ describe('server process', () => {
     } finally {
       s.child.kill('SIGKILL');
     }
+  });
+
+  it("keeps onnxruntime's optimiser warnings off stderr unless LOG_LEVEL is debug or trace", { timeout: 60_000 }, async () => {
+    // A floor-path graph's If branches read initializers onnxruntime cannot merge; it warns per session.
+    const dir = await tinyFloorModelsDir();
+    const ortLines = async (level: string): Promise<string[]> => {
+      const s = startServer({ ACM_MODELS_DIR: dir, LOG_LEVEL: level });
+      try {
+        const base = `http://127.0.0.1:${await untilReady(s)}`;
+        const res = await fetch(`${base}/classify?budget=0.5`, { method: 'POST', headers: { 'Content-Type': 'image/png' },
+          body: new Uint8Array(await makeImage(3)) });
+        assert.equal(res.status, 200);
+        s.child.kill('SIGTERM');
+        await once(s.child, 'exit');
+        return s.stderr.join('').split('\n').filter((l) => l.includes('onnxruntime'));
+      } finally {
+        s.child.kill('SIGKILL');
+      }
+    };
+    assert.deepEqual(await ortLines('info'), []);
+    const debug = await ortLines('debug');
+    assert.ok(debug.length > 0 && debug.every((l) => l.includes('[W:onnxruntime')), debug.join('\n'));
   });
 
   it('exits 0, not aborted, on SIGTERM while the models load', async () => {

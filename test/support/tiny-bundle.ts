@@ -17,6 +17,12 @@ export async function tinyModelsDir(): Promise<string> {
     sources: ['models/toolchain', 'kernels'] });
 }
 
+/** The same tiny model exported with the floor path (make_tiny_bundle --floor-path): its graph holds If nodes. */
+export async function tinyFloorModelsDir(): Promise<string> {
+  return cachedTinyBundle({ cache: 'acm-serve-tiny-floor', bundle: 'tiny-vit-acm', module: 'models.toolchain.make_tiny_bundle',
+    sources: ['models/toolchain', 'kernels'], args: ['--floor-path'] });
+}
+
 /** App over real ONNX bundles in modelsDir, loaded and ready. */
 export async function ortApp(modelsDir: string, env: Record<string, string> = {}): Promise<TestApp> {
   const config = testConfig({ ACM_MODELS_DIR: modelsDir, ...env });
