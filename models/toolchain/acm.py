@@ -194,8 +194,10 @@ def weighted_cap_budgets(acms: list[ACM], budget: torch.Tensor, weights: torch.T
     """
     budget = budget.to(torch.float64)
     weights = weights.to(torch.float64)
-    full = torch.tensor([float(a.n * a.learner_macs) for a in acms], dtype=torch.float64, device=budget.device)
-    low = torch.tensor([a.min_choice / a.n for a in acms], dtype=torch.float64, device=budget.device)
+    # Constants of the model's structure; new_tensor records them as such in a trace without the
+    # tracer's warning about torch.tensor.
+    full = budget.new_tensor([float(a.n * a.learner_macs) for a in acms])
+    low = budget.new_tensor([a.min_choice / a.n for a in acms])
     points = torch.cat([low / weights, 1.0 / weights]).sort().values  # [2A]
     cost = (full * torch.maximum(torch.clamp(points[:, None] * weights, max=1.0), low)).sum(-1)  # [2A], non-decreasing
     want = budget * full.sum()  # [B]

@@ -114,7 +114,9 @@ def write_bundle(model: nn.Module, out_dir: str, meta: dict, example: torch.Tens
             model, (example, budget), path, opset_version=OPSET, do_constant_folding=False,
             input_names=[input_name, "budget"], output_names=["logits", "learner_counts"],
             dynamic_axes={input_name: batch, "budget": batch, "logits": batch, "learner_counts": batch},
-            custom_opsets={BRANCH_DOMAIN: 1},
+            # Only a floor-path model emits Select markers; naming the domain otherwise makes the
+            # exporter warn that it is unused.
+            custom_opsets={BRANCH_DOMAIN: 1} if any(getattr(m, "floor_path", False) for m in model.modules()) else None,
         )
     _finish_graph(path, meta)
     if dense is not None and meta.get("dense_graph"):
