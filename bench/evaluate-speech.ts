@@ -149,7 +149,8 @@ async function main(): Promise<void> {
   console.log(`language model ${lmPath}: order ${lexicon.lm.order}, lexicon of ${lexicon.words} words ` +
     `(${lexicon.skipped} unspellable skipped), loaded in ${((performance.now() - t) / 1000).toFixed(1)} s`);
 
-  const options: ort.InferenceSession.SessionOptions = { intraOpNumThreads: 2, interOpNumThreads: 1 };
+  // Errors only, as the server logs by default (onnxruntime's optimiser warns on floor-path graphs).
+  const options: ort.InferenceSession.SessionOptions = { intraOpNumThreads: 2, interOpNumThreads: 1, logSeverityLevel: 3 };
   const graphs: Array<{ name: string; budget: number | null; session: ort.InferenceSession }> = [];
   if (!opts['no-dense'] && m.dense_graph) graphs.push({ name: 'dense', budget: null, session: await ort.InferenceSession.create(join(dir, m.dense_graph), options) });
   if (budgets.length > 0) {
