@@ -121,8 +121,12 @@ class ACM(nn.Module):
         branch output, where outside one a reshape moves nothing.
         """
         x = z.reshape(-1, self.dim)
-        if minimum:
+
+        def floor() -> tuple[torch.Tensor, torch.Tensor]:
             return self.at_minimum(x), self.minimum_counts(z)
+
+        if minimum:
+            return floor()
         if counts is not None:
             return self.grouped(x, counts), counts
 
@@ -133,8 +137,7 @@ class ACM(nn.Module):
                            priority=self.cap_priority(logits, token_bonus), tokens=self.tokens)
             return self.grouped(x, k), k
 
-        y, counts = self.floor_or(at_floor(cap_budget, self.n, self.min_choice, self.token_count(z)),
-                                  lambda: (self.at_minimum(x), self.minimum_counts(z)), decided)
+        y, counts = self.floor_or(at_floor(cap_budget, self.n, self.min_choice, self.token_count(z)), floor, decided)
         return self.shaped(z, y), counts
 
     def floor_or(self, cond: torch.Tensor, minimum, decided) -> tuple[torch.Tensor, ...]:
