@@ -23,6 +23,7 @@ import { WindowCutter } from '../server/speech/windows.js';
 import { disableOrtTelemetry } from '../server/ort-telemetry.js';
 import { budgetArg, intArg, numberArg, parseCli, usageError } from './args.js';
 import { errorRates } from './error-rate.js';
+import { benchSessionOptions } from './model-inputs.js';
 import { REPO } from './server-process.js';
 import { printTable } from './table.js';
 
@@ -149,8 +150,7 @@ async function main(): Promise<void> {
   console.log(`language model ${lmPath}: order ${lexicon.lm.order}, lexicon of ${lexicon.words} words ` +
     `(${lexicon.skipped} unspellable skipped), loaded in ${((performance.now() - t) / 1000).toFixed(1)} s`);
 
-  // Errors only, as the server logs by default (onnxruntime's optimiser warns on floor-path graphs).
-  const options: ort.InferenceSession.SessionOptions = { intraOpNumThreads: 2, interOpNumThreads: 1, logSeverityLevel: 3 };
+  const options = benchSessionOptions(2);
   const graphs: Array<{ name: string; budget: number | null; session: ort.InferenceSession }> = [];
   if (!opts['no-dense'] && m.dense_graph) graphs.push({ name: 'dense', budget: null, session: await ort.InferenceSession.create(join(dir, m.dense_graph), options) });
   if (budgets.length > 0) {

@@ -20,7 +20,7 @@ import { ComputeAccountant } from '../server/compute.js';
 import { SpeechAccountant } from '../server/speech/compute.js';
 import { median, spread, timed, timingSettings } from './stats.js';
 import { intArg, modelBundleArg, parseCli, usageError } from './args.js';
-import { meanCompute, meanSpeechCompute, outputDifference, seededPixels, speechWindows } from './model-inputs.js';
+import { benchSessionOptions, meanCompute, meanSpeechCompute, outputDifference, seededPixels, speechWindows } from './model-inputs.js';
 import { disableOrtTelemetry } from '../server/ort-telemetry.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -113,12 +113,7 @@ async function main(): Promise<void> {
     usageError(`--against ${opts.against}: not the same model as --bundle ${opts.bundle}: its input contract, tokens, ACMs, ` +
       'graph inputs/outputs or dense MACs differ');
   }
-  const options: ort.InferenceSession.SessionOptions = {
-    intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential',
-    // Errors only: a random-weight bundle's equal zero biases make onnxruntime warn, once per
-    // If branch that reads them, that it cannot share them there, hundreds of lines before the table.
-    logSeverityLevel: 3,
-  };
+  const options = benchSessionOptions(threads);
   const acm = await ort.InferenceSession.create(m.graphPath, options);
   const dense = await ort.InferenceSession.create(m.densePath, options);
   const otherAcm = other && await ort.InferenceSession.create(other.graphPath, options);

@@ -15,6 +15,16 @@ import { REPO } from './server-process.js';
 /** The utterance the speech tests transcribe (a voice and a sentence the model never trained on). */
 export const SPEECH_FIXTURE = join(REPO, 'test', 'fixtures', 'speech', 'utterance.wav');
 
+/**
+ * The session settings every model-level bench times a graph with: `threads` intra-op threads,
+ * one node at a time, every graph optimisation, and onnxruntime's errors only (a floor-path
+ * graph, or a random-weight bundle's equal zero biases, makes its optimiser warn hundreds of times
+ * before the table).
+ */
+export function benchSessionOptions(threads: number): ort.InferenceSession.SessionOptions {
+  return { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential', logSeverityLevel: 3 };
+}
+
 /** A [batch, channels, height, width] float tensor of fixed pseudo-random values in [-1, 1). */
 export function seededPixels(batch: number, channels: number, height: number, width: number): ort.Tensor {
   let seed = 12345;

@@ -24,7 +24,7 @@ import * as ort from 'onnxruntime-node';
 import { ComputeAccountant } from '../server/compute.js';
 import { disableOrtTelemetry } from '../server/ort-telemetry.js';
 import { budgetArg, imageBundleArg, intArg, parseCli, usageError } from './args.js';
-import { meanCompute, seededPixels } from './model-inputs.js';
+import { benchSessionOptions, meanCompute, seededPixels } from './model-inputs.js';
 import { median, timed } from './stats.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -77,15 +77,9 @@ export function profileByRole(events: readonly TraceEvent[], skip: number): { ru
   return { runs: runs.length, us, total: runs.reduce((s, r) => s + r.dur, 0) };
 }
 
-const sessionOptions = (threads: number): ort.InferenceSession.SessionOptions => ({
-  intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential',
-  // Errors only: a floor-path graph gives onnxruntime optimiser warnings that would bury the table.
-  logSeverityLevel: 3,
-});
-
 /** Median ms of `runs` runs of `feeds` after one warm-up, without the profiler, and the warm-up's outputs. */
 async function runTime(graph: string, threads: number, feeds: Record<string, ort.Tensor>, runs: number): Promise<[number, ort.InferenceSession.ReturnType]> {
-  const session = await ort.InferenceSession.create(graph, sessionOptions(threads));
+  const session = await ort.InferenceSession.create(graph, benchSessionOptions(threads));
   try {
     const out = await session.run(feeds);
     const times: number[] = [];
@@ -100,7 +94,7 @@ async function runTime(graph: string, threads: number, feeds: Record<string, ort
 async function profile(graph: string, threads: number, feeds: Record<string, ort.Tensor>, runs: number): Promise<TraceEvent[]> {
   const dir = mkdtempSync(join(tmpdir(), 'acm-profile-'));
   try {
-    const session = await ort.InferenceSession.create(graph, { ...sessionOptions(threads), enableProfiling: true, profileFilePrefix: join(dir, 'run') });
+    const session = await ort.InferenceSession.create(graph, { ...benchSessionOptions(threads), enableProfiling: true, profileFilePrefix: join(dir, 'run') });
     for (let i = 0; i <= runs; i++) await session.run(feeds);
     session.endProfiling();
     await session.release();

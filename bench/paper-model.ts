@@ -11,11 +11,10 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { intArg, parseCli, usageError } from './args.js';
-
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+import { REPO } from './server-process.js';
 
 const USAGE = `
 usage: npm run bench:paper -- [--quick] [--dir .cache/bench/vit-b16-floor] [--plain] [--batches 1,8,32]
