@@ -5,13 +5,12 @@
 //
 //   (options: USAGE below, or --help)
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
 import { decodeImage } from '../server/image.js';
 import { imageBundleArg, intArg, parseCli, usageError } from './args.js';
 import { fmt, summarize } from './stats.js';
+import { REPO } from './server-process.js';
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 const USAGE = `
 usage: npm run bench:decode -- [--quick] [--bundle models/fashion-vit-acm] [--images-dir test/fixtures/fashion-test]

@@ -7,8 +7,7 @@
 //   (options: USAGE below, or --help)
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
 import sharp from 'sharp';
 import { scanBundles } from '../server/bundle.js';
 import { loadConfig } from '../server/config.js';
@@ -18,6 +17,7 @@ import { Metrics } from '../server/metrics.js';
 import { ortBackends } from '../server/ort-backend.js';
 import { heatmapSheet, linePlot, type Series } from './figures.js';
 import { budgetArg, intArg, parseCli } from './args.js';
+import { REPO } from './server-process.js';
 
 /** What models/toolchain/build_bundle.py measured in PyTorch (docs/fashion-comparison.json). */
 interface Comparison {
@@ -26,7 +26,6 @@ interface Comparison {
   per_target: Array<{ target: number; budget_weight?: number; accuracy: number; used: number; gflops: number }>;
 }
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const DATA = join(REPO, '.cache', 'fashion-mnist');
 const SIDE = 28;
 const IN_FLIGHT = 256;

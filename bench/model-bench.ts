@@ -13,8 +13,7 @@
 // inputs (a graph exported by another kernel or exporter, the same weights), and says whether the
 // two give the same logits and learner counts.
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { basename, dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { ComputeAccountant } from '../server/compute.js';
 import { SpeechAccountant } from '../server/speech/compute.js';
@@ -22,8 +21,8 @@ import { median, spread, timed, timingSettings } from './stats.js';
 import { intArg, modelBundleArg, parseCli, usageError } from './args.js';
 import { benchSessionOptions, meanCompute, meanSpeechCompute, outputDifference, seededPixels, speechWindows } from './model-inputs.js';
 import { disableOrtTelemetry } from '../server/ort-telemetry.js';
+import { REPO } from './server-process.js';
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BUDGETS = [1.0, 0.75, 0.5, 0.25];
 
 const USAGE = `

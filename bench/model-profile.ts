@@ -26,8 +26,8 @@ import { disableOrtTelemetry } from '../server/ort-telemetry.js';
 import { budgetArg, imageBundleArg, intArg, parseCli, usageError } from './args.js';
 import { benchSessionOptions, meanCompute, seededPixels } from './model-inputs.js';
 import { median, timed } from './stats.js';
+import { REPO } from './server-process.js';
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 const USAGE = `
 usage: npm run bench:profile -- [--quick] [--bundle models/fashion-vit-acm] [--batch 8] [--budgets 1,0.25]

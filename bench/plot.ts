@@ -5,12 +5,11 @@
 import { readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { checkModelBenchJson, modelPlotSvg } from './plot-svg.js';
 import { intArg, parseCli, usageError } from './args.js';
+import { REPO } from './server-process.js';
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 const USAGE = `
 usage: npm run bench:plot -- [--in .cache/bench/model-fashion-vit-acm.json] [--out FILE.png] [--width 800]
