@@ -6,7 +6,6 @@ from collections import Counter
 import onnx
 import torch
 
-from kernels.branch import DOMAIN as BRANCH_DOMAIN
 from kernels.grouped import cap_counts, grouped_learners, rows_where
 from models.toolchain.acm import ACM
 
@@ -116,13 +115,13 @@ class CapPriorityTest(unittest.TestCase):
 
 
 def exported(module: torch.nn.Module, *args: torch.Tensor) -> onnx.ModelProto:
-    """`module` exported the way bundles are (opset 17, batch dimension dynamic), before
-    lower_selects turns any run-time choice (kernels.branch) into an If."""
+    """`module` exported the way bundles are (opset 17, batch dimension dynamic). No module here
+    holds a run-time choice (kernels.branch), so no custom domain is named, as export does then."""
     buf = io.BytesIO()
     names = [f"in{i}" for i in range(len(args))]
     with torch.no_grad():
         torch.onnx.export(module, args, buf, opset_version=17, do_constant_folding=False, input_names=names,
-                          dynamic_axes={name: {0: "batch"} for name in names}, custom_opsets={BRANCH_DOMAIN: 1})
+                          dynamic_axes={name: {0: "batch"} for name in names})
     return onnx.load_from_string(buf.getvalue())
 
 
