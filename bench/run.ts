@@ -1,5 +1,5 @@
 // `npm run bench`: every benchmark in sequence (kernel, model, paper-size model, speech model,
-// profile, decode, server load, server memory, speech), each in its own process so one's threads
+// profile, decode, machine steadiness, server load, server memory, speech), each in its own process so one's threads
 // and memory cannot colour the next. Each prints its tables and writes its JSON (default
 // .cache/bench/; --out puts them all in one folder). The speech benches are skipped, saying why,
 // when the models folder (ACM_MODELS_DIR, default models/) has no speech bundle; the speech model
@@ -27,6 +27,8 @@ const BENCHES = [
     what: 'speech ACM bundle vs its dense graph, per window', args: speechBundle === undefined ? [] : ['--bundle', join(modelsDir, speechBundle)] },
   { name: 'profile', script: dist('./model-profile.js'), json: 'profile-fashion-vit-acm.json', what: 'where the ACM graph\'s time goes, by role' },
   { name: 'decode', script: dist('./decode-bench.js'), json: 'decode.json', what: 'image decoding, direct PNG vs libvips' },
+  { name: 'steady', script: dist('./steadiness.js'), json: 'steadiness.json',
+    what: 'how steady the machine\'s speed is, second by second, for the model and two loops' },
   { name: 'server', script: dist('./server-load.js'), json: 'server-load.json', what: 'HTTP load, batching on vs off' },
   { name: 'memory', script: dist('./server-memory.js'), json: 'server-memory.json', what: 'resident memory per model and under a soak' },
   { name: 'speech', script: dist('./speech-stream.js'), json: 'speech-stream.json', what: 'speech real-time factor and streaming latency' },
@@ -40,7 +42,7 @@ function skipReason(name: string): string | undefined {
 }
 
 const USAGE = `
-usage: npm run bench -- [--only kernel,model,paper-model,speech-model,profile,decode,server,memory,speech] [--quick] [--out FOLDER]
+usage: npm run bench -- [--only kernel,model,paper-model,speech-model,profile,decode,steady,server,memory,speech] [--quick] [--out FOLDER]
 Every benchmark in sequence, each in its own process; each prints its tables and writes its JSON
 (default .cache/bench/). --quick makes each a smoke run whose timings mean nothing.
 `;

@@ -29,6 +29,7 @@ const run = promisify(execFile);
 const SERVER_LOAD = fileURLToPath(new URL('../bench/server-load.js', import.meta.url));
 const MODEL_PROFILE = fileURLToPath(new URL('../bench/model-profile.js', import.meta.url));
 const PAPER_MODEL = fileURLToPath(new URL('../bench/paper-model.js', import.meta.url));
+const STEADINESS = fileURLToPath(new URL('../bench/steadiness.js', import.meta.url));
 
 type Stat = Summary;
 interface Report {
@@ -464,6 +465,37 @@ describe('paper-size model bench (bench:paper)', () => {
         .then(() => ({ code: 0, stderr: '' }), (err: { code: number; stderr: string }) => err);
       assert.equal(plain.code, 2);
       assert.match(plain.stderr, /holds a bundle exported with the floor path; give another --dir/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('machine steadiness bench (bench:steady)', () => {
+  it('reports each workload second by second, relative to its own median', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'acm-steady-'));
+    try {
+      const json = join(dir, 'steadiness.json');
+      const { stdout } = await run(process.execPath, [STEADINESS, '--quick', '--seconds', '2', '--slot-ms', '20', '--json', json], { timeout: 60_000 });
+      assert.match(stdout, /Rate per second, relative to the median/);
+      const report = JSON.parse(await readFile(json, 'utf8')) as { seconds: number; runs: { count: number; p50_ms: number; p99_ms: number };
+        rows: { workload: string; per_second: number; min: number; max: number; below_085: number; below_07: number }[];
+        series: Record<string, number[]>; correlation: Record<string, number | null> };
+      assert.equal(report.seconds, 2);
+      assert.deepEqual(report.rows.map((r) => r.workload), ['model', 'throughput', 'latency']);
+      for (const row of report.rows) {
+        const series = report.series[row.workload]!;
+        assert.equal(series.length, 2, row.workload);
+        assert.ok(row.per_second > 0, `${row.workload} made progress`);
+        // Two seconds: the median is their mean, so the two relative rates average exactly 1.
+        assert.ok(Math.abs((series[0]! + series[1]!) / 2 - 1) < 1e-9, `${row.workload}: ${series.join(', ')}`);
+        assert.equal(row.min, Math.min(...series));
+        assert.equal(row.below_085, series.filter((v) => v < 0.85).length);
+        assert.equal(row.below_07, series.filter((v) => v < 0.7).length);
+      }
+      assert.ok(report.runs.count > 0 && report.runs.p50_ms > 0 && report.runs.p99_ms >= report.runs.p50_ms);
+      // Pearson over two points is +1 or -1 (null in JSON when a series is flat).
+      for (const c of Object.values(report.correlation)) assert.ok(c === null || Math.abs(Math.abs(c) - 1) < 1e-9, String(c));
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
