@@ -18,7 +18,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { disableOrtTelemetry } from '../server/ort-telemetry.js';
-import { budgetArg, imageBundleArg, intArg, parseCli } from './args.js';
+import { budgetArg, imageBundleArg, intArg, numberArg, parseCli } from './args.js';
 import { benchSessionOptions, seededPixels } from './model-inputs.js';
 import { REPO } from './server-process.js';
 import { median, percentile } from './stats.js';
@@ -26,10 +26,13 @@ import { printTable } from './table.js';
 
 const USAGE = `
 usage: npm run bench:steady -- [--quick] [--bundle models/fashion-vit-acm] [--seconds 60] [--batch 1]
-    [--budget 1] [--slot-ms 50] [--json FILE]
+    [--budget 1] [--slot-ms 50] [--open-loop-seconds 20] [--fraction 0.7] [--max-batch 32] [--repeats 3]
+    [--json FILE]
 The machine's speed second by second for three workloads in turns: the bundle's graph on one
 onnxruntime thread, a throughput-bound loop and a latency-bound loop. Each second's rate over the
 workload's median; the seconds below 0.85 and 0.7; how the model's rate follows the other two.
+Then the model alone under an open loop at --fraction of its capacity, batching what has arrived:
+p50, p99 and p99/p50 per repeat.
 `;
 
 const WORKLOADS = ['model', 'throughput', 'latency'] as const;
@@ -77,6 +80,51 @@ function relativeToMedian(rates: readonly number[]): number[] {
   return rates.map((r) => r / m);
 }
 
+interface ModelOpenLoop {
+  capacity_per_s: number; rate_per_s: number; items: number; p50_ms: number; p99_ms: number; p99_over_p50: number;
+  mean_batch: number; largest_batch: number;
+}
+
+/**
+ * `runBatch(b)` runs one batch of b items. Capacity: items per second of back-to-back batches of
+ * maxBatch for capacityS. Then items arrive every 1 / (fraction x capacity) s for seconds; when
+ * the model is free it runs every arrived item, at most maxBatch, and each item's latency is the
+ * batch's end minus the item's scheduled arrival. Waits for the next arrival by spinning, as an
+ * onnxruntime thread does between runs, so that no timer's lateness counts.
+ */
+async function modelOpenLoop(runBatch: (b: number) => Promise<void>, maxBatch: number, fraction: number, capacityS: number,
+  seconds: number): Promise<ModelOpenLoop> {
+  let ran = 0;
+  const c0 = performance.now();
+  while (performance.now() - c0 < capacityS * 1000) {
+    await runBatch(maxBatch);
+    ran += maxBatch;
+  }
+  const capacity = ran / ((performance.now() - c0) / 1000);
+  const rate = fraction * capacity;
+  const items = Math.max(1, Math.floor(rate * seconds));
+  const latencies: number[] = [];
+  const sizes: number[] = [];
+  const t0 = performance.now();
+  const due = (i: number): number => t0 + (i * 1000) / rate;
+  let next = 0;
+  while (next < items) {
+    const now = performance.now();
+    let arrived = 0;
+    while (next + arrived < items && arrived < maxBatch && due(next + arrived) <= now) arrived++;
+    if (arrived === 0) continue;
+    await runBatch(arrived);
+    const end = performance.now();
+    for (let i = 0; i < arrived; i++) latencies.push(end - due(next + i));
+    sizes.push(arrived);
+    next += arrived;
+  }
+  const p50 = percentile(latencies, 50);
+  const p99 = percentile(latencies, 99);
+  return { capacity_per_s: capacity, rate_per_s: rate, items, p50_ms: p50, p99_ms: p99, p99_over_p50: p99 / p50,
+    mean_batch: items / sizes.length, largest_batch: Math.max(...sizes) };
+}
+
 async function main(): Promise<void> {
   disableOrtTelemetry();
   const { values: opts } = parseCli(USAGE, {
@@ -87,6 +135,10 @@ async function main(): Promise<void> {
       batch: { type: 'string' },
       budget: { type: 'string' },
       'slot-ms': { type: 'string' },
+      'open-loop-seconds': { type: 'string' },
+      fraction: { type: 'string' },
+      'max-batch': { type: 'string' },
+      repeats: { type: 'string' },
       json: { type: 'string' },
     },
   });
@@ -94,6 +146,10 @@ async function main(): Promise<void> {
   const batch = intArg('batch', opts.batch, 1, 1, 4096);
   const budget = budgetArg('budget', opts.budget, 1);
   const slotMs = intArg('slot-ms', opts['slot-ms'], 50, 5, 1000);
+  const openSeconds = numberArg('open-loop-seconds', opts['open-loop-seconds'], opts.quick ? 1 : 20, 0.1, 3600);
+  const fraction = numberArg('fraction', opts.fraction, 0.7, 0, 1, { minOpen: true });
+  const maxBatch = intArg('max-batch', opts['max-batch'], 32, 1, 1024);
+  const repeats = intArg('repeats', opts.repeats, opts.quick ? 1 : 3, 1, 100);
   const bundle = await imageBundleArg('bundle', opts.bundle);
   const m = bundle.manifest;
   const { channels, height, width } = m.image;
@@ -131,7 +187,6 @@ async function main(): Promise<void> {
       spent[w][second] = (spent[w][second] ?? 0) + (now - start);
     }
   }
-  await session.release();
   if (!Number.isFinite(sink)) throw new Error('the loops computed a non-finite sum');
 
   // Whole seconds only: the last one was cut short by the end of the run.
@@ -161,11 +216,31 @@ async function main(): Promise<void> {
   console.log(`second by second, the model's rate correlates ${followsThroughput.toFixed(2)} with the throughput loop's ` +
     `and ${followsLatency.toFixed(2)} with the latency loop's`);
 
+  // The model alone under an open loop.
+  const pixels = (b: number): Record<string, ort.Tensor> => ({ [m.inputs.pixels]: seededPixels(b, channels, height, width),
+    [m.inputs.budget]: new ort.Tensor('float64', new Float64Array(b).fill(budget), [b]) });
+  const byBatch = Array.from({ length: maxBatch + 1 }, (_, b) => (b === 0 ? undefined : pixels(b)));
+  for (let b = 1; b <= maxBatch; b++) await session.run(byBatch[b]!);
+  const openLoops = [];
+  for (let rep = 0; rep < repeats; rep++) {
+    const r = await modelOpenLoop((b) => session.run(byBatch[b]!).then(() => undefined), maxBatch, fraction,
+      opts.quick ? 0.5 : 5, openSeconds);
+    openLoops.push(r);
+  }
+  await session.release();
+  printTable(`The model alone under an open loop at ${Math.round(fraction * 100)}% of its capacity (batches of what has arrived, ` +
+    `at most ${maxBatch}; latency from scheduled arrival)`,
+  ['repeat', 'capacity items/s', 'rate', 'p50 ms', 'p99 ms', 'p99/p50', 'mean batch', 'largest batch'],
+  openLoops.map((r, i) => [String(i + 1), r.capacity_per_s.toFixed(0), r.rate_per_s.toFixed(0), r.p50_ms.toFixed(2), r.p99_ms.toFixed(2),
+    r.p99_over_p50.toFixed(2), r.mean_batch.toFixed(1), String(r.largest_batch)]));
+  console.log(`p99/p50 median ${median(openLoops.map((r) => r.p99_over_p50)).toFixed(2)} over ${repeats} repeat(s)`);
+
   const out = opts.json ?? join(REPO, '.cache', 'bench', 'steadiness.json');
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, JSON.stringify({ model: m.name, batch, budget, slot_ms: slotMs, seconds: whole, quick: opts.quick, rows, runs,
     correlation: { model_throughput: followsThroughput, model_latency: followsLatency },
-    series: Object.fromEntries(WORKLOADS.map((w) => [w, relative[w].relative])) }, null, 2));
+    series: Object.fromEntries(WORKLOADS.map((w) => [w, relative[w].relative])),
+    open_loop: { fraction, max_batch: maxBatch, seconds: openSeconds, repeats: openLoops } }, null, 2));
   console.log(`wrote ${out}`);
 }
 

@@ -70,6 +70,7 @@ describe('bench command lines', () => {
     { script: 'bench/server-load.js', args: ['--also', 'a:ACM_A=1', '--also', 'a:ACM_B=2'], message: /--also labels must differ from each other/ },
     { script: 'bench/decode-bench.js', args: ['--images-dir', '/nonexistent'], message: /--images-dir must be a folder of PNG files; "\/nonexistent": / },
     { script: 'bench/steadiness.js', args: ['--slot-ms', '2'], message: /--slot-ms must be a number in \[5, 1000\]; got "2"/ },
+    { script: 'bench/steadiness.js', args: ['--fraction', '0'], message: /--fraction must be a number in \(0, 1\]; got "0"/ },
     { script: 'bench/steadiness.js', args: ['--seconds', '1'], message: /--seconds must be a number in \[2, 86400\]; got "1"/ },
     { script: 'bench/decode-bench.js', args: ['--count', '0'], message: /--count must be a number in \[1, 10000000\]; got "0"/ },
     { script: 'bench/model-profile.js', args: ['--budgets', '1,0'], message: /--budgets must be a number in \(0, 1\]; got "0"/ },

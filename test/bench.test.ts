@@ -476,11 +476,15 @@ describe('machine steadiness bench (bench:steady)', () => {
     const dir = await mkdtemp(join(tmpdir(), 'acm-steady-'));
     try {
       const json = join(dir, 'steadiness.json');
-      const { stdout } = await run(process.execPath, [STEADINESS, '--quick', '--seconds', '2', '--slot-ms', '20', '--json', json], { timeout: 60_000 });
+      const { stdout } = await run(process.execPath, [STEADINESS, '--quick', '--seconds', '2', '--slot-ms', '20', '--max-batch', '4',
+        '--open-loop-seconds', '0.3', '--repeats', '2', '--json', json], { timeout: 60_000 });
       assert.match(stdout, /Rate per second, relative to the median/);
+      assert.match(stdout, /The model alone under an open loop at 70% of its capacity/);
       const report = JSON.parse(await readFile(json, 'utf8')) as { seconds: number; runs: { count: number; p50_ms: number; p99_ms: number };
         rows: { workload: string; per_second: number; min: number; max: number; below_085: number; below_07: number }[];
-        series: Record<string, number[]>; correlation: Record<string, number | null> };
+        series: Record<string, number[]>; correlation: Record<string, number | null>;
+        open_loop: { fraction: number; max_batch: number; repeats: { capacity_per_s: number; rate_per_s: number; items: number; p50_ms: number;
+          p99_ms: number; p99_over_p50: number; mean_batch: number; largest_batch: number }[] } };
       assert.equal(report.seconds, 2);
       assert.deepEqual(report.rows.map((r) => r.workload), ['model', 'throughput', 'latency']);
       for (const row of report.rows) {
@@ -496,6 +500,15 @@ describe('machine steadiness bench (bench:steady)', () => {
       assert.ok(report.runs.count > 0 && report.runs.p50_ms > 0 && report.runs.p99_ms >= report.runs.p50_ms);
       // Pearson over two points is +1 or -1 (null in JSON when a series is flat).
       for (const c of Object.values(report.correlation)) assert.ok(c === null || Math.abs(Math.abs(c) - 1) < 1e-9, String(c));
+
+      assert.equal(report.open_loop.repeats.length, 2);
+      for (const r of report.open_loop.repeats) {
+        assert.ok(Math.abs(r.rate_per_s - 0.7 * r.capacity_per_s) < 1e-6 * r.capacity_per_s, `rate ${r.rate_per_s} of ${r.capacity_per_s}`);
+        assert.equal(r.items, Math.floor(r.rate_per_s * 0.3));
+        assert.ok(r.p50_ms > 0 && r.p99_ms >= r.p50_ms && Math.abs(r.p99_over_p50 - r.p99_ms / r.p50_ms) < 1e-9);
+        assert.ok(r.largest_batch >= 1 && r.largest_batch <= 4, `largest batch ${r.largest_batch} over --max-batch 4`);
+        assert.ok(r.mean_batch >= 1 && r.mean_batch <= r.largest_batch);
+      }
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
