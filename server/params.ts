@@ -38,6 +38,21 @@ export function checkTopK(value: number, classes: number, field = 'top_k'): numb
   return value;
 }
 
+/** What POST /classify takes, in its query or as multipart text fields beside the image. */
+export const CLASSIFY_PARAMS: readonly string[] = ['budget', 'top_k', 'model'];
+
+/**
+ * Refuses a query parameter the route does not take: a misspelt `?budegt=0.25` would otherwise be
+ * served at the default budget, and the caller would never learn why it cost what it did.
+ */
+export function onlyKnownParams(names: Iterable<string>, known: readonly string[], route: string): void {
+  for (const name of names) {
+    if (!known.includes(name)) {
+      throw new AcmError('bad_request', `${route} takes the query parameters ${known.join(', ')}; got ${shown(name)}`);
+    }
+  }
+}
+
 /** Scalar query values only: `?budget=1&budget=2` is ambiguous and refused rather than guessed. */
 export function single(value: unknown, field: string): string | undefined {
   if (value === undefined) return undefined;

@@ -203,5 +203,9 @@ describe('/asr streaming', () => {
     assert.equal(header.status, 400);
     const unknown = await connect(`${s.ws}?model=nope`).then(() => assert.fail('refused'), (e: unknown) => e as { status: number });
     assert.equal(unknown.status, 404);
+    const misspelt = await connect(`${s.ws}?budegt=0.25`).then(() => assert.fail('refused'), (e: unknown) => e as { status: number; body: string });
+    assert.equal(misspelt.status, 400);
+    assert.match((JSON.parse(misspelt.body) as { error: { message: string } }).error.message,
+      /the \/asr handshake takes the query parameters budget, model; got "budegt"/);
   });
 });

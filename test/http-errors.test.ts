@@ -111,6 +111,13 @@ describe('bad input to POST /classify', () => {
     await refused(post('?budget=0.5&budget=0.6').set('Content-Type', 'image/png').send(png), 400, 'bad_request', /once/);
   });
 
+  it('refuses a query parameter it does not take, naming it and the ones it takes', async () => {
+    // A misspelt budget must not run at the default budget.
+    await refused(post('?budegt=0.25').set('Content-Type', 'image/png').send(png), 400, 'bad_request',
+      /POST \/classify takes the query parameters budget, top_k, model; got "budegt"/);
+    await refused(post('?budget=0.5&topk=3').set('Content-Type', 'image/png').send(png), 400, 'bad_request', /got "topk"/);
+  });
+
   it('refuses an unknown model with 404', async () => {
     await refused(post('?model=nope').set('Content-Type', 'image/png').send(png), 404, 'unknown_model',
       /one of fake-vit-acm; got "nope"/);

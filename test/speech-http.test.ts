@@ -86,6 +86,8 @@ describe('POST /transcribe', () => {
     assert.match((res.body as { error: { message: string } }).error.message, /budget must be a number in \(0, 1\]; got "1.5"/);
     res = await post('audio/wav', wav16k(audio), '?model=nope').expect(404);
     assert.equal((res.body as { error: { code: string } }).error.code, 'unknown_model');
+    res = await post('audio/wav', wav16k(audio), '?budget=0.5&beam=8').expect(400);
+    assert.match((res.body as { error: { message: string } }).error.message, /POST \/transcribe takes the query parameters budget, model; got "beam"/);
   });
 
   it('refuses audio over the duration and byte limits with 413 audio_too_large', async () => {

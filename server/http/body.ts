@@ -5,6 +5,7 @@
 import type { Request, Response } from 'express';
 import busboy from 'busboy';
 import { AcmError } from '../errors.js';
+import { CLASSIFY_PARAMS } from '../params.js';
 
 export interface MultipartImage {
   readonly image: Buffer;
@@ -12,7 +13,7 @@ export interface MultipartImage {
   readonly fields: ReadonlyMap<string, string>;
 }
 
-const FORM_FIELDS = new Set(['budget', 'top_k', 'model']);
+const FORM_FIELDS = new Set(CLASSIFY_PARAMS);
 /** Room for multipart boundaries, part headers and the small text fields beside the image. */
 const MULTIPART_OVERHEAD = 64 * 1024;
 

@@ -4,7 +4,7 @@ import type { Request, Response } from 'express';
 import { AcmError, shown } from '../errors.js';
 import { IMAGE_MEDIA_TYPES } from '../image.js';
 import type { ClassifyResult, InferenceService } from '../inference.js';
-import { parseBudget, parseTopK, single } from '../params.js';
+import { CLASSIFY_PARAMS, onlyKnownParams, parseBudget, parseTopK, single } from '../params.js';
 import { readMultipartImage, readRawBody } from './body.js';
 
 export interface ClassifyRouteOptions {
@@ -48,6 +48,7 @@ export function classifyHandler(inference: InferenceService, opts: ClassifyRoute
       throw new AcmError('unsupported_media_type', `Content-Type must be one of ${ACCEPTED}; got ${shown(type || 'none')}`);
     }
     const query = req.query as Record<string, unknown>;
+    onlyKnownParams(Object.keys(query), CLASSIFY_PARAMS, 'POST /classify');
     const header = req.headers['x-budget'];
     let budgetRaw = typeof header === 'string' ? header : single(query.budget, 'budget');
     let budgetField = typeof header === 'string' ? 'X-Budget' : 'budget';

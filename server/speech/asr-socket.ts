@@ -10,7 +10,7 @@ import type { Config } from '../config.js';
 import { AcmError, shown, toAcmError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
-import { parseBudget } from '../params.js';
+import { onlyKnownParams, parseBudget } from '../params.js';
 import { decodePcm, PCM_ENCODINGS, type PcmEncoding } from './audio.js';
 import type { SpeechComputeReport } from './compute.js';
 import type { Recognition, SpeechService } from './service.js';
@@ -47,6 +47,7 @@ export function attachAsr(server: Server, speech: SpeechService, config: Config,
     try {
       if (url.pathname !== ASR_PATH) throw new AcmError('not_found', `no WebSocket route ${url.pathname}; streaming is at ${ASR_PATH}`);
       if (closing) throw new AcmError('not_ready', 'the server is shutting down');
+      onlyKnownParams(url.searchParams.keys(), ['budget', 'model'], `the ${ASR_PATH} handshake`);
       const header = req.headers['x-budget'];
       const values = url.searchParams.getAll('budget');
       if (values.length > 1) throw new AcmError('bad_request', 'budget must be given once, as a single value');
