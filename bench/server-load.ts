@@ -154,6 +154,12 @@ interface OpenCell {
    * bench/load.ts latencySplit): outside the server's own total, queued, in inference, the rest.
    */
   split: { median: LatencySplit | null; p99: LatencySplit | null };
+  /**
+   * Second by second over the measured window (all repeats pooled; from the server's /metrics):
+   * the fraction of each second the model ran batches, the mean requests per batch, batch time per
+   * request, and the mean wait in the queue.
+   */
+  per_second: { busy: Summary; batch_size: Summary; ms_per_request: Summary; queue_wait_ms: Summary };
   non2xx: number;
   non2xx_kinds: Record<string, number>;
   errors: number;
@@ -190,6 +196,9 @@ interface Scrape {
   batches: number;
   items: number;
   batchSeconds: number;
+  /** Requests that have left the queue for a batch so far, and their seconds waiting in it. */
+  queued: number;
+  queueSeconds: number;
   /** CPU seconds of the whole server process so far (every thread). */
   cpuSeconds: number;
 }
@@ -207,7 +216,9 @@ async function scrape(url: string, model: string): Promise<Scrape> {
   return {
     loop: p99 === undefined || max === undefined ? null : { p99: p99 * 1000, max: max * 1000 },
     batches: value('acm_batch_size_count', of) ?? 0, items: value('acm_batch_size_sum', of) ?? 0,
-    batchSeconds: value('acm_batch_duration_seconds_sum', of) ?? 0, cpuSeconds: value('acm_process_cpu_seconds_total') ?? NaN,
+    batchSeconds: value('acm_batch_duration_seconds_sum', of) ?? 0,
+    queued: value('acm_queue_wait_seconds_count', of) ?? 0, queueSeconds: value('acm_queue_wait_seconds_sum', of) ?? 0,
+    cpuSeconds: value('acm_process_cpu_seconds_total') ?? NaN,
   };
 }
 
@@ -230,6 +241,39 @@ function usage(first: Scrape, last: Scrape, seconds: number, clientCpu: NodeJS.C
     serverCores: (last.cpuSeconds - first.cpuSeconds) / seconds,
     clientCores: (clientCpu.user + clientCpu.system) / 1e6 / seconds,
   };
+}
+
+/** One interval between two scrapes of an open loop (about a second). */
+interface SecondRow {
+  /** Fraction of the interval the model was running a batch. */
+  busy: number;
+  /** Mean requests per batch, ms of batch time per request, and mean ms a request waited in the queue. */
+  batchSize: number;
+  msPerRequest: number;
+  queueWaitMs: number;
+}
+
+/**
+ * The open loop second by second, from scrapes taken at its start, about once a second, and at its
+ * end: intervals that end within the warm-up, or last under half a second (the end's remainder),
+ * are left out, as are intervals in which no batch ran.
+ */
+function perSecond(marks: readonly { at: number; scrape: Scrape }[], warmupS: number): SecondRow[] {
+  const sorted = [...marks].sort((a, b) => a.at - b.at);
+  const start = sorted[0]?.at ?? 0;
+  const rows: SecondRow[] = [];
+  for (let i = 1; i < sorted.length; i++) {
+    const a = sorted[i - 1]!, b = sorted[i]!;
+    const seconds = (b.at - a.at) / 1000;
+    const batches = b.scrape.batches - a.scrape.batches;
+    const items = b.scrape.items - a.scrape.items;
+    if (b.at - start < warmupS * 1000 || seconds < 0.5 || batches <= 0 || items <= 0) continue;
+    const batchSeconds = b.scrape.batchSeconds - a.scrape.batchSeconds;
+    const queued = b.scrape.queued - a.scrape.queued;
+    rows.push({ busy: batchSeconds / seconds, batchSize: items / batches, msPerRequest: (batchSeconds * 1000) / items,
+      queueWaitMs: queued > 0 ? ((b.scrape.queueSeconds - a.scrape.queueSeconds) * 1000) / queued : NaN });
+  }
+  return rows;
 }
 
 async function main(): Promise<void> {
@@ -335,12 +379,27 @@ async function main(): Promise<void> {
     const maxRps = new Map<ModeName, number>(MODES.map((m) => [m.name,
       Math.max(...cells.filter((c) => c.mode === m.name).map((c) => c.throughput_rps.median))]));
     const openRaw = new Map<ModeName, LoadResult[]>(MODES.map((m) => [m.name, []]));
+    const openSeconds = new Map<ModeName, SecondRow[]>(MODES.map((m) => [m.name, []]));
     for (let rep = 0; rep < (opts['closed-only'] ? 0 : settings.repeats); rep++) {
       for (const mode of MODES) {
         const rate = settings.openLoopFraction * maxRps.get(mode.name)!;
         if (!(rate > 0)) throw new Error(`${mode.name}: no successful requests in the closed-loop cells, so no open-loop rate`);
-        const run = await openLoop(target(mode.name), { rateRps: rate, warmupS: settings.warmupS, seconds: settings.openLoopDurationS });
+        // The server's counters about once a second, to see how its batches went second by second.
+        const url = servers.get(mode.name)!.url;
+        const marks: { at: number; scrape: Scrape }[] = [];
+        const scrapes: Promise<void>[] = [];
+        const mark = (): Promise<void> => {
+          const taken = scrape(url, model).then((s) => { marks.push({ at: performance.now(), scrape: s }); }, () => undefined);
+          scrapes.push(taken);
+          return taken;
+        };
+        await mark();
+        const run = await openLoop(target(mode.name), { rateRps: rate, warmupS: settings.warmupS, seconds: settings.openLoopDurationS,
+          onSecond: () => { void mark(); } });
+        await mark();
+        await Promise.all(scrapes);
         openRaw.get(mode.name)!.push(run);
+        openSeconds.get(mode.name)!.push(...perSecond(marks, settings.warmupS));
         const tail = tailSplit(run.timed ?? []).p99;
         console.log(`  rep ${rep + 1} open loop ${mode.name} at ${rate.toFixed(1)} req/s: p50 ${run.p50Ms.toFixed(1)} ms, p99 ${run.p99Ms.toFixed(1)} ms` +
           (tail ? `; slowest 1%: ${splitText(tail)}` : '') + (run.non2xx + run.errors > 0
@@ -355,6 +414,9 @@ async function main(): Promise<void> {
         p50_ms: summarize(runs.map((r) => r.p50Ms)), p99_ms: summarize(runs.map((r) => r.p99Ms)),
         p99_over_p50: summarize(runs.map((r) => r.p99Ms / r.p50Ms)),
         split: tailSplit(runs.flatMap((r) => r.timed ?? [])),
+        per_second: ((rows) => ({ busy: summarize(rows.map((r) => r.busy)), batch_size: summarize(rows.map((r) => r.batchSize)),
+          ms_per_request: summarize(rows.map((r) => r.msPerRequest)),
+          queue_wait_ms: summarize(rows.map((r) => r.queueWaitMs).filter(Number.isFinite)) }))(openSeconds.get(m.name)!),
         non2xx: runs.reduce((s, r) => s + r.non2xx, 0), non2xx_kinds: mergeKinds(runs, (r) => r.non2xxKinds),
         errors: runs.reduce((s, r) => s + r.errors, 0),
         error_kinds: mergeKinds(runs),
@@ -440,6 +502,10 @@ function report(cells: readonly Cell[], open: readonly OpenCell[], targets: read
     ['mode', 'max req/s', 'rate', 'achieved', 'p50 ms', 'p99 ms', 'p99/p50', 'fail'],
     open.map((o) => [o.mode, o.max_throughput_rps.toFixed(1), o.rate_rps.toFixed(1), fmt(o.achieved_rps), fmt(o.p50_ms), fmt(o.p99_ms),
       fmt(o.p99_over_p50, 2), String(o.non2xx + o.errors)]));
+  printTable('Open loop, second by second (median [min-max] over the seconds of all repeats; from the server\'s /metrics)',
+    ['mode', 'seconds', 'model busy', 'requests per batch', 'batch ms per request', 'queue wait ms'],
+    open.map((o) => [o.mode, String(o.per_second.busy.samples.length), fmt(o.per_second.busy, 2), fmt(o.per_second.batch_size),
+      fmt(o.per_second.ms_per_request, 3), fmt(o.per_second.queue_wait_ms)]));
   printTable('Open loop: where the time went (mean ms; all repeats; outside = not in the server\'s own total)',
     ['mode', 'answers', 'latency', 'outside', 'queue', 'inference', 'rest'],
     open.flatMap((o) => (['median', 'p99'] as const).map((which) => {

@@ -39,7 +39,8 @@ interface Report {
     healthz_p99_ms: Stat; non2xx: number; errors: number; batch_size: Stat; inference_busy: Stat; server_cores: Stat;
     client_cores: Stat }[];
   open_loop: { mode: string; rate_rps: number; achieved_rps: Stat; p50_ms: Stat; p99_ms: Stat; p99_over_p50: Stat;
-    split: Record<'median' | 'p99', LatencySplit | null> }[];
+    split: Record<'median' | 'p99', LatencySplit | null>;
+    per_second: Record<'busy' | 'batch_size' | 'ms_per_request' | 'queue_wait_ms', Stat> }[];
   targets: { name: string; value: number | null; pass: boolean | null }[];
 }
 
@@ -195,6 +196,13 @@ describe('server-load bench', () => {
         positive(o.achieved_rps, `${o.mode} open-loop rate`);
         positive(o.p50_ms, `${o.mode} open-loop p50`);
         positive(o.p99_over_p50, `${o.mode} p99/p50`);
+        // Second by second from the server's counters: the 0.5 s loop is one interval.
+        const ps = o.per_second;
+        assert.ok(ps.busy.samples.length >= 1, `${o.mode}: no second measured`);
+        assert.ok(ps.busy.samples.every((b) => b > 0 && b < 1.5), `${o.mode}: model busy ${ps.busy.samples.join(', ')}`);
+        if (o.mode === 'batching-off') assert.ok(ps.batch_size.samples.every((b) => b === 1), `${o.mode}: one request per batch`);
+        else assert.ok(ps.batch_size.samples.every((b) => b >= 1), `${o.mode}: batch size ${ps.batch_size.samples.join(', ')}`);
+        assert.ok(ps.ms_per_request.samples.every((v) => v > 0) && ps.queue_wait_ms.samples.every((v) => v >= 0), `${o.mode}: per-request times`);
         // Every answer carried the server's timing headers, so both groups are split.
         for (const which of ['median', 'p99'] as const) {
           const x = o.split[which];
