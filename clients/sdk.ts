@@ -213,7 +213,9 @@ export class AcmClient {
    */
   async *stream(audio: AsyncIterable<AudioChunk> | Iterable<AudioChunk>, opts: StreamOptions): AsyncGenerator<StreamEvent, void, undefined> {
     const Ctor = this.WebSocketImpl ?? await defaultWebSocket();
-    const ws = new Ctor(`${this.url.replace(/^http/, 'ws')}/asr`);
+    // The stream's model is chosen at the handshake, where the server resolves it and its sample rate.
+    const path = `/asr${opts.model !== undefined ? `?${new URLSearchParams({ model: opts.model })}` : ''}`;
+    const ws = new Ctor(`${this.url.replace(/^http/, 'ws')}${path}`);
     ws.binaryType = 'arraybuffer';
     const events: StreamEvent[] = [];
     let failure: AcmError | undefined;
@@ -242,7 +244,7 @@ export class AcmClient {
 
     ws.onopen = () => {
       ws.send(JSON.stringify({ type: 'start', sample_rate: opts.sampleRate, encoding: opts.encoding ?? 'pcm_s16le',
-        ...(opts.budget !== undefined ? { budget: opts.budget } : {}), ...(opts.model !== undefined ? { model: opts.model } : {}) }));
+        ...(opts.budget !== undefined ? { budget: opts.budget } : {}) }));
     };
     ws.onmessage = (ev) => {
       let msg: { type?: unknown; text?: unknown; words?: unknown; compute?: unknown; code?: unknown; message?: unknown };
@@ -269,7 +271,7 @@ export class AcmClient {
       // The close event that follows carries the code; this only covers connections that never opened
       // (no server, or a refused handshake: browsers hide its answer, the ws package names its status).
       const why = typeof (ev as { message?: unknown } | null)?.message === 'string' ? `: ${(ev as { message: string }).message}` : '';
-      if (ws.readyState !== OPEN) fail(new AcmError('unreachable', `cannot open ${this.url}/asr${why}`, 0));
+      if (ws.readyState !== OPEN) fail(new AcmError('unreachable', `cannot open ${this.url}${path}${why}`, 0));
     };
     ws.onclose = (ev) => {
       closed = true;

@@ -77,6 +77,20 @@ describe('SDK and CLI against the speech routes', () => {
       e instanceof AcmError && e.code === 'invalid_audio' && e.closeCode === 4406 && /sample_rate/.test(e.message));
   });
 
+  it('streams from the model named in the options, and refuses a name the server does not know', async () => {
+    const name = (await client.models()).find((m) => m.task === 'speech-recognition')?.name;
+    assert.ok(name, 'the server lists its speech model');
+    const events: StreamEvent[] = [];
+    for await (const e of client.stream([new Uint8Array(3200)], { sampleRate: 16000, model: name })) events.push(e);
+    assert.equal(events.at(-1)?.type, 'final');
+    await assert.rejects(client.stream([new Uint8Array(3200)], { sampleRate: 16000, model: 'no-such-model' }).next(), (e: unknown) => {
+      // A browser's WebSocket hides the refusal's body, so the SDK names the handshake it tried.
+      assert.ok(e instanceof AcmError, String(e));
+      assert.match(e.message, /cannot open http:\/\/.*\/asr\?model=no-such-model: .*404/);
+      return true;
+    });
+  });
+
   it('acm transcribe prints the text, from the file and streamed alike', async () => {
     const file = await acm(['transcribe', wavPath, '--budget', '0.5', '--url', s.url, '--json']);
     assert.equal(file.code, 0, file.stderr);

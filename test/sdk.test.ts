@@ -137,11 +137,13 @@ describe('SDK failures without an answer', () => {
 
 describe('SDK stream() against the documented /asr protocol', () => {
   /** A server following the protocol: ready after start, a partial per binary frame, final after stop. */
-  async function asrDouble(behaviour: 'ok' | 'error' | 'close'): Promise<{ url: string; seen: unknown[]; close: () => void }> {
+  async function asrDouble(behaviour: 'ok' | 'error' | 'close'): Promise<{ url: string; seen: unknown[]; paths: string[]; close: () => void }> {
     const http = createServer();
     const wss = new WebSocketServer({ server: http, path: '/asr' });
     const seen: unknown[] = [];
-    wss.on('connection', (ws) => {
+    const paths: string[] = [];
+    wss.on('connection', (ws, req) => {
+      paths.push(req.url ?? '');
       let bytes = 0;
       ws.on('message', (data, isBinary) => {
         if (isBinary) {
@@ -168,8 +170,21 @@ describe('SDK stream() against the documented /asr protocol', () => {
     });
     http.listen(0, '127.0.0.1');
     await once(http, 'listening');
-    return { url: `http://127.0.0.1:${(http.address() as AddressInfo).port}`, seen, close: () => { wss.close(); http.close(); } };
+    return { url: `http://127.0.0.1:${(http.address() as AddressInfo).port}`, seen, paths, close: () => { wss.close(); http.close(); } };
   }
+
+  it('names the model at the handshake, where the server chooses it, and not in the start message', async () => {
+    const d = await asrDouble('ok');
+    try {
+      for await (const e of new AcmClient({ url: d.url }).stream([new Uint8Array(320)], { sampleRate: 16000, model: 'speech b&c' })) void e;
+      assert.deepEqual(d.paths, ['/asr?model=speech+b%26c']);
+      assert.deepEqual(d.seen[0], { type: 'start', sample_rate: 16000, encoding: 'pcm_s16le' });
+      for await (const e of new AcmClient({ url: d.url }).stream([new Uint8Array(320)], { sampleRate: 16000 })) void e;
+      assert.equal(d.paths[1], '/asr');
+    } finally {
+      d.close();
+    }
+  });
 
   it('sends start, waits for ready, sends the audio then stop, and yields partials then the final', async () => {
     const d = await asrDouble('ok');

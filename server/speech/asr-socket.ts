@@ -18,6 +18,21 @@ import type { Recognition, SpeechService } from './service.js';
 export const ASR_PATH = '/asr';
 /** Audio between two partial messages at most, in seconds. */
 const PARTIAL_EVERY_S = 0.5;
+/** What a start message may carry; the model is chosen at the handshake (`?model=`). */
+const START_FIELDS: readonly string[] = ['type', 'sample_rate', 'encoding', 'budget'];
+
+/**
+ * Refuses a field a control message does not take: a misspelt `budget` would otherwise stream at
+ * the handshake's budget, and a `model` here would be ignored while the handshake's model runs.
+ */
+function onlyKnownFields(m: Record<string, unknown>, known: readonly string[], type: string): void {
+  for (const name of Object.keys(m)) {
+    if (!known.includes(name)) {
+      throw new AcmError('protocol_error', `a ${type} message takes the fields ${known.join(', ')}` +
+        `${name === 'model' ? ' (choose the model at the handshake: /asr?model=NAME)' : ''}; got ${shown(name)}`);
+    }
+  }
+}
 
 export interface AsrServer {
   /** Fails every open stream with not_ready and stops accepting upgrades. */
@@ -175,8 +190,10 @@ class AsrStream {
     const m = msg as Record<string, unknown>;
     switch (m.type) {
       case 'start':
+        onlyKnownFields(m, START_FIELDS, 'start');
         return this.onStart(m);
       case 'stop':
+        onlyKnownFields(m, ['type'], 'stop');
         return this.onStop();
       default:
         throw new AcmError('protocol_error', `message type must be "start" or "stop"; got ${shown(m.type)}`);
