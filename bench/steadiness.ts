@@ -5,12 +5,11 @@
 //   throughput   eight independent multiply-add chains over an array that fits in L1: it needs
 //                the core's execution units, so it slows when something else takes them (another
 //                hardware thread on the same core, a neighbour on the host);
-//   latency      one dependent chain of the same arithmetic: it uses little of the core and slows
-//                only when the clock itself does.
+//   latency      one dependent chain of multiply-adds and remainders: it uses little of the core
+//                and slows only when the clock itself does.
 // Per wall-clock second, each workload's rate (work per second of its own slots) is divided by
 // its median over the run. A second in which the model ran below 0.7 of its median is one in
-// which a server loaded to 70% of its median capacity, as bench:server's open loop is, could not
-// keep up, and a queue grew. The seconds the model and the throughput loop dip together, while
+// which a server loaded to 70% of its median capacity could not keep up, and a queue grew. The seconds the model and the throughput loop dip together, while
 // the latency loop holds, point at the machine rather than at the server.
 //
 //   (options: USAGE below, or --help)
