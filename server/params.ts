@@ -40,17 +40,22 @@ export function checkTopK(value: number, classes: number, field = 'top_k'): numb
 
 /** What POST /classify takes, in its query or as multipart text fields beside the image. */
 export const CLASSIFY_PARAMS: readonly string[] = ['budget', 'top_k', 'model'];
+/** What POST /transcribe and the /asr handshake take in their query. */
+export const SPEECH_PARAMS: readonly string[] = ['budget', 'model'];
+
+/** The first of `names` that is not in `known`, or undefined when every one is. */
+export function firstUnknown(names: Iterable<string>, known: readonly string[]): string | undefined {
+  for (const name of names) if (!known.includes(name)) return name;
+  return undefined;
+}
 
 /**
  * Refuses a query parameter the route does not take: a misspelt `?budegt=0.25` would otherwise be
  * served at the default budget, and the caller would never learn why it cost what it did.
  */
 export function onlyKnownParams(names: Iterable<string>, known: readonly string[], route: string): void {
-  for (const name of names) {
-    if (!known.includes(name)) {
-      throw new AcmError('bad_request', `${route} takes the query parameters ${known.join(', ')}; got ${shown(name)}`);
-    }
-  }
+  const unknown = firstUnknown(names, known);
+  if (unknown !== undefined) throw new AcmError('bad_request', `${route} takes the query parameters ${known.join(', ')}; got ${shown(unknown)}`);
 }
 
 /** Scalar query values only: `?budget=1&budget=2` is ambiguous and refused rather than guessed. */

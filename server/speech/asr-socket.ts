@@ -10,7 +10,7 @@ import type { Config } from '../config.js';
 import { AcmError, shown, toAcmError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
-import { onlyKnownParams, parseBudget } from '../params.js';
+import { firstUnknown, onlyKnownParams, parseBudget, SPEECH_PARAMS } from '../params.js';
 import { decodePcm, PCM_ENCODINGS, type PcmEncoding } from './audio.js';
 import type { SpeechComputeReport } from './compute.js';
 import type { Recognition, SpeechService } from './service.js';
@@ -26,12 +26,10 @@ const START_FIELDS: readonly string[] = ['type', 'sample_rate', 'encoding', 'bud
  * the handshake's budget, and a `model` here would be ignored while the handshake's model runs.
  */
 function onlyKnownFields(m: Record<string, unknown>, known: readonly string[], type: string): void {
-  for (const name of Object.keys(m)) {
-    if (!known.includes(name)) {
-      throw new AcmError('protocol_error', `a ${type} message takes the fields ${known.join(', ')}` +
-        `${name === 'model' ? ' (choose the model at the handshake: /asr?model=NAME)' : ''}; got ${shown(name)}`);
-    }
-  }
+  const name = firstUnknown(Object.keys(m), known);
+  if (name === undefined) return;
+  throw new AcmError('protocol_error', `a ${type} message takes the fields ${known.join(', ')}` +
+    `${name === 'model' ? ' (choose the model at the handshake: /asr?model=NAME)' : ''}; got ${shown(name)}`);
 }
 
 export interface AsrServer {
@@ -62,7 +60,7 @@ export function attachAsr(server: Server, speech: SpeechService, config: Config,
     try {
       if (url.pathname !== ASR_PATH) throw new AcmError('not_found', `no WebSocket route ${url.pathname}; streaming is at ${ASR_PATH}`);
       if (closing) throw new AcmError('not_ready', 'the server is shutting down');
-      onlyKnownParams(url.searchParams.keys(), ['budget', 'model'], `the ${ASR_PATH} handshake`);
+      onlyKnownParams(url.searchParams.keys(), SPEECH_PARAMS, `the ${ASR_PATH} handshake`);
       const header = req.headers['x-budget'];
       const values = url.searchParams.getAll('budget');
       if (values.length > 1) throw new AcmError('bad_request', 'budget must be given once, as a single value');

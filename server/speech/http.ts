@@ -4,7 +4,7 @@ import type { Express, Request, Response } from 'express';
 import { AcmError, shown } from '../errors.js';
 import { readRawBody } from '../http/body.js';
 import { mediaType, setTimingHeaders } from '../http/classify.js';
-import { onlyKnownParams, parseBudget, single } from '../params.js';
+import { onlyKnownParams, parseBudget, single, SPEECH_PARAMS } from '../params.js';
 import { AudioDecoder } from './decoder.js';
 import type { SpeechService } from './service.js';
 
@@ -30,7 +30,7 @@ export function registerSpeechRoutes(app: Express, speech: SpeechService, opts: 
       throw new AcmError('unsupported_media_type', `Content-Type must be one of ${[...AUDIO_MEDIA_TYPES].join(', ')}; got ${shown(type || 'none')}`);
     }
     const query = req.query as Record<string, unknown>;
-    onlyKnownParams(Object.keys(query), ['budget', 'model'], 'POST /transcribe');
+    onlyKnownParams(Object.keys(query), SPEECH_PARAMS, 'POST /transcribe');
     const header = req.headers['x-budget'];
     const budget = typeof header === 'string' ? parseBudget(header, 'X-Budget') : parseBudget(single(query.budget, 'budget'));
     const modelName = single(query.model, 'model');
