@@ -153,8 +153,9 @@ async function main(): Promise<void> {
   const m = bundle.manifest;
   const { channels, height, width } = m.image;
   const session = await ort.InferenceSession.create(bundle.graphPath, benchSessionOptions(1));
-  const feeds = { [m.inputs.pixels]: seededPixels(batch, channels, height, width),
-    [m.inputs.budget]: new ort.Tensor('float64', new Float64Array(batch).fill(budget), [batch]) };
+  const feedsFor = (b: number): Record<string, ort.Tensor> => ({ [m.inputs.pixels]: seededPixels(b, channels, height, width),
+    [m.inputs.budget]: new ort.Tensor('float64', new Float64Array(b).fill(budget), [b]) });
+  const feeds = feedsFor(batch);
 
   let sink = 0;
   const step: Record<Workload, () => Promise<void>> = {
@@ -205,9 +206,8 @@ async function main(): Promise<void> {
   printTable('Rate per second, relative to the median', ['workload', 'median steps/s', 'p10', 'min', 'max', 'seconds < 0.85', 'seconds < 0.7'],
     rows.map((r) => [r.workload, r.per_second.toFixed(1), r.p10.toFixed(2), r.min.toFixed(2), r.max.toFixed(2),
       `${r.below_085} of ${whole}`, `${r.below_07} of ${whole}`]));
-  const sorted = [...runMs].sort((a, b) => a - b);
-  const runs = { count: runMs.length, p50_ms: percentile(sorted, 50), p90_ms: percentile(sorted, 90), p99_ms: percentile(sorted, 99),
-    max_ms: sorted[sorted.length - 1] ?? NaN };
+  const runs = { count: runMs.length, p50_ms: percentile(runMs, 50), p90_ms: percentile(runMs, 90), p99_ms: percentile(runMs, 99),
+    max_ms: runMs.length > 0 ? runMs.reduce((a, b) => Math.max(a, b), -Infinity) : NaN };
   console.log(`model runs: ${runs.count}, ms per run p50 ${runs.p50_ms.toFixed(2)}, p90 ${runs.p90_ms.toFixed(2)}, ` +
     `p99 ${runs.p99_ms.toFixed(2)}, max ${runs.max_ms.toFixed(2)}`);
   const followsThroughput = correlation(relative.model.relative, relative.throughput.relative);
@@ -216,9 +216,7 @@ async function main(): Promise<void> {
     `and ${followsLatency.toFixed(2)} with the latency loop's`);
 
   // The model alone under an open loop.
-  const pixels = (b: number): Record<string, ort.Tensor> => ({ [m.inputs.pixels]: seededPixels(b, channels, height, width),
-    [m.inputs.budget]: new ort.Tensor('float64', new Float64Array(b).fill(budget), [b]) });
-  const byBatch = Array.from({ length: maxBatch + 1 }, (_, b) => (b === 0 ? undefined : pixels(b)));
+  const byBatch = Array.from({ length: maxBatch + 1 }, (_, b) => (b === 0 ? undefined : feedsFor(b)));
   for (let b = 1; b <= maxBatch; b++) await session.run(byBatch[b]!);
   const openLoops = [];
   for (let rep = 0; rep < repeats; rep++) {
