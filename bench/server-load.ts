@@ -276,6 +276,13 @@ function perSecond(marks: readonly { at: number; scrape: Scrape }[], warmupS: nu
   return rows;
 }
 
+/** The per-second rows of an open loop as OpenCell.per_second: median [min-max] of each column. */
+function summarizeSeconds(rows: readonly SecondRow[]): OpenCell['per_second'] {
+  return { busy: summarize(rows.map((r) => r.busy)), batch_size: summarize(rows.map((r) => r.batchSize)),
+    ms_per_request: summarize(rows.map((r) => r.msPerRequest)),
+    queue_wait_ms: summarize(rows.map((r) => r.queueWaitMs).filter(Number.isFinite)) };
+}
+
 async function main(): Promise<void> {
   const images = loadImages(resolve(opts['images-dir']), settings.images);
   const base = baseServerEnv();
@@ -414,9 +421,7 @@ async function main(): Promise<void> {
         p50_ms: summarize(runs.map((r) => r.p50Ms)), p99_ms: summarize(runs.map((r) => r.p99Ms)),
         p99_over_p50: summarize(runs.map((r) => r.p99Ms / r.p50Ms)),
         split: tailSplit(runs.flatMap((r) => r.timed ?? [])),
-        per_second: ((rows) => ({ busy: summarize(rows.map((r) => r.busy)), batch_size: summarize(rows.map((r) => r.batchSize)),
-          ms_per_request: summarize(rows.map((r) => r.msPerRequest)),
-          queue_wait_ms: summarize(rows.map((r) => r.queueWaitMs).filter(Number.isFinite)) }))(openSeconds.get(m.name)!),
+        per_second: summarizeSeconds(openSeconds.get(m.name)!),
         non2xx: runs.reduce((s, r) => s + r.non2xx, 0), non2xx_kinds: mergeKinds(runs, (r) => r.non2xxKinds),
         errors: runs.reduce((s, r) => s + r.errors, 0),
         error_kinds: mergeKinds(runs),
