@@ -25,13 +25,15 @@ import { printTable } from './table.js';
 
 const USAGE = `
 usage: npm run bench:steady -- [--quick] [--bundle models/fashion-vit-acm] [--seconds 60] [--batch 1]
-    [--budget 1] [--slot-ms 50] [--open-loop-seconds 20] [--fraction 0.7] [--max-batch 32] [--repeats 3]
-    [--json FILE]
+    [--budget 1] [--slot-ms 50] [--open-loop-seconds 20] [--fraction 0.7] [--max-batch 32] [--wait-ms 0]
+    [--repeats 3] [--json FILE]
 The machine's speed second by second for three workloads in turns: the bundle's graph on one
 onnxruntime thread, a throughput-bound loop and a latency-bound loop. Each second's rate over the
 workload's median; the seconds below 0.85 and 0.7; how the model's rate follows the other two.
 Then the model alone under an open loop at --fraction of its capacity, batching what has arrived:
-p50, p99 and p99/p50 per repeat.
+p50, p99 and p99/p50 per repeat. --wait-ms 0,4 compares batching policies in the same run, each
+repeat running every one in turn: a free model waits until the oldest arrival has waited that
+long (or --max-batch have arrived), as the server's ACM_MAX_WAIT_MS does.
 `;
 
 const WORKLOADS = ['model', 'throughput', 'latency'] as const;
@@ -80,19 +82,22 @@ function relativeToMedian(rates: readonly number[]): number[] {
 }
 
 interface ModelOpenLoop {
-  capacity_per_s: number; rate_per_s: number; items: number; p50_ms: number; p99_ms: number; p99_over_p50: number;
+  wait_ms: number; capacity_per_s: number; rate_per_s: number; items: number; p50_ms: number; p99_ms: number; p99_over_p50: number;
   mean_batch: number; largest_batch: number;
+  /** Fraction of the loop's time the model was running a batch. */
+  busy: number;
 }
 
 /**
  * `runBatch(b)` runs one batch of b items. Capacity: items per second of back-to-back batches of
  * maxBatch for capacityS. Then items arrive every 1 / (fraction x capacity) s for seconds; when
- * the model is free it runs every arrived item, at most maxBatch, and each item's latency is the
- * batch's end minus the item's scheduled arrival. Waits for the next arrival by spinning, as an
- * onnxruntime thread does between runs, so that no timer's lateness counts.
+ * the model is free and the oldest arrived item has waited waitMs (at once with 0), or maxBatch
+ * items have arrived, it runs every arrived item, at most maxBatch, and each item's latency is
+ * the batch's end minus the item's scheduled arrival. Waits by spinning, as an onnxruntime
+ * thread does between runs, so that no timer's lateness counts.
  */
 async function modelOpenLoop(runBatch: (b: number) => Promise<void>, maxBatch: number, fraction: number, capacityS: number,
-  seconds: number): Promise<ModelOpenLoop> {
+  seconds: number, waitMs: number): Promise<ModelOpenLoop> {
   let ran = 0;
   const c0 = performance.now();
   while (performance.now() - c0 < capacityS * 1000) {
@@ -107,21 +112,25 @@ async function modelOpenLoop(runBatch: (b: number) => Promise<void>, maxBatch: n
   const t0 = performance.now();
   const due = (i: number): number => t0 + (i * 1000) / rate;
   let next = 0;
+  let busyMs = 0;
   while (next < items) {
     const now = performance.now();
     let arrived = 0;
     while (next + arrived < items && arrived < maxBatch && due(next + arrived) <= now) arrived++;
     if (arrived === 0) continue;
+    // The last items do not wait for arrivals that will never come.
+    if (arrived < maxBatch && next + arrived < items && now - due(next) < waitMs) continue;
     await runBatch(arrived);
     const end = performance.now();
+    busyMs += end - now;
     for (let i = 0; i < arrived; i++) latencies.push(end - due(next + i));
     sizes.push(arrived);
     next += arrived;
   }
   const p50 = percentile(latencies, 50);
   const p99 = percentile(latencies, 99);
-  return { capacity_per_s: capacity, rate_per_s: rate, items, p50_ms: p50, p99_ms: p99, p99_over_p50: p99 / p50,
-    mean_batch: items / sizes.length, largest_batch: Math.max(...sizes) };
+  return { wait_ms: waitMs, capacity_per_s: capacity, rate_per_s: rate, items, p50_ms: p50, p99_ms: p99, p99_over_p50: p99 / p50,
+    mean_batch: items / sizes.length, largest_batch: Math.max(...sizes), busy: busyMs / (performance.now() - t0) };
 }
 
 async function main(): Promise<void> {
@@ -137,6 +146,7 @@ async function main(): Promise<void> {
       'open-loop-seconds': { type: 'string' },
       fraction: { type: 'string' },
       'max-batch': { type: 'string' },
+      'wait-ms': { type: 'string' },
       repeats: { type: 'string' },
       json: { type: 'string' },
     },
@@ -148,6 +158,7 @@ async function main(): Promise<void> {
   const openSeconds = numberArg('open-loop-seconds', opts['open-loop-seconds'], opts.quick ? 1 : 20, 0.1, 3600);
   const fraction = numberArg('fraction', opts.fraction, 0.7, 0, 1, { minOpen: true });
   const maxBatch = intArg('max-batch', opts['max-batch'], 32, 1, 1024);
+  const waits = (opts['wait-ms'] ?? '0').split(',').map((w) => numberArg('wait-ms', w, NaN, 0, 10_000));
   const repeats = intArg('repeats', opts.repeats, opts.quick ? 1 : 3, 1, 100);
   const bundle = await imageBundleArg('bundle', opts.bundle);
   const m = bundle.manifest;
@@ -220,24 +231,30 @@ async function main(): Promise<void> {
   for (let b = 1; b <= maxBatch; b++) await session.run(byBatch[b]!);
   const openLoops = [];
   for (let rep = 0; rep < repeats; rep++) {
-    const r = await modelOpenLoop((b) => session.run(byBatch[b]!).then(() => undefined), maxBatch, fraction,
-      opts.quick ? 0.5 : 5, openSeconds);
-    openLoops.push(r);
+    for (const waitMs of waits) {
+      const r = await modelOpenLoop((b) => session.run(byBatch[b]!).then(() => undefined), maxBatch, fraction,
+        opts.quick ? 0.5 : 5, openSeconds, waitMs);
+      openLoops.push({ repeat: rep + 1, ...r });
+    }
   }
   await session.release();
   printTable(`The model alone under an open loop at ${Math.round(fraction * 100)}% of its capacity (batches of what has arrived, ` +
     `at most ${maxBatch}; latency from scheduled arrival)`,
-  ['repeat', 'capacity items/s', 'rate', 'p50 ms', 'p99 ms', 'p99/p50', 'mean batch', 'largest batch'],
-  openLoops.map((r, i) => [String(i + 1), r.capacity_per_s.toFixed(0), r.rate_per_s.toFixed(0), r.p50_ms.toFixed(2), r.p99_ms.toFixed(2),
-    r.p99_over_p50.toFixed(2), r.mean_batch.toFixed(1), String(r.largest_batch)]));
-  console.log(`p99/p50 median ${median(openLoops.map((r) => r.p99_over_p50)).toFixed(2)} over ${repeats} repeat(s)`);
+  ['repeat', 'wait ms', 'capacity items/s', 'rate', 'p50 ms', 'p99 ms', 'p99/p50', 'mean batch', 'largest batch', 'model busy'],
+  openLoops.map((r) => [String(r.repeat), String(r.wait_ms), r.capacity_per_s.toFixed(0), r.rate_per_s.toFixed(0), r.p50_ms.toFixed(2),
+    r.p99_ms.toFixed(2), r.p99_over_p50.toFixed(2), r.mean_batch.toFixed(1), String(r.largest_batch), r.busy.toFixed(2)]));
+  for (const waitMs of waits) {
+    const mine = openLoops.filter((r) => r.wait_ms === waitMs);
+    console.log(`wait ${waitMs} ms: p99/p50 median ${median(mine.map((r) => r.p99_over_p50)).toFixed(2)}, p99 median ` +
+      `${median(mine.map((r) => r.p99_ms)).toFixed(2)} ms over ${repeats} repeat(s)`);
+  }
 
   const out = opts.json ?? join(REPO, '.cache', 'bench', 'steadiness.json');
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, JSON.stringify({ model: m.name, batch, budget, slot_ms: slotMs, seconds: whole, quick: opts.quick, rows, runs,
     correlation: { model_throughput: followsThroughput, model_latency: followsLatency },
     series: Object.fromEntries(WORKLOADS.map((w) => [w, relative[w].relative])),
-    open_loop: { fraction, max_batch: maxBatch, seconds: openSeconds, repeats: openLoops } }, null, 2));
+    open_loop: { fraction, max_batch: maxBatch, wait_ms: waits, seconds: openSeconds, repeats: openLoops } }, null, 2));
   console.log(`wrote ${out}`);
 }
 

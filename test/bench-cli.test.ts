@@ -72,6 +72,7 @@ describe('bench command lines', () => {
     { script: 'bench/steadiness.js', args: ['--slot-ms', '2'], message: /--slot-ms must be a number in \[5, 1000\]; got "2"/ },
     { script: 'bench/steadiness.js', args: ['--fraction', '0'], message: /--fraction must be a number in \(0, 1\]; got "0"/ },
     { script: 'bench/steadiness.js', args: ['--seconds', '1'], message: /--seconds must be a number in \[2, 86400\]; got "1"/ },
+    { script: 'bench/steadiness.js', args: ['--wait-ms', '0,-1'], message: /--wait-ms must be a number in \[0, 10000\]; got "-1"/ },
     { script: 'bench/decode-bench.js', args: ['--count', '0'], message: /--count must be a number in \[1, 10000000\]; got "0"/ },
     { script: 'bench/model-profile.js', args: ['--budgets', '1,0'], message: /--budgets must be a number in \(0, 1\]; got "0"/ },
     { script: 'bench/model-profile.js', args: ['--batch', '0'], message: /--batch must be a number in \[1, 4096\]; got "0"/ },

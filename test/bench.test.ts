@@ -485,14 +485,15 @@ describe('machine steadiness bench (bench:steady)', () => {
     try {
       const json = join(dir, 'steadiness.json');
       const { stdout } = await run(process.execPath, [STEADINESS, '--quick', '--seconds', '2', '--slot-ms', '20', '--max-batch', '4',
-        '--open-loop-seconds', '0.3', '--repeats', '2', '--json', json], { timeout: 60_000 });
+        '--open-loop-seconds', '0.3', '--repeats', '2', '--wait-ms', '0,10000', '--json', json], { timeout: 60_000 });
       assert.match(stdout, /Rate per second, relative to the median/);
       assert.match(stdout, /The model alone under an open loop at 70% of its capacity/);
       const report = JSON.parse(await readFile(json, 'utf8')) as { seconds: number; runs: { count: number; p50_ms: number; p99_ms: number };
         rows: { workload: string; per_second: number; min: number; max: number; below_085: number; below_07: number }[];
         series: Record<string, number[]>; correlation: Record<string, number | null>;
-        open_loop: { fraction: number; max_batch: number; repeats: { capacity_per_s: number; rate_per_s: number; items: number; p50_ms: number;
-          p99_ms: number; p99_over_p50: number; mean_batch: number; largest_batch: number }[] } };
+        open_loop: { fraction: number; max_batch: number; wait_ms: number[]; repeats: { repeat: number; wait_ms: number; capacity_per_s: number;
+          rate_per_s: number; items: number; p50_ms: number; p99_ms: number; p99_over_p50: number; mean_batch: number; largest_batch: number;
+          busy: number }[] } };
       assert.equal(report.seconds, 2);
       assert.deepEqual(report.rows.map((r) => r.workload), ['model', 'throughput', 'latency']);
       for (const row of report.rows) {
@@ -509,13 +510,21 @@ describe('machine steadiness bench (bench:steady)', () => {
       // Pearson over two points is +1 or -1 (null in JSON when a series is flat).
       for (const c of Object.values(report.correlation)) assert.ok(c === null || Math.abs(Math.abs(c) - 1) < 1e-9, String(c));
 
-      assert.equal(report.open_loop.repeats.length, 2);
+      // Every repeat runs each policy in turn.
+      assert.deepEqual(report.open_loop.wait_ms, [0, 10000]);
+      assert.deepEqual(report.open_loop.repeats.map((r) => [r.repeat, r.wait_ms]), [[1, 0], [1, 10000], [2, 0], [2, 10000]]);
+      assert.match(stdout, /wait 0 ms: p99\/p50 median [\d.]+/);
+      assert.match(stdout, /wait 10000 ms: p99\/p50 median [\d.]+/);
       for (const r of report.open_loop.repeats) {
+        assert.ok(r.busy > 0 && r.busy <= 1, `busy ${r.busy}`);
         assert.ok(Math.abs(r.rate_per_s - 0.7 * r.capacity_per_s) < 1e-6 * r.capacity_per_s, `rate ${r.rate_per_s} of ${r.capacity_per_s}`);
         assert.equal(r.items, Math.floor(r.rate_per_s * 0.3));
         assert.ok(r.p50_ms > 0 && r.p99_ms >= r.p50_ms && Math.abs(r.p99_over_p50 - r.p99_ms / r.p50_ms) < 1e-9);
         assert.ok(r.largest_batch >= 1 && r.largest_batch <= 4, `largest batch ${r.largest_batch} over --max-batch 4`);
         assert.ok(r.mean_batch >= 1 && r.mean_batch <= r.largest_batch);
+        // A wait longer than the loop holds every batch until --max-batch items have arrived; the
+        // last takes what is left.
+        if (r.wait_ms === 10000) assert.equal(r.mean_batch, r.items / Math.ceil(r.items / 4), `mean batch ${r.mean_batch} of ${r.items} items`);
       }
     } finally {
       await rm(dir, { recursive: true, force: true });
