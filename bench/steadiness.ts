@@ -32,7 +32,7 @@ onnxruntime thread, a throughput-bound loop and a latency-bound loop. Each secon
 workload's median; the seconds below 0.85 and 0.7; how the model's rate follows the other two.
 Then the model alone under an open loop at --fraction of its capacity, batching what has arrived:
 p50, p99 and p99/p50 per repeat. --wait-ms 0,4 compares batching policies in the same run, each
-repeat running every one in turn: a free model waits until the oldest arrival has waited that
+repeat running every one in turn at the same rate: a free model waits until the oldest arrival has waited that
 long (or --max-batch have arrived), as the server's ACM_MAX_WAIT_MS does.
 `;
 
@@ -88,23 +88,26 @@ interface ModelOpenLoop {
   busy: number;
 }
 
-/**
- * `runBatch(b)` runs one batch of b items. Capacity: items per second of back-to-back batches of
- * maxBatch for capacityS. Then items arrive every 1 / (fraction x capacity) s for seconds; when
- * the model is free and the oldest arrived item has waited waitMs (at once with 0), or maxBatch
- * items have arrived, it runs every arrived item, at most maxBatch, and each item's latency is
- * the batch's end minus the item's scheduled arrival. Waits by spinning, as an onnxruntime
- * thread does between runs, so that no timer's lateness counts.
- */
-async function modelOpenLoop(runBatch: (b: number) => Promise<void>, maxBatch: number, fraction: number, capacityS: number,
-  seconds: number, waitMs: number): Promise<ModelOpenLoop> {
+/** Items per second of back-to-back batches of maxBatch for seconds; `runBatch(b)` runs one batch of b items. */
+async function capacityOf(runBatch: (b: number) => Promise<void>, maxBatch: number, seconds: number): Promise<number> {
   let ran = 0;
   const c0 = performance.now();
-  while (performance.now() - c0 < capacityS * 1000) {
+  while (performance.now() - c0 < seconds * 1000) {
     await runBatch(maxBatch);
     ran += maxBatch;
   }
-  const capacity = ran / ((performance.now() - c0) / 1000);
+  return ran / ((performance.now() - c0) / 1000);
+}
+
+/**
+ * Items arrive every 1 / (fraction x capacity) s for seconds; when the model is free and the
+ * oldest arrived item has waited waitMs (at once with 0), or maxBatch items have arrived, it runs
+ * every arrived item, at most maxBatch, and each item's latency is the batch's end minus the
+ * item's scheduled arrival. Waits by spinning, as an onnxruntime thread does between runs, so
+ * that no timer's lateness counts.
+ */
+async function modelOpenLoop(runBatch: (b: number) => Promise<void>, maxBatch: number, fraction: number, capacity: number,
+  seconds: number, waitMs: number): Promise<ModelOpenLoop> {
   const rate = fraction * capacity;
   const items = Math.max(1, Math.floor(rate * seconds));
   const latencies: number[] = [];
@@ -230,11 +233,12 @@ async function main(): Promise<void> {
   const byBatch = Array.from({ length: maxBatch + 1 }, (_, b) => (b === 0 ? undefined : feedsFor(b)));
   for (let b = 1; b <= maxBatch; b++) await session.run(byBatch[b]!);
   const openLoops = [];
+  const runBatch = (b: number): Promise<void> => session.run(byBatch[b]!).then(() => undefined);
   for (let rep = 0; rep < repeats; rep++) {
+    // One capacity per repeat: every policy of the repeat gets the same arrival schedule.
+    const capacity = await capacityOf(runBatch, maxBatch, opts.quick ? 0.5 : 5);
     for (const waitMs of waits) {
-      const r = await modelOpenLoop((b) => session.run(byBatch[b]!).then(() => undefined), maxBatch, fraction,
-        opts.quick ? 0.5 : 5, openSeconds, waitMs);
-      openLoops.push({ repeat: rep + 1, ...r });
+      openLoops.push({ repeat: rep + 1, ...await modelOpenLoop(runBatch, maxBatch, fraction, capacity, openSeconds, waitMs) });
     }
   }
   await session.release();

@@ -515,6 +515,10 @@ describe('machine steadiness bench (bench:steady)', () => {
       assert.deepEqual(report.open_loop.repeats.map((r) => [r.repeat, r.wait_ms]), [[1, 0], [1, 10000], [2, 0], [2, 10000]]);
       assert.match(stdout, /wait 0 ms: p99\/p50 median [\d.]+/);
       assert.match(stdout, /wait 10000 ms: p99\/p50 median [\d.]+/);
+      for (const rep of [1, 2]) {
+        const mine = report.open_loop.repeats.filter((r) => r.repeat === rep);
+        assert.equal(mine[0]!.capacity_per_s, mine[1]!.capacity_per_s, 'the policies of a repeat share its arrival rate');
+      }
       for (const r of report.open_loop.repeats) {
         assert.ok(r.busy > 0 && r.busy <= 1, `busy ${r.busy}`);
         assert.ok(Math.abs(r.rate_per_s - 0.7 * r.capacity_per_s) < 1e-6 * r.capacity_per_s, `rate ${r.rate_per_s} of ${r.capacity_per_s}`);
