@@ -1,5 +1,5 @@
 // Turns request bytes into the model's input tensor, following the bundle's input contract:
-// decode (first frame), flatten alpha onto the background, resize with the manifest's fit,
+// decode (first frame), turn it upright by its EXIF orientation, flatten alpha onto the background, resize with the manifest's fit,
 // convert to the manifest's channels, then (byte / 255 - mean) / std laid out CHW. A plain PNG
 // that needs none of those steps is read directly (png.ts); everything else goes through libvips.
 // The pixel count is checked from the header before any pixel is decoded: an image that
@@ -83,7 +83,10 @@ export async function readImage(bytes: Buffer, m: { readonly image: ImageContrac
   }
   const [r, g, b] = m.image.background;
   const background = { r, g, b, alpha: 1 };
+  // rotate() with no angle orients by the EXIF Orientation tag: a camera stores a portrait photo
+  // as landscape pixels plus that tag, and the model must see what a viewer shows.
   let pipeline = sharp(bytes, { limitInputPixels: maxPixels, failOn: 'truncated', page: 0, pages: 1 })
+    .rotate()
     .flatten({ background })
     .resize(width, height, { fit: resize, background });
   pipeline = channels === 1 ? pipeline.toColourspace('b-w') : pipeline.toColourspace('srgb').removeAlpha();

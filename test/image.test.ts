@@ -31,6 +31,26 @@ describe('image decoding', () => {
     assert.ok(Math.abs((c[2 * 784 + 14 * 28 + 14] ?? 0) - (1 - 0.3) / 0.5) < 1e-5, 'blue plane');
   });
 
+  it('turns an image upright by its EXIF orientation before resizing', async () => {
+    // Stored 40 wide and 20 high, left half white; Orientation 6 says a viewer turns it 90 degrees
+    // clockwise, so it shows 20 wide and 40 high with the white half on top.
+    const raw = Uint8Array.from({ length: 40 * 20 }, (_, i) => (i % 40 < 20 ? 255 : 0));
+    const tagged = await sharp(raw, { raw: { width: 40, height: 20, channels: 1 } }).jpeg({ quality: 95 })
+      .withMetadata({ orientation: 6 }).toBuffer();
+    const g = await decodeImage(tagged, grey, 1e6);
+    const mean = (rows: number[], cols: number[]): number => {
+      let sum = 0;
+      for (const y of rows) for (const x of cols) sum += g[y * 28 + x] ?? NaN;
+      return sum / (rows.length * cols.length);
+    };
+    const white = (1 - 0.286) / 0.353;
+    const black = (0 - 0.286) / 0.353;
+    // 'contain' scales 20x40 to 14x28, centred in columns 7..20; rows 0..13 white, 14..27 black.
+    const span = (a: number, b: number): number[] => Array.from({ length: b - a }, (_, i) => a + i);
+    assert.ok(Math.abs(mean(span(2, 12), span(9, 19)) - white) < 0.1, `top ${mean(span(2, 12), span(9, 19))}`);
+    assert.ok(Math.abs(mean(span(16, 26), span(9, 19)) - black) < 0.1, `bottom ${mean(span(16, 26), span(9, 19))}`);
+  });
+
   it('flattens transparency onto the background', async () => {
     const clear = await sharp({ create: { width: 28, height: 28, channels: 4, background: { r: 255, g: 255, b: 255, alpha: 0 } } })
       .png().toBuffer();
