@@ -14,13 +14,16 @@ export interface ModelInput { width: number; height: number; fit: Fit }
 /** Renders the overlay; returns the PNG's width and height. */
 export async function writeHeatmap(image: Uint8Array, map: MapGrid, input: ModelInput, out: string): Promise<{ width: number; height: number }> {
   const meta = await sharp(image, { page: 0, pages: 1 }).metadata();
-  const w = meta.width ?? 0;
-  const h = meta.pageHeight ?? meta.height ?? 0;
+  // Drawn upright, as the server decodes it: EXIF orientations 5 to 8 turn the image a quarter,
+  // so the stored width is the shown height.
+  const stored = [meta.width ?? 0, meta.pageHeight ?? meta.height ?? 0];
+  const [w, h] = (meta.orientation ?? 1) >= 5 ? [stored[1]!, stored[0]!] : [stored[0]!, stored[1]!];
   if (w <= 0 || h <= 0) throw new Error('the image has no pixels');
   const scale = Math.min(MAX_SIDE / Math.max(w, h), Math.max(1, MIN_SIDE / Math.min(w, h)));
   const outW = Math.max(1, Math.round(w * scale));
   const outH = Math.max(1, Math.round(h * scale));
   const base = await sharp(image, { page: 0, pages: 1 })
+    .rotate()
     .flatten({ background: { r: 0, g: 0, b: 0 } })
     .resize(outW, outH, { kernel: scale > 1 ? 'nearest' : 'lanczos3', fit: 'fill' })
     .toColourspace('srgb').removeAlpha().raw().toBuffer();

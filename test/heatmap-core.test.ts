@@ -2,12 +2,40 @@
 // input each displayed pixel shows, under each resize fit of the manifest, and the colour scale.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
 import { colour, patchLookup, type MapGrid } from '../clients/heatmap-core.js';
+import { writeHeatmap } from '../clients/heatmap.js';
 
 /** 2x2 grid with a distinct value per patch. */
 const MAP: MapGrid = { grid: [2, 2], values: [[0.1, 0.2], [0.3, 0.4]] };
 
 describe('heatmap geometry and colours', () => {
+  it('draws a photo upright by its EXIF orientation, as the server decodes it', async () => {
+    // Stored 40 wide and 20 high, left half white; Orientation 6 shows it 20 wide and 40 high, white on top.
+    const raw = Uint8Array.from({ length: 40 * 20 }, (_, i) => (i % 40 < 20 ? 255 : 0));
+    const tagged = await sharp(raw, { raw: { width: 40, height: 20, channels: 1 } }).jpeg({ quality: 95 })
+      .withMetadata({ orientation: 6 }).toBuffer();
+    const dir = await mkdtemp(join(tmpdir(), 'acm-heatmap-'));
+    try {
+      const out = join(dir, 'map.png');
+      const size = await writeHeatmap(tagged, MAP, { width: 28, height: 28, fit: 'contain' }, out);
+      // Enlarged to 224 on its short side, plus the 16-pixel colour strip.
+      assert.deepEqual(size, { width: 224, height: 448 + 16 });
+      const { data } = await sharp(out).greyscale().raw().toBuffer({ resolveWithObject: true });
+      const rowMean = (y0: number, y1: number): number => {
+        let sum = 0;
+        for (let y = y0; y < y1; y++) for (let x = 0; x < 224; x++) sum += data[y * 224 + x] ?? NaN;
+        return sum / ((y1 - y0) * 224);
+      };
+      assert.ok(rowMean(20, 200) > rowMean(248, 428) + 60, `top ${rowMean(20, 200)}, bottom ${rowMean(248, 428)}`);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('maps a square image onto the grid quadrant by quadrant', () => {
     const at = patchLookup(MAP, { width: 10, height: 10 }, { width: 28, height: 28, fit: 'contain' }, 100, 100);
     assert.deepEqual([at(0, 0), at(99, 0), at(0, 99), at(99, 99), at(49, 49), at(50, 50)], [0.1, 0.2, 0.3, 0.4, 0.1, 0.4]);
