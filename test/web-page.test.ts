@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import sharp from 'sharp';
 import { AcmClient } from '../clients/sdk.js';
 import type { TestApp } from './support/fake.js';
 import { speechServer, type SpeechTestServer } from './support/tiny-speech.js';
@@ -125,6 +126,38 @@ describe('web page in headless Chromium', () => {
     assert.deepEqual((await shownPredictions(page)).map((p) => p.label), atDrop.predictions.map((p) => p.label));
     assert.equal(atDrop.predictions[0]?.label, labels['trouser-6000.png']);
     assert.notEqual((await overlay(page)).url, afterMove.url, 'the overlay is the dropped image\'s');
+  });
+
+  it('draws a photo upright by its EXIF orientation, with the map over it as the server saw it', { timeout: 60_000 }, async () => {
+    // Stored 40 wide and 20 high, left half white; Orientation 6 shows it 20 wide and 40 high, white on top.
+    const raw = Uint8Array.from({ length: 40 * 20 }, (_, i) => (i % 40 < 20 ? 255 : 0));
+    const tagged = await sharp(raw, { raw: { width: 40, height: 20, channels: 1 } }).jpeg({ quality: 95 })
+      .withMetadata({ orientation: 6 }).toBuffer();
+    await page.goto(`${origin}/`);
+    await page.waitForSelector('body[data-ready="true"]');
+    await page.setInputFiles('#image-file', { name: 'portrait.jpg', mimeType: 'image/jpeg', buffer: tagged });
+    await waitForBudget(page, '0.5');
+    const drawn = await page.evaluate(() => {
+      const read = (id: string): Uint8ClampedArray => {
+        const c = document.getElementById(id) as HTMLCanvasElement;
+        return c.getContext('2d')?.getImageData(0, 0, c.width, c.height).data ?? new Uint8ClampedArray();
+      };
+      const img = read('image-canvas');
+      const map = read('overlay');
+      let top = 0, bottom = 0, left = 320, right = -1, high = 320, low = -1;
+      for (let y = 0; y < 320; y++) {
+        for (let x = 0; x < 320; x++) {
+          const i = (y * 320 + x) * 4;
+          if (y < 160) top += img[i] ?? 0; else bottom += img[i] ?? 0;
+          if ((map[i + 3] ?? 0) > 0) {
+            left = Math.min(left, x); right = Math.max(right, x); high = Math.min(high, y); low = Math.max(low, y);
+          }
+        }
+      }
+      return { top, bottom, mapWidth: right - left + 1, mapHeight: low - high + 1 };
+    });
+    assert.ok(drawn.top > 4 * drawn.bottom, `the white half is on top (red sums ${drawn.top} above, ${drawn.bottom} below)`);
+    assert.ok(drawn.mapHeight > 1.5 * drawn.mapWidth, `the map is drawn over a portrait image (${drawn.mapWidth}x${drawn.mapHeight})`);
   });
 
   it('shows the speech panel only when a speech model is served', async () => {

@@ -158,7 +158,8 @@ async function loadImage(file: Blob): Promise<void> {
   try {
     image.bytes = new Uint8Array(await file.arrayBuffer());
     image.bitmap?.close();
-    image.bitmap = await createImageBitmap(file);
+    // Upright by the photo's EXIF orientation, as the server decodes it, so the map lies over what the model saw.
+    image.bitmap = await createImageBitmap(file, { imageOrientation: 'from-image' });
   } catch {
     image.bytes = undefined;
     image.bitmap = undefined;
