@@ -123,7 +123,7 @@ export const FIELDS: readonly Field[] = [
   { key: 'queueCapacity', env: 'ACM_QUEUE_CAPACITY', flag: '--queue-capacity', unit: 'requests',
     kind: { type: 'int', min: 1, max: 1_000_000 }, default: () => 256, doc: 'most queued requests per model' },
   { key: 'requestTimeoutMs', env: 'ACM_REQUEST_TIMEOUT_MS', flag: '--request-timeout-ms', unit: 'ms',
-    kind: { type: 'int', min: 10, max: 3_600_000 }, default: () => 30_000, doc: 'deadline per request' },
+    kind: { type: 'int', min: 10, max: 3_600_000 }, default: () => 30_000, doc: 'deadline per request, from its arrival; its body must arrive within it too' },
   { key: 'keepAliveTimeoutMs', env: 'ACM_KEEP_ALIVE_TIMEOUT_MS', flag: '--keep-alive-timeout-ms', unit: 'ms',
     kind: { type: 'int', min: 1000, max: 600_000 }, default: () => 5000,
     doc: 'close a kept-alive HTTP connection idle this long' },

@@ -18,6 +18,7 @@ export const ERROR_SPECS = {
   invalid_audio: { http: 400, ws: 4406 },
   protocol_error: { http: 400, ws: 4407 },
   idle_timeout: { http: 408, ws: 4408 },
+  body_timeout: { http: 408, ws: 4410 },
   message_too_large: { http: 413, ws: 4409 },
   image_too_large: { http: 413, ws: 4413 },
   audio_too_large: { http: 413, ws: 4414 },

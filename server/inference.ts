@@ -106,6 +106,11 @@ export class InferenceService {
     }));
   }
 
+  /** A request's deadline from its arrival (ACM_REQUEST_TIMEOUT_MS): its body must have come by then too. */
+  get requestTimeoutMs(): number {
+    return this.config.requestTimeoutMs;
+  }
+
   /**
    * Refuses what can be refused before the body is read: not ready, unknown model, no room. Room
    * counts every admitted request (bodies being read and images being decoded hold memory before

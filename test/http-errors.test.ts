@@ -207,3 +207,52 @@ describe('overload and disconnects', () => {
     await request(server).post('/classify').set('Content-Type', 'image/png').send(png).expect(200);
   });
 });
+
+describe('a body that stops arriving', () => {
+  let t: TestApp & { backend: FakeBackend };
+  let server: Server;
+  before(async () => {
+    t = await fakeApp({ ACM_REQUEST_TIMEOUT_MS: '300' });
+    server = t.app.listen(0);
+  });
+  after(() => server.close());
+
+  /** Sends the head and `sent` bytes of a body declared `declared` long, then nothing: status, JSON and when it came. */
+  function stall(path: string, headers: Record<string, string>, sent: Buffer, declared: number):
+    Promise<{ status: number; connection: string | undefined; body: unknown; ms: number }> {
+    const { port } = server.address() as AddressInfo;
+    const started = performance.now();
+    return new Promise((resolve, reject) => {
+      const req = httpRequest({ port, method: 'POST', path, headers: { ...headers, 'Content-Length': String(declared) } }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => { text += d; });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body: JSON.parse(text) as unknown,
+          ms: performance.now() - started }));
+      });
+      req.on('error', reject);
+      req.write(sent);
+    });
+  }
+
+  for (const [what, path, headers, sent] of [
+    ['a raw image', '/classify', { 'Content-Type': 'image/png' }, Buffer.alloc(10)],
+    ['a multipart image', '/classify', { 'Content-Type': 'multipart/form-data; boundary=xx' },
+      Buffer.from('--xx\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\nContent-Type: image/png\r\n\r\nabc')],
+    ['a v2 request', '/v2/models/fake-vit-acm/infer', { 'Content-Type': 'application/json' }, Buffer.from('{"inputs": [')],
+  ] as const) {
+    it(`answers ${what} still arriving at the request deadline with 408 body_timeout, and frees its room`, async () => {
+      const r = await stall(path, headers, sent, 1000);
+      assert.equal(r.status, 408);
+      // The v2 protocol's error body is { error: message }; the server's own is { error: { code, message } }.
+      const error = (r.body as { error: string | ErrorAnswer['error'] }).error;
+      const message = typeof error === 'string' ? error : error.message;
+      if (typeof error !== 'string') assert.equal(error.code, 'body_timeout');
+      assert.match(message, new RegExp(`did not arrive within 300 ms \\(ACM_REQUEST_TIMEOUT_MS\\); received ${sent.length} of 1000 bytes`));
+      assert.equal(r.connection, 'close');
+      assert.ok(r.ms >= 290 && r.ms < 5000, `answered after ${r.ms.toFixed(0)} ms`);
+      assert.equal(t.inference.inFlight('fake-vit-acm'), 0, 'the stalled upload no longer holds room');
+      await request(server).post('/classify').set('Content-Type', 'image/png').send(await makeImage(6)).expect(200);
+    });
+  }
+});

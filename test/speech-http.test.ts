@@ -1,6 +1,7 @@
 // POST /transcribe and the model listing over the tiny random speech bundle (real onnxruntime):
 // answer shape, compute bound, per-frame values, WAV layouts, and every refusal with its code.
 import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -102,6 +103,29 @@ describe('POST /transcribe', () => {
         `audio body must be at most 100000 bytes; got Content-Length ${big.length}`);
     } finally {
       await short.close();
+    }
+  });
+
+  it('answers a WAV body still arriving at the request deadline with 408 body_timeout', async () => {
+    const slow = await speechServer({ ACM_REQUEST_TIMEOUT_MS: '300' });
+    try {
+      const { port } = new URL(slow.url);
+      const answer = await new Promise<{ status: number; body: { error: { code: string; message: string } } }>((resolve, reject) => {
+        const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: '/transcribe',
+          headers: { 'Content-Type': 'audio/wav', 'Content-Length': '5000' } }, (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => { text += d; });
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as { error: { code: string; message: string } } }));
+        });
+        req.on('error', reject);
+        req.write(wav16k(testTone(0.05)).subarray(0, 100));
+      });
+      assert.equal(answer.status, 408);
+      assert.equal(answer.body.error.code, 'body_timeout');
+      assert.match(answer.body.error.message, /did not arrive within 300 ms \(ACM_REQUEST_TIMEOUT_MS\); received 100 of 5000 bytes/);
+    } finally {
+      await slow.close();
     }
   });
 

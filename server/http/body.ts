@@ -1,7 +1,9 @@
 // Reading a body (an image; a WAV file for /transcribe) out of a request without ever holding
 // more than the byte limit: a raw body is streamed with a running count, a multipart image body
 // goes through busboy with the same limit on its one file. A body that breaks a limit ends the connection (Connection: close) so Node does
-// not keep draining an unbounded upload after the answer.
+// not keep draining an unbounded upload after the answer. A body must also arrive within the
+// request's deadline: a client that stalls mid-upload holds an admission slot until then, and
+// is answered body_timeout, not dropped by Node's own socket timer with a bare status line.
 import type { Request, Response } from 'express';
 import busboy from 'busboy';
 import { AcmError } from '../errors.js';
@@ -29,20 +31,46 @@ function clientClosed(): AcmError {
   return new AcmError('client_closed', 'the client closed the connection while sending the body');
 }
 
+/**
+ * Fails a body read that has not finished `timeoutMs` after it started: body_timeout, naming the
+ * deadline and how much of the body came. Returns the cancel function for when the read ends.
+ */
+function bodyDeadline(req: Request, res: Response, timeoutMs: number | undefined, received: () => number,
+  fail: (err: AcmError) => void): () => void {
+  if (timeoutMs === undefined) return () => undefined;
+  const timer = setTimeout(() => {
+    res.setHeader('Connection', 'close');
+    const declared = Number(req.headers['content-length']);
+    const of = Number.isFinite(declared) ? ` of ${declared}` : '';
+    fail(new AcmError('body_timeout', `the request body did not arrive within ${timeoutMs} ms (ACM_REQUEST_TIMEOUT_MS); ` +
+      `received ${received()}${of} bytes`));
+  }, timeoutMs);
+  return () => clearTimeout(timer);
+}
+
 /** A body whose declared length is already over the limit is refused from the header alone. */
 function declaredTooLarge(req: Request, res: Response, limit: number, overhead: number, kind: BodyKind = 'image'): AcmError | undefined {
   const declared = Number(req.headers['content-length']);
   return Number.isFinite(declared) && declared > limit + overhead ? tooLarge(res, limit, `Content-Length ${declared}`, kind) : undefined;
 }
 
-/** Reads a raw body of at most `limit` bytes; a declared or actual body past it is refused without reading on. */
-export function readRawBody(req: Request, res: Response, limit: number, kind: BodyKind = 'image'): Promise<Buffer> {
+/**
+ * Reads a raw body of at most `limit` bytes; a declared or actual body past it is refused without
+ * reading on, and one still arriving after `timeoutMs` fails with body_timeout.
+ */
+export function readRawBody(req: Request, res: Response, limit: number, kind: BodyKind = 'image', timeoutMs?: number): Promise<Buffer> {
   const early = declaredTooLarge(req, res, limit, 0, kind);
   if (early) return Promise.reject(early);
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    const cancelDeadline = bodyDeadline(req, res, timeoutMs, () => size, (err) => {
+      cleanup();
+      req.pause();
+      reject(err);
+    });
     const cleanup = (): void => {
+      cancelDeadline();
       req.off('data', onData);
       req.off('end', onEnd);
       req.off('error', onError);
@@ -79,8 +107,11 @@ export function readRawBody(req: Request, res: Response, limit: number, kind: Bo
   });
 }
 
-/** Reads multipart/form-data: the file field `image` (at most `limit` bytes) and small text fields. */
-export function readMultipartImage(req: Request, res: Response, limit: number): Promise<MultipartImage> {
+/**
+ * Reads multipart/form-data: the file field `image` (at most `limit` bytes) and small text fields;
+ * a body still arriving after `timeoutMs` fails with body_timeout.
+ */
+export function readMultipartImage(req: Request, res: Response, limit: number, timeoutMs?: number): Promise<MultipartImage> {
   const early = declaredTooLarge(req, res, limit, MULTIPART_OVERHEAD);
   if (early) return Promise.reject(early);
   return new Promise((resolve, reject) => {
@@ -93,14 +124,18 @@ export function readMultipartImage(req: Request, res: Response, limit: number): 
     }
     let image: Buffer | undefined;
     let failed: AcmError | undefined;
+    let received = 0;
     const fields = new Map<string, string>();
     const fail = (err: AcmError): void => {
+      cancelDeadline();
       if (failed) return;
       failed = err;
       req.unpipe(bb);
       req.pause();
       reject(err);
     };
+    const cancelDeadline = bodyDeadline(req, res, timeoutMs, () => received, fail);
+    req.on('data', (chunk: Buffer) => { received += chunk.length; });
     bb.on('file', (name, stream) => {
       if (name !== 'image') {
         stream.resume();
@@ -122,6 +157,7 @@ export function readMultipartImage(req: Request, res: Response, limit: number): 
     });
     bb.on('error', (err: Error) => fail(new AcmError('bad_request', `multipart body cannot be read: ${err.message}`)));
     bb.on('close', () => {
+      cancelDeadline();
       if (failed) return;
       if (image === undefined) {
         fail(new AcmError('empty_body', 'multipart body has no file field "image"; send the image as field image'));

@@ -62,7 +62,7 @@ export function classifyHandler(inference: InferenceService, opts: ClassifyRoute
 
     let image: Buffer;
     if (multipart) {
-      const form = await readMultipartImage(req, res, opts.maxImageBytes);
+      const form = await readMultipartImage(req, res, opts.maxImageBytes, inference.requestTimeoutMs);
       image = form.image;
       if (budgetRaw === undefined && form.fields.has('budget')) {
         budgetRaw = form.fields.get('budget');
@@ -74,7 +74,7 @@ export function classifyHandler(inference: InferenceService, opts: ClassifyRoute
         admission = inference.admit(form.fields.get('model'));
       }
     } else {
-      image = await readRawBody(req, res, opts.maxImageBytes);
+      image = await readRawBody(req, res, opts.maxImageBytes, 'image', inference.requestTimeoutMs);
     }
     res.locals.model = admission.model;
     const result = await inference.classify(admission.model, image, {

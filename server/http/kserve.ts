@@ -127,7 +127,7 @@ function inferHandler(inference: InferenceService, opts: KserveOptions) {
     const admissions: Admission[] = [inference.admit(name)];
     res.on('close', () => admissions.forEach((a) => a.release()));
     res.locals.model = name;
-    const body = await readRawBody(req, res, limit);
+    const body = await readRawBody(req, res, limit, 'image', inference.requestTimeoutMs);
     const parsed = parseV2Request(body, inference.manifestOf(name), opts.maxBatch, opts.maxImageBytes);
     while (admissions.length < parsed.items.length) admissions.push(inference.admit(name));
 

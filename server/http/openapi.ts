@@ -75,7 +75,8 @@ function errors(codes: readonly string[], v2 = false): Json {
   return out;
 }
 
-const ADMISSION: readonly string[] = ['not_ready', 'queue_full', 'unknown_model', 'deadline_exceeded', 'internal', 'client_closed'];
+/** What any route with a body may answer beside its own errors: admission, the deadline (for the body too), the runtime. */
+const ADMISSION: readonly string[] = ['not_ready', 'queue_full', 'unknown_model', 'body_timeout', 'deadline_exceeded', 'internal', 'client_closed'];
 const modelName = { name: 'name', in: 'path', required: true, schema: { type: 'string' }, description: 'model name from GET /v1/models' };
 const modelVersion = { name: 'version', in: 'path', required: true, schema: { type: 'string', enum: ['1'] }, description: 'model version; every bundle is version 1' };
 

@@ -37,7 +37,7 @@ export function registerSpeechRoutes(app: Express, speech: SpeechService, opts: 
     const admission = speech.admit(modelName);
     res.on('close', () => admission.release());
     res.locals.model = admission.model;
-    const body = await readRawBody(req, res, opts.maxAudioBytes, 'audio');
+    const body = await readRawBody(req, res, opts.maxAudioBytes, 'audio', speech.requestTimeoutMs);
     if (body.length === 0) throw new AcmError('empty_body', 'the request has no body; send a WAV file');
     const rate = speech.resolve(admission.model).audio.sample_rate;
     const audio = await decoder.decode(body, rate, opts.maxAudioSeconds);

@@ -112,6 +112,11 @@ export class SpeechService {
     return this.model(name).manifest;
   }
 
+  /** A request's deadline from its arrival (ACM_REQUEST_TIMEOUT_MS): its body must have come by then too. */
+  get requestTimeoutMs(): number {
+    return this.config.requestTimeoutMs;
+  }
+
   /** Refuses before a body is read or a stream opens: not ready, unknown model, no queue room. */
   admit(name: string | undefined): Admission {
     const model = this.model(name);
