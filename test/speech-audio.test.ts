@@ -49,6 +49,36 @@ function wav(channels: number, rate: number, depth: string, data: Float32Array[]
   return Buffer.from(w.toBuffer());
 }
 
+/**
+ * A WAV written by hand: `tag` in the fmt chunk (or, with `extensible`, WAVE_FORMAT_EXTENSIBLE whose
+ * subformat GUID starts with `tag`), then `payload` as the data chunk.
+ */
+function rawWav(tag: number, channels: number, rate: number, bits: number, payload: Buffer, extensible = false): Buffer {
+  const fmt = Buffer.alloc(extensible ? 40 : 16);
+  const block = channels * bits / 8;
+  fmt.writeUInt16LE(extensible ? 0xfffe : tag, 0);
+  fmt.writeUInt16LE(channels, 2);
+  fmt.writeUInt32LE(rate, 4);
+  fmt.writeUInt32LE(rate * block, 8);
+  fmt.writeUInt16LE(block, 12);
+  fmt.writeUInt16LE(bits, 14);
+  if (extensible) {
+    fmt.writeUInt16LE(22, 16); // cbSize
+    fmt.writeUInt16LE(bits, 18); // valid bits
+    fmt.writeUInt32LE(channels === 2 ? 3 : 4, 20); // channel mask
+    // KSDATAFORMAT_SUBTYPE_*: the format tag, then 0000-0010-8000-00aa00389b71.
+    Buffer.from([tag & 0xff, tag >> 8, 0, 0, 0, 0, 0x10, 0, 0x80, 0, 0, 0xaa, 0, 0x38, 0x9b, 0x71]).copy(fmt, 24);
+  }
+  const chunk = (id: string, body: Buffer): Buffer => {
+    const head = Buffer.alloc(8);
+    head.write(id, 0, 'latin1');
+    head.writeUInt32LE(body.length, 4);
+    return Buffer.concat([head, body]);
+  };
+  const body = Buffer.concat([Buffer.from('WAVE', 'latin1'), chunk('fmt ', fmt), chunk('data', payload)]);
+  return Buffer.concat([chunk('RIFF', body).subarray(0, 8), body]);
+}
+
 describe('resampler', () => {
   for (const [from, to] of [[44100, 16000], [48000, 16000], [8000, 16000], [22050, 16000]] as const) {
     it(`keeps a 440 Hz sine at 440 Hz from ${from} Hz to ${to} Hz, with the length scaled`, () => {
@@ -84,6 +114,30 @@ describe('WAV decoding to 16 kHz mono', () => {
       assert.ok(Math.abs(rms(decoded.samples) - 0.5 / Math.SQRT2) < 0.02, `rms ${rms(decoded.samples)}`);
     });
   }
+
+  it('reads 32-bit float inside WAVE_FORMAT_EXTENSIBLE as floats, as multi-channel writers store them', () => {
+    const tone = sine(440, 22050, 0.8);
+    const stereo = new Float32Array(tone.length * 2);
+    tone.forEach((v, i) => { stereo[2 * i] = v; stereo[2 * i + 1] = v; });
+    const payload = Buffer.from(stereo.buffer);
+    const plain = decodeWav(rawWav(3, 2, 22050, 32, payload), 16000, 60);
+    const extensible = decodeWav(rawWav(3, 2, 22050, 32, payload, true), 16000, 60);
+    assert.deepEqual(Array.from(extensible.samples), Array.from(plain.samples));
+    assert.ok(Math.abs(rms(extensible.samples) - 0.5 / Math.SQRT2) < 0.02, `rms ${rms(extensible.samples)}`);
+    assert.equal(extensible.source.bitDepth, '32f');
+  });
+
+  it('refuses a format it does not decode instead of reading it as PCM, naming the tag', () => {
+    const payload = Buffer.alloc(3200, 7);
+    const mp3 = (): unknown => decodeWav(rawWav(0x55, 1, 16000, 16, payload), 16000, 60);
+    assert.throws(mp3, (e: unknown) => e instanceof AcmError && e.code === 'invalid_audio' &&
+      /WAV audio format must be one of PCM \(1\), IEEE float \(3\), A-law \(6\), mu-law \(7\), IMA ADPCM \(17\); got 85$/.test(e.message));
+    assert.throws(() => decodeWav(rawWav(6, 1, 16000, 8, payload, true), 16000, 60),
+      (e: unknown) => e instanceof AcmError && /got 6 inside WAVE_FORMAT_EXTENSIBLE/.test(e.message));
+    // 64 bits is a float depth only: 64-bit integer PCM is refused, not read as doubles.
+    assert.throws(() => decodeWav(rawWav(1, 1, 16000, 64, Buffer.alloc(1600)), 16000, 60),
+      (e: unknown) => e instanceof AcmError && /bit depth must be 8, 16, 24, 32 or float 32\/64; got "64"/.test(e.message));
+  });
 
   it('averages channels (opposite channels cancel)', () => {
     const tone = sine(300, 16000, 0.5);

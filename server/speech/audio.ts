@@ -12,7 +12,27 @@ export interface DecodedAudio {
   readonly source: { readonly sampleRate: number; readonly channels: number; readonly bitDepth: string; readonly seconds: number };
 }
 
-interface Fmt { audioFormat?: number; numChannels?: number; sampleRate?: number }
+interface Fmt { audioFormat?: number; numChannels?: number; sampleRate?: number; bitsPerSample?: number; subformat?: number[] }
+
+/** WAVE format tags decoded here. Anything else (MP3 or GSM in a WAV, say) is refused, not read as PCM. */
+const FORMATS: Readonly<Record<number, string>> = { 1: 'PCM', 3: 'IEEE float', 6: 'A-law', 7: 'mu-law', 17: 'IMA ADPCM' };
+/** WAVE_FORMAT_EXTENSIBLE: the real tag is the first two bytes of the subformat GUID. */
+const EXTENSIBLE = 0xfffe;
+
+/** The file's format tag, looking inside WAVE_FORMAT_EXTENSIBLE (multi-channel or high-depth files use it). */
+function formatTag(fmt: Fmt): { tag: number; extensible: boolean } {
+  const extensible = fmt.audioFormat === EXTENSIBLE;
+  return { tag: extensible ? (fmt.subformat?.[0] ?? 0) & 0xffff : fmt.audioFormat ?? 0, extensible };
+}
+
+/** IEEE float samples straight from the data chunk's bytes (32- or 64-bit; big-endian in an RIFX file). */
+function floatSamples(bytes: Uint8Array, bits: number, littleEndian: boolean): Float64Array {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const size = bits / 8;
+  const out = new Float64Array(Math.floor(bytes.byteLength / size));
+  for (let i = 0; i < out.length; i++) out[i] = size === 4 ? view.getFloat32(i * 4, littleEndian) : view.getFloat64(i * 8, littleEndian);
+  return out;
+}
 
 /** Full-scale value of each integer PCM depth; floats are already in [-1, 1]. */
 const SCALE: Record<string, number> = { '8': 128, '16': 32768, '24': 8388608, '32': 2147483648 };
@@ -27,23 +47,33 @@ export function decodeWav(body: Buffer, rate: number, maxSeconds: number): Decod
     throw new AcmError('invalid_audio', `body is not a readable WAV file: ${(err as Error).message}`);
   }
   const fmt = wav.fmt as Fmt;
+  const { tag, extensible } = formatTag(fmt);
+  if (FORMATS[tag] === undefined || (extensible && tag !== 1 && tag !== 3)) {
+    const known = Object.entries(FORMATS).map(([t, name]) => `${name} (${t})`).join(', ');
+    throw new AcmError('invalid_audio', `WAV audio format must be one of ${known}` +
+      `${extensible ? ', and PCM or IEEE float inside WAVE_FORMAT_EXTENSIBLE' : ''}; got ${tag}${extensible ? ' inside WAVE_FORMAT_EXTENSIBLE' : ''}`);
+  }
   try {
     // Compressed encodings become 16-bit PCM first.
-    if (fmt.audioFormat === 6) wav.fromALaw();
-    else if (fmt.audioFormat === 7) wav.fromMuLaw();
-    else if (fmt.audioFormat === 17) wav.fromIMAADPCM();
+    if (tag === 6) wav.fromALaw();
+    else if (tag === 7) wav.fromMuLaw();
+    else if (tag === 17) wav.fromIMAADPCM();
   } catch (err) {
-    throw new AcmError('invalid_audio', `WAV audio format ${fmt.audioFormat} could not be decoded: ${(err as Error).message}`);
+    throw new AcmError('invalid_audio', `WAV audio format ${FORMATS[tag]} could not be decoded: ${(err as Error).message}`);
   }
   const channels = fmt.numChannels ?? 0;
   const sampleRate = fmt.sampleRate ?? 0;
-  const depth = wav.bitDepth;
+  // The reader names a depth by bits alone outside format 3, so 32-bit float inside
+  // WAVE_FORMAT_EXTENSIBLE would read as 32-bit integers, and 64-bit PCM as floats: the tag decides.
+  const float = tag === 3;
+  const bits = fmt.bitsPerSample ?? 0;
+  const depth = float ? (bits === 32 ? '32f' : String(bits)) : wav.bitDepth;
   if (!(channels >= 1 && channels <= 64)) throw new AcmError('invalid_audio', `WAV channel count must be in [1, 64]; got ${channels}`);
   if (!(sampleRate >= 1000 && sampleRate <= 384_000)) {
     throw new AcmError('invalid_audio', `WAV sample rate must be in [1000, 384000] Hz; got ${sampleRate}`);
   }
-  const scale = SCALE[depth];
-  if (scale === undefined && !FLOAT_DEPTHS.has(depth)) {
+  const scale = float ? undefined : SCALE[depth];
+  if (float ? !FLOAT_DEPTHS.has(depth) : scale === undefined) {
     throw new AcmError('invalid_audio', `WAV bit depth must be 8, 16, 24, 32 or float 32/64; got ${JSON.stringify(depth)}`);
   }
   const data = (wav as unknown as { data: { samples: Uint8Array } }).data.samples;
@@ -54,7 +84,7 @@ export function decodeWav(body: Buffer, rate: number, maxSeconds: number): Decod
     throw new AcmError('audio_too_large', `audio must be at most ${maxSeconds} s; got ${seconds.toFixed(2)} s`);
   }
   if (frames === 0) throw new AcmError('empty_body', 'the WAV file holds no audio samples');
-  const interleaved = wav.getSamples(true, Float64Array);
+  const interleaved = float ? floatSamples(data, bits, wav.container !== 'RIFX') : wav.getSamples(true, Float64Array);
   const mono = new Float32Array(frames);
   const offset = depth === '8' ? 128 : 0; // 8-bit PCM is unsigned
   const div = (scale ?? 1) * channels;
