@@ -127,13 +127,18 @@ describe('WAV decoding to 16 kHz mono', () => {
     assert.equal(extensible.source.bitDepth, '32f');
   });
 
-  it('refuses a format it does not decode instead of reading it as PCM, naming the tag', () => {
+  it('refuses a format it does not decode instead of reading it as PCM, naming the tag, and samples that are not numbers', () => {
     const payload = Buffer.alloc(3200, 7);
     const mp3 = (): unknown => decodeWav(rawWav(0x55, 1, 16000, 16, payload), 16000, 60);
     assert.throws(mp3, (e: unknown) => e instanceof AcmError && e.code === 'invalid_audio' &&
       /WAV audio format must be one of PCM \(1\), IEEE float \(3\), A-law \(6\), mu-law \(7\), IMA ADPCM \(17\); got 85$/.test(e.message));
     assert.throws(() => decodeWav(rawWav(6, 1, 16000, 8, payload, true), 16000, 60),
       (e: unknown) => e instanceof AcmError && /got 6 inside WAVE_FORMAT_EXTENSIBLE/.test(e.message));
+    // A float that is no number is refused, as in a stream, rather than silencing its windows.
+    const stereo = new Float32Array(200).fill(0.25);
+    stereo[151] = Number.NaN;
+    assert.throws(() => decodeWav(rawWav(3, 2, 16000, 32, Buffer.from(stereo.buffer)), 16000, 60),
+      (e: unknown) => e instanceof AcmError && e.code === 'invalid_audio' && /WAV sample 75 \(channel 1\) is not finite/.test(e.message));
     // 64 bits is a float depth only: 64-bit integer PCM is refused, not read as doubles.
     assert.throws(() => decodeWav(rawWav(1, 1, 16000, 64, Buffer.alloc(1600)), 16000, 60),
       (e: unknown) => e instanceof AcmError && /bit depth must be 8, 16, 24, 32 or float 32\/64; got "64"/.test(e.message));

@@ -85,6 +85,14 @@ export function decodeWav(body: Buffer, rate: number, maxSeconds: number): Decod
   }
   if (frames === 0) throw new AcmError('empty_body', 'the WAV file holds no audio samples');
   const interleaved = float ? floatSamples(data, bits, wav.container !== 'RIFX') : wav.getSamples(true, Float64Array);
+  if (float) {
+    // One NaN or infinity would turn every window it falls in into NaN, and its text into nothing.
+    const bad = interleaved.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) {
+      throw new AcmError('invalid_audio', `WAV sample ${Math.floor(bad / channels)} (channel ${bad % channels}) is not finite; ` +
+        'float samples must be finite numbers');
+    }
+  }
   const mono = new Float32Array(frames);
   const offset = depth === '8' ? 128 : 0; // 8-bit PCM is unsigned
   const div = (scale ?? 1) * channels;
