@@ -15,6 +15,7 @@ export const ERROR_SPECS = {
   invalid_image: { http: 400, ws: 4403 },
   unknown_model: { http: 404, ws: 4404 },
   not_found: { http: 404, ws: 4405 },
+  method_not_allowed: { http: 405, ws: 4411 },
   invalid_audio: { http: 400, ws: 4406 },
   protocol_error: { http: 400, ws: 4407 },
   idle_timeout: { http: 408, ws: 4408 },

@@ -1,7 +1,10 @@
 // The HTTP contract over a fake backend: answer shape and headers, labels from the manifest,
 // model listing, readiness before and after load, metrics, multipart upload, and the 404 shape.
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { Agent, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, it, before } from 'node:test';
 import request from 'supertest';
@@ -156,10 +159,50 @@ describe('service routes', () => {
     }
   });
 
-  it('answers an unknown route with a 404 JSON error', async () => {
+  it('answers an unknown route with a 404 JSON error, and keeps the connection of a request without a body', async () => {
     const t = await fakeApp();
     const res = await request(t.app).get('/nope').expect(404).expect('Content-Type', /json/);
     assert.equal((res.body as { error: { code: string } }).error.code, 'not_found');
-    await request(t.app).get('/classify').expect(404).expect('Content-Type', /json/);
+    // Over a kept-alive connection (supertest asks for Connection: close itself).
+    const server = t.app.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const agent = new Agent({ keepAlive: true });
+    try {
+      const { port } = server.address() as AddressInfo;
+      const ask = (method: string, body?: Buffer): Promise<{ status: number; connection: string | undefined }> => new Promise((resolve, reject) => {
+        const req = httpRequest({ host: '127.0.0.1', port, method, path: '/nope', agent,
+          headers: body ? { 'Content-Type': 'image/png', 'Content-Length': String(body.length) } : {} }, (r) => {
+          r.resume();
+          r.on('end', () => resolve({ status: r.statusCode ?? 0, connection: r.headers.connection }));
+        });
+        req.on('error', reject);
+        req.end(body);
+      });
+      assert.deepEqual(await ask('GET'), { status: 404, connection: 'keep-alive' }, 'no body to drain: the connection stays');
+      assert.deepEqual(await ask('POST', Buffer.alloc(100)), { status: 404, connection: 'close' }, 'an unread body is not drained');
+    } finally {
+      agent.destroy();
+      server.close();
+    }
+  });
+
+  it('answers a known path asked with another method with 405 and Allow, and OPTIONS with Allow alone', async () => {
+    const t = await fakeApp();
+    const cases: [string, string, string][] = [
+      ['get', '/classify', 'POST'], ['post', '/healthz', 'GET, HEAD'], ['delete', '/v1/models', 'GET, HEAD'],
+      ['get', '/v2/models/fake-vit-acm/infer', 'POST'], ['put', '/v2/models/fake-vit-acm/versions/1/infer', 'POST'],
+      ['get', '/Classify/', 'POST'],
+    ];
+    for (const [method, path, allow] of cases) {
+      const res = await request(t.app)[method as 'get'](path).expect(405);
+      assert.equal(res.headers.allow, allow, `${method} ${path}`);
+      const message = path.startsWith('/v2/') ? (res.body as { error: string }).error
+        : (res.body as { error: { code: string; message: string } }).error.message;
+      if (!path.startsWith('/v2/')) assert.equal((res.body as { error: { code: string } }).error.code, 'method_not_allowed');
+      assert.equal(message, `${path} takes ${allow}; got ${method.toUpperCase()}`);
+    }
+    const options = await request(t.app).options('/classify').expect(204);
+    assert.equal(options.headers.allow, 'POST');
+    await request(t.app).options('/nope').expect(404);
   });
 });

@@ -10,7 +10,7 @@ import { registerSpeechRoutes, type TranscribeRouteOptions } from '../speech/htt
 import type { SpeechService } from '../speech/service.js';
 import { classifyHandler } from './classify.js';
 import { isV2Path, registerKserveRoutes } from './kserve.js';
-import { openApiDocument, registeredRoutes } from './openapi.js';
+import { openApiDocument, openApiPaths, registeredRoutes, type RegisteredRoute } from './openapi.js';
 import { registerWebRoutes } from './web.js';
 
 export interface AppServices {
@@ -24,6 +24,27 @@ export interface AppServices {
 
 /** Most elements in the batch dimension of one KServe v2 request; each is admitted like one request. */
 const MAX_V2_BATCH = 64;
+
+/**
+ * The methods each route path answers, for telling a wrong method (405, with Allow) from a wrong
+ * path (404). A path parameter matches one segment, as in the routes themselves.
+ */
+function methodTable(routes: readonly RegisteredRoute[]): (path: string) => string[] {
+  const table: { pattern: RegExp; method: string }[] = [];
+  for (const r of routes) {
+    for (const template of openApiPaths(r.path)) {
+      const source = template.split(/\{\w+\}/).map((part) => part.replace(/[.*+?^$()|[\]\\]/g, '\\$&')).join('[^/]+');
+      // As Express routes: any letter case, and a trailing slash allowed.
+      table.push({ pattern: new RegExp(`^${source}/?$`, 'i'), method: r.method });
+    }
+  }
+  return (path) => {
+    const methods = new Set(table.filter((t) => t.pattern.test(path)).map((t) => t.method));
+    // Express answers HEAD wherever it answers GET.
+    if (methods.has('GET')) methods.add('HEAD');
+    return [...methods].sort();
+  };
+}
 
 /** Route label for metrics: the matched pattern, never the raw URL, so label cardinality stays bounded. */
 function routeOf(req: Request): string {
@@ -87,8 +108,18 @@ export function createApp(s: AppServices): express.Express {
     res.json(openApi);
   });
 
-  app.use((req: Request) => {
-    throw new AcmError('not_found', `no route ${req.method} ${req.path}; GET /openapi.json lists the routes`);
+  // A known path asked with another method: 405 with Allow (RFC 9110), and OPTIONS answers with Allow alone.
+  let methodsOf: ((path: string) => string[]) | undefined;
+  app.use((req: Request, res: Response) => {
+    methodsOf ??= methodTable(registeredRoutes(app));
+    const allowed = methodsOf(req.path);
+    if (allowed.length === 0) throw new AcmError('not_found', `no route ${req.method} ${req.path}; GET /openapi.json lists the routes`);
+    res.setHeader('Allow', allowed.join(', '));
+    if (req.method === 'OPTIONS') {
+      res.status(204).end();
+      return;
+    }
+    throw new AcmError('method_not_allowed', `${req.path} takes ${allowed.join(', ')}; got ${req.method}`);
   });
 
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
@@ -101,8 +132,10 @@ export function createApp(s: AppServices): express.Express {
       res.destroy();
       return;
     }
-    // An unread request body must not be drained on a kept-alive connection: it is unbounded.
-    if (!req.complete) res.setHeader('Connection', 'close');
+    // An unread request body must not be drained on a kept-alive connection: it is unbounded. A
+    // request that declared no body leaves nothing to drain, and keeps its connection.
+    const declaresBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
+    if (declaresBody && !req.complete) res.setHeader('Connection', 'close');
     if (e.retryAfterS !== undefined) res.setHeader('Retry-After', String(e.retryAfterS));
     // The Open Inference Protocol has its own error shape: {"error": "message"}.
     res.status(e.status).json(isV2Path(req.path) ? { error: e.message } : e.toBody());
