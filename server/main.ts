@@ -1,13 +1,12 @@
 // Process entry: configuration, logging, HTTP listener, model loading, graceful shutdown.
 // The listener opens before the models load so /healthz answers at once and /readyz reports
 // loading; a model that cannot load stops the process with the reason.
-import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { listSupportedBackends } from 'onnxruntime-node';
 import { scanBundles } from './bundle.js';
 import { allowedCpus, planCpus, HttpCpuReservation } from './cpu-affinity.js';
 import { ConfigError, loadConfig, sessionThreads, usage, type Config } from './config.js';
-import { createApp } from './http/app.js';
+import { createApp, httpServer } from './http/app.js';
 import { InferenceService } from './inference.js';
 import { createLogger, type Logger } from './logger.js';
 import { Metrics } from './metrics.js';
@@ -72,7 +71,7 @@ function main(): void {
   const speech = hasSpeechBundles(config.modelsDir) ? new SpeechService(config, metrics, log) : undefined;
   const app = createApp({ inference, metrics, log, maxImageBytes: config.maxImageBytes,
     ...(speech ? { speech: { service: speech, maxAudioBytes: config.maxAudioBytes, maxAudioSeconds: config.maxAudioSeconds } } : {}) });
-  const server = createServer(app);
+  const server = httpServer(app);
   const asr = speech ? attachAsr(server, speech, config, log, metrics) : undefined;
   // Bounded socket lifetimes: a slow or stalled client cannot hold a connection forever.
   server.requestTimeout = config.requestTimeoutMs + 5000;

@@ -3,8 +3,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { request as httpRequest, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { once } from 'node:events';
+import { connect, type AddressInfo } from 'node:net';
 import request from 'supertest';
+import { httpServer } from '../server/http/app.js';
 import { fakeApp, FakeBackend, type TestApp } from './support/fake.js';
 import { bombPng, makeImage, truncated } from './support/images.js';
 
@@ -205,6 +207,53 @@ describe('overload and disconnects', () => {
     for (const req of stalled) req.destroy();
     await until(() => t.inference.inFlight('fake-vit-acm') === 0);
     await request(server).post('/classify').set('Content-Type', 'image/png').send(png).expect(200);
+  });
+});
+
+describe('Expect: 100-continue', () => {
+  let t: TestApp & { backend: FakeBackend };
+  let server: Server;
+  before(async () => {
+    t = await fakeApp();
+    server = httpServer(t.app).listen(0, '127.0.0.1');
+    await once(server, 'listening');
+  });
+  after(() => server.close());
+
+  /** Sends a head with Expect: 100-continue; the body only once the server says 100. Everything the socket received, as text. */
+  function expecting(path: string, body: Buffer): Promise<{ text: string; sentBody: boolean }> {
+    const { port } = server.address() as AddressInfo;
+    return new Promise((resolve, reject) => {
+      let text = '';
+      let sentBody = false;
+      const socket = connect(port, '127.0.0.1', () => {
+        socket.write(`POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: ${body.length}\r\n` +
+          'Expect: 100-continue\r\nConnection: close\r\n\r\n');
+      });
+      socket.on('data', (d: Buffer) => {
+        text += d.toString('latin1');
+        if (!sentBody && text.startsWith('HTTP/1.1 100 Continue\r\n\r\n')) {
+          sentBody = true;
+          socket.write(body);
+        }
+      });
+      socket.on('end', () => resolve({ text, sentBody }));
+      socket.on('error', reject);
+    });
+  }
+
+  it('refuses a request from its head without asking for the body', async () => {
+    const r = await expecting('/classify?budget=2', await makeImage(7));
+    assert.equal(r.sentBody, false, 'no 100 Continue: the upload never started');
+    assert.match(r.text, /^HTTP\/1.1 400 Bad Request\r\n/);
+    assert.match(r.text, /"code":"invalid_budget"/);
+  });
+
+  it('asks for the body of a request it will read, then answers it', async () => {
+    const r = await expecting('/classify?budget=0.5', await makeImage(7));
+    assert.equal(r.sentBody, true);
+    assert.match(r.text, /^HTTP\/1.1 100 Continue\r\n\r\nHTTP\/1.1 200 OK\r\n/);
+    assert.match(r.text, /"predictions":/);
   });
 });
 

@@ -1,6 +1,7 @@
 // The HTTP transport: routes, per-request log line and metrics, and the one error handler that
 // turns anything thrown (ours, express's, a body parser's) into the JSON error shape. No HTML
 // error page is ever sent.
+import { createServer, type Server } from 'node:http';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { AcmError, toAcmError } from '../errors.js';
 import type { InferenceService } from '../inference.js';
@@ -50,6 +51,17 @@ function methodTable(routes: readonly RegisteredRoute[]): (path: string) => stri
 function routeOf(req: Request): string {
   const path = (req.route as { path?: unknown } | undefined)?.path;
   return typeof path === 'string' ? path : 'unmatched';
+}
+
+/**
+ * The HTTP server for an app. A client that sends `Expect: 100-continue` (curl does for large
+ * uploads) is told to send its body only when a route starts reading it (body.ts), so a request
+ * refused from its head (a bad budget, an unknown model, a full queue) costs no upload.
+ */
+export function httpServer(app: express.Express): Server {
+  const server = createServer(app);
+  server.on('checkContinue', (req, res) => { app(req, res); });
+  return server;
 }
 
 export function createApp(s: AppServices): express.Express {

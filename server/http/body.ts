@@ -48,6 +48,14 @@ function bodyDeadline(req: Request, res: Response, timeoutMs: number | undefined
   return () => clearTimeout(timer);
 }
 
+/**
+ * Tells a client waiting on `Expect: 100-continue` to send its body now. Only a server built by
+ * httpServer leaves that to the route; elsewhere Node has already answered 100 Continue.
+ */
+function acceptBody(req: Request, res: Response): void {
+  if (req.headers.expect?.toLowerCase() === '100-continue' && !res.headersSent) res.writeContinue();
+}
+
 /** A body whose declared length is already over the limit is refused from the header alone. */
 function declaredTooLarge(req: Request, res: Response, limit: number, overhead: number, kind: BodyKind = 'image'): AcmError | undefined {
   const declared = Number(req.headers['content-length']);
@@ -61,6 +69,7 @@ function declaredTooLarge(req: Request, res: Response, limit: number, overhead: 
 export function readRawBody(req: Request, res: Response, limit: number, kind: BodyKind = 'image', timeoutMs?: number): Promise<Buffer> {
   const early = declaredTooLarge(req, res, limit, 0, kind);
   if (early) return Promise.reject(early);
+  acceptBody(req, res);
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -114,6 +123,7 @@ export function readRawBody(req: Request, res: Response, limit: number, kind: Bo
 export function readMultipartImage(req: Request, res: Response, limit: number, timeoutMs?: number): Promise<MultipartImage> {
   const early = declaredTooLarge(req, res, limit, MULTIPART_OVERHEAD);
   if (early) return Promise.reject(early);
+  acceptBody(req, res);
   return new Promise((resolve, reject) => {
     let bb: busboy.Busboy;
     try {
