@@ -123,7 +123,6 @@ export function readRawBody(req: Request, res: Response, limit: number, kind: Bo
 export function readMultipartImage(req: Request, res: Response, limit: number, timeoutMs?: number): Promise<MultipartImage> {
   const early = declaredTooLarge(req, res, limit, MULTIPART_OVERHEAD);
   if (early) return Promise.reject(early);
-  acceptBody(req, res);
   return new Promise((resolve, reject) => {
     let bb: busboy.Busboy;
     try {
@@ -178,6 +177,8 @@ export function readMultipartImage(req: Request, res: Response, limit: number, t
     req.on('close', () => {
       if (!req.complete) fail(clientClosed());
     });
+    // Only now, with a readable multipart head, is the body asked for.
+    acceptBody(req, res);
     req.pipe(bb);
   });
 }
