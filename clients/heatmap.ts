@@ -16,8 +16,11 @@ export async function writeHeatmap(image: Uint8Array, map: MapGrid, input: Model
   const meta = await sharp(image, { page: 0, pages: 1 }).metadata();
   // Drawn upright, as the server decodes it: EXIF orientations 5 to 8 turn the image a quarter,
   // so the stored width is the shown height.
-  const stored = [meta.width ?? 0, meta.pageHeight ?? meta.height ?? 0];
-  const [w, h] = (meta.orientation ?? 1) >= 5 ? [stored[1]!, stored[0]!] : [stored[0]!, stored[1]!];
+  const storedW = meta.width ?? 0;
+  const storedH = meta.pageHeight ?? meta.height ?? 0;
+  const turned = (meta.orientation ?? 1) >= 5;
+  const w = turned ? storedH : storedW;
+  const h = turned ? storedW : storedH;
   if (w <= 0 || h <= 0) throw new Error('the image has no pixels');
   const scale = Math.min(MAX_SIDE / Math.max(w, h), Math.max(1, MIN_SIDE / Math.min(w, h)));
   const outW = Math.max(1, Math.round(w * scale));

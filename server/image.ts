@@ -1,9 +1,10 @@
 // Turns request bytes into the model's input tensor, following the bundle's input contract:
-// decode (first frame), turn it upright by its EXIF orientation, flatten alpha onto the background, resize with the manifest's fit,
-// convert to the manifest's channels, then (byte / 255 - mean) / std laid out CHW. A plain PNG
-// that needs none of those steps is read directly (png.ts); everything else goes through libvips.
-// The pixel count is checked from the header before any pixel is decoded: an image that
-// declares 20000x20000 is refused without allocating it.
+// decode (first frame), turn it upright by its EXIF orientation, flatten alpha onto the
+// background, resize with the manifest's fit, convert to the manifest's channels, then
+// (byte / 255 - mean) / std laid out CHW. A plain PNG that needs none of those steps is read
+// directly (png.ts); everything else goes through libvips. The pixel count is checked from the
+// header before any pixel is decoded: an image that declares 20000x20000 is refused without
+// allocating it.
 import sharp from 'sharp';
 import { AcmError, shown } from './errors.js';
 import type { ImageManifest } from './manifest.js';
