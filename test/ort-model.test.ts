@@ -90,10 +90,17 @@ describe('tiny ONNX bundle', () => {
 
   it('lowers the priority of the inference threads only', { skip: process.platform !== 'linux' }, async () => {
     // Field 19 of /proc/<pid>/task/<tid>/stat is the thread's nice value; the name before it is
-    // in parentheses and may hold spaces, so fields are counted from the last ')'.
-    const niceByThread = (): Map<number, number> => new Map(readdirSync('/proc/self/task').map((tid) => {
-      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-      return [Number(tid), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])];
+    // in parentheses and may hold spaces, so fields are counted from the last ')'. A thread that
+    // ends between the listing and the read (a libuv or V8 helper) is left out.
+    const niceByThread = (): Map<number, number> => new Map(readdirSync('/proc/self/task').flatMap((tid): [number, number][] => {
+      let stat: string;
+      try {
+        stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+        throw err;
+      }
+      return [[Number(tid), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])]];
     }));
     const beforeStart = niceByThread();
     const niced = new OrtBackend({ bundle, provider: 'cpu', threads: 2, graphOptimization: 'all', workers: 1,
