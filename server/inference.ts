@@ -106,6 +106,16 @@ export class InferenceService {
     }));
   }
 
+  /** The loaded image models' names, by name. */
+  get modelNames(): readonly string[] {
+    return this.pool.names;
+  }
+
+  /** Whether an image model of this name is loaded. */
+  serves(name: string): boolean {
+    return this.pool.get(name) !== undefined;
+  }
+
   /** A request's deadline from its arrival (ACM_REQUEST_TIMEOUT_MS): its body must have come by then too. */
   get requestTimeoutMs(): number {
     return this.config.requestTimeoutMs;

@@ -106,6 +106,15 @@ describe('POST /transcribe', () => {
     }
   });
 
+  it('points a v2 request for a speech model to the speech routes', async () => {
+    const name = s.speech.listModels()[0]?.name ?? '';
+    for (const res of [await request(s.url).get(`/v2/models/${name}`), await request(s.url).post(`/v2/models/${name}/infer`).send({ inputs: [] })]) {
+      assert.equal(res.status, 404);
+      assert.equal((res.body as { error: string }).error, `model "${name}" is a speech model: transcribe with POST /transcribe?model=${name} ` +
+        `or stream over /asr?model=${name}; the v2 protocol here serves image models only, and none is loaded`);
+    }
+  });
+
   it('answers a WAV body still arriving at the request deadline with 408 body_timeout', async () => {
     const slow = await speechServer({ ACM_REQUEST_TIMEOUT_MS: '300' });
     try {

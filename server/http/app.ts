@@ -109,7 +109,9 @@ export function createApp(s: AppServices): express.Express {
     res.send(await s.metrics.registry.metrics());
   });
 
-  registerKserveRoutes(app, s.inference, { maxImageBytes: s.maxImageBytes, maxBatch: MAX_V2_BATCH });
+  registerKserveRoutes(app, s.inference, { maxImageBytes: s.maxImageBytes, maxBatch: MAX_V2_BATCH,
+    servedElsewhere: (name) => (s.speech?.service.listModels().some((m) => m.name === name)
+      ? `a speech model: transcribe with POST /transcribe?model=${name} or stream over /asr?model=${name}` : undefined) });
   registerWebRoutes(app);
   if (s.speech) registerSpeechRoutes(app, s.speech.service, s.speech);
 

@@ -16,6 +16,11 @@ export interface KserveOptions {
   readonly maxImageBytes: number;
   /** Most elements in one request's batch dimension. */
   readonly maxBatch: number;
+  /**
+   * For a name that is no image model: where that model is served instead, if anywhere (a speech
+   * model), so the refusal can say so rather than only list the image models.
+   */
+  readonly servedElsewhere?: (name: string) => string | undefined;
 }
 
 /** Bundles carry no version of their own: every model is served as version "1". */
@@ -43,10 +48,17 @@ export function isV2Path(path: string): boolean {
   return path === '/v2' || path.startsWith('/v2/');
 }
 
-function modelParam(req: Request): string {
+function modelParam(req: Request, inference: InferenceService, opts: KserveOptions): string {
   const { name, version } = req.params as { name?: string; version?: string };
   if (version !== undefined && version !== MODEL_VERSION) {
     throw new AcmError('unknown_model', `model ${JSON.stringify(name)} has version ${MODEL_VERSION} only; got version ${shown(version)}`);
+  }
+  // Looked up only for a name no image model has, so the hot path pays one map lookup.
+  const elsewhere = name === undefined || inference.serves(name) ? undefined : opts.servedElsewhere?.(name);
+  if (elsewhere !== undefined) {
+    const images = inference.modelNames;
+    const served = images.length > 0 ? `the image models (${images.join(', ')})` : 'image models only, and none is loaded';
+    throw new AcmError('unknown_model', `model ${JSON.stringify(name)} is ${elsewhere}; the v2 protocol here serves ${served}`);
   }
   return name ?? '';
 }
@@ -113,7 +125,7 @@ function inferHandler(inference: InferenceService, opts: KserveOptions) {
     res.on('close', () => {
       if (!res.writableFinished) abort.abort();
     });
-    const name = modelParam(req);
+    const name = modelParam(req, inference, opts);
     const type = mediaType(req);
     if (type !== '' && type !== 'application/json') {
       res.setHeader('Connection', 'close');
@@ -170,14 +182,14 @@ export function registerKserveRoutes(app: Express, inference: InferenceService, 
   });
 
   app.get('/v2/models/:name{/versions/:version}', (req, res) => {
-    const name = modelParam(req);
+    const name = modelParam(req, inference, opts);
     const m = inference.manifestOf(name);
     const info = inference.listModels().find((i) => i.name === m.name);
     res.json(metadata(m, info?.budget_floor ?? m.budget_floor, info?.default_budget ?? m.default_budget));
   });
 
   app.get('/v2/models/:name{/versions/:version}/ready', (req, res) => {
-    const m = inference.manifestOf(modelParam(req));
+    const m = inference.manifestOf(modelParam(req, inference, opts));
     if (!inference.ready) {
       res.status(400).json({ error: `model ${JSON.stringify(m.name)} is not ready` });
       return;
