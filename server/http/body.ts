@@ -73,11 +73,13 @@ export function readRawBody(req: Request, res: Response, limit: number, kind: Bo
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    const cancelDeadline = bodyDeadline(req, res, timeoutMs, () => size, (err) => {
+    // A refusal mid-body: stop listening and reading; the error handler closes the connection.
+    const stop = (err: AcmError): void => {
       cleanup();
       req.pause();
       reject(err);
-    });
+    };
+    const cancelDeadline = bodyDeadline(req, res, timeoutMs, () => size, stop);
     const cleanup = (): void => {
       cancelDeadline();
       req.off('data', onData);
@@ -88,9 +90,7 @@ export function readRawBody(req: Request, res: Response, limit: number, kind: Bo
     const onData = (chunk: Buffer): void => {
       size += chunk.length;
       if (size > limit) {
-        cleanup();
-        req.pause();
-        reject(tooLarge(res, limit, `more than ${limit}`, kind));
+        stop(tooLarge(res, limit, `more than ${limit}`, kind));
         return;
       }
       chunks.push(chunk);
