@@ -8,6 +8,7 @@ import { connect, type AddressInfo } from 'node:net';
 import request from 'supertest';
 import { httpServer } from '../server/http/app.js';
 import { fakeApp, FakeBackend, type TestApp } from './support/fake.js';
+import { stalledUpload } from './support/stalled-upload.js';
 import { bombPng, makeImage, truncated } from './support/images.js';
 
 interface ErrorAnswer { error: { code: string; message: string } }
@@ -266,24 +267,6 @@ describe('a body that stops arriving', () => {
   });
   after(() => server.close());
 
-  /** Sends the head and `sent` bytes of a body declared `declared` long, then nothing: status, JSON and when it came. */
-  function stall(path: string, headers: Record<string, string>, sent: Buffer, declared: number):
-    Promise<{ status: number; connection: string | undefined; body: unknown; ms: number }> {
-    const { port } = server.address() as AddressInfo;
-    const started = performance.now();
-    return new Promise((resolve, reject) => {
-      const req = httpRequest({ port, method: 'POST', path, headers: { ...headers, 'Content-Length': String(declared) } }, (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => { text += d; });
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body: JSON.parse(text) as unknown,
-          ms: performance.now() - started }));
-      });
-      req.on('error', reject);
-      req.write(sent);
-    });
-  }
-
   for (const [what, path, headers, sent] of [
     ['a raw image', '/classify', { 'Content-Type': 'image/png' }, Buffer.alloc(10)],
     ['a multipart image', '/classify', { 'Content-Type': 'multipart/form-data; boundary=xx' },
@@ -291,7 +274,7 @@ describe('a body that stops arriving', () => {
     ['a v2 request', '/v2/models/fake-vit-acm/infer', { 'Content-Type': 'application/json' }, Buffer.from('{"inputs": [')],
   ] as const) {
     it(`answers ${what} still arriving at the request deadline with 408 body_timeout, and frees its room`, async () => {
-      const r = await stall(path, headers, sent, 1000);
+      const r = await stalledUpload((server.address() as AddressInfo).port, path, headers, sent, 1000);
       assert.equal(r.status, 408);
       // The v2 protocol's error body is { error: message }; the server's own is { error: { code, message } }.
       const error = (r.body as { error: string | ErrorAnswer['error'] }).error;

@@ -1,13 +1,13 @@
 // POST /transcribe and the model listing over the tiny random speech bundle (real onnxruntime):
 // answer shape, compute bound, per-frame values, WAV layouts, and every refusal with its code.
 import assert from 'node:assert/strict';
-import { request as httpRequest } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
 import wavefile from 'wavefile';
 import { fakeApp } from './support/fake.js';
+import { stalledUpload } from './support/stalled-upload.js';
 import { pcm16, speechServer, testTone, tinySpeechDir, type SpeechTestServer } from './support/tiny-speech.js';
 
 interface Answer {
@@ -118,21 +118,12 @@ describe('POST /transcribe', () => {
   it('answers a WAV body still arriving at the request deadline with 408 body_timeout', async () => {
     const slow = await speechServer({ ACM_REQUEST_TIMEOUT_MS: '300' });
     try {
-      const { port } = new URL(slow.url);
-      const answer = await new Promise<{ status: number; body: { error: { code: string; message: string } } }>((resolve, reject) => {
-        const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: '/transcribe',
-          headers: { 'Content-Type': 'audio/wav', 'Content-Length': '5000' } }, (res) => {
-          let text = '';
-          res.setEncoding('utf8');
-          res.on('data', (d: string) => { text += d; });
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as { error: { code: string; message: string } } }));
-        });
-        req.on('error', reject);
-        req.write(wav16k(testTone(0.05)).subarray(0, 100));
-      });
+      const answer = await stalledUpload(Number(new URL(slow.url).port), '/transcribe', { 'Content-Type': 'audio/wav' },
+        wav16k(testTone(0.05)).subarray(0, 100), 5000);
+      const { error } = answer.body as { error: { code: string; message: string } };
       assert.equal(answer.status, 408);
-      assert.equal(answer.body.error.code, 'body_timeout');
-      assert.match(answer.body.error.message, /did not arrive within 300 ms \(ACM_REQUEST_TIMEOUT_MS\); received 100 of 5000 bytes/);
+      assert.equal(error.code, 'body_timeout');
+      assert.match(error.message, /did not arrive within 300 ms \(ACM_REQUEST_TIMEOUT_MS\); received 100 of 5000 bytes/);
     } finally {
       await slow.close();
     }
