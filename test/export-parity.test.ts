@@ -20,8 +20,9 @@ interface ReferenceCase {
 
 interface Manifest { acms: { min_choice: number }[]; tokens: { count: number } }
 
-// Without and with the floor path (each ACM's minimum under an If, make_tiny_bundle --floor-path).
-for (const [label, flags] of [['plain', []], ['floor path', ['--floor-path']]] as const) {
+// Without and with the floor path (each ACM's minimum under an If, make_tiny_bundle --floor-path),
+// and with layer norms conditioned on the budget (--budget-norms).
+for (const [label, flags] of [['plain', []], ['floor path', ['--floor-path']], ['budget norms', ['--budget-norms']]] as const) {
   describe(`ONNX export parity (tiny random model, ${label})`, () => {
     let dir = '';
     let cases: ReferenceCase[] = [];

@@ -34,6 +34,55 @@ class BudgetLinear(nn.Linear):
         return budget_linear(z, budget, self.weight, self.bias, self.in_features - 1)
 
 
+# The budgets phase 3 draws (convert, reallocate): the knots of a budget-conditioned norm.
+BUDGET_KNOTS = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 1.0)
+
+
+def knot_mix(budget: torch.Tensor, knots: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear interpolation weights [B, K] of each budget [B] between the knots [K]
+    (ascending): the two knots around a budget share its weight, a budget on a knot gives that knot
+    all of it, and budgets outside the knots take the nearest one. Each row sums to 1."""
+    b = budget.to(knots.dtype).clamp(float(knots[0]), float(knots[-1])).unsqueeze(-1)
+    gap = knots[1:] - knots[:-1]
+    # Rising from the knot before (the first knot has none), falling to the knot after (the last has none).
+    rise = torch.cat([knots.new_ones(1, 1).expand(b.shape[0], 1), (b - knots[:-1]) / gap], -1)
+    fall = torch.cat([(knots[1:] - b) / gap, knots.new_ones(1, 1).expand(b.shape[0], 1)], -1)
+    return torch.minimum(rise, fall).clamp(0.0, 1.0)
+
+
+class BudgetLayerNorm(nn.LayerNorm):
+    """A LayerNorm whose scale and shift may depend on the request's budget.
+
+    Fewer learners change the features every later norm sees; one affine for every budget must
+    serve them all. Once conditioned (condition()), the norm adds to its scale and shift a
+    correction per budget knot, interpolated between the knots (knot_mix), as slimmable networks
+    keep a private normalisation per width (Yu et al., 2018). The corrections start at zero, so
+    conditioning a trained model changes nothing until they are trained. Unconditioned, this is
+    nn.LayerNorm.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__(dim, eps=eps)
+        self.register_parameter("budget_scale", None)
+        self.register_parameter("budget_shift", None)
+
+    def condition(self, knots: int) -> None:
+        self.budget_scale = nn.Parameter(self.weight.new_zeros(knots, self.weight.shape[0]))
+        self.budget_shift = nn.Parameter(self.weight.new_zeros(knots, self.weight.shape[0]))
+
+    def forward(self, x: torch.Tensor, mix: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, T, dim]; mix: the budgets' knot weights [B, K] (knot_mix), or None for the shared
+        affine alone."""
+        if self.budget_scale is None or mix is None:
+            return super().forward(x)
+        mix = mix.to(x.dtype)
+        scale = (self.weight + mix @ self.budget_scale).unsqueeze(1)
+        shift = (self.bias + mix @ self.budget_shift).unsqueeze(1)
+        # Unit scale and zero shift spelt out: an exported LayerNormalization must name its scale.
+        unit = torch.ones_like(self.weight)
+        return F.layer_norm(x, self.normalized_shape, unit, torch.zeros_like(self.bias), self.eps) * scale + shift
+
+
 class ACM(nn.Module):
     """N learners whose outputs add up, and a gate choosing per token how many run.
 
@@ -305,8 +354,8 @@ class ACMEncoderLayer(nn.Module):
         super().__init__()
         d = cfg.hidden_dim
         self.heads = cfg.num_heads
-        self.ln_1 = nn.LayerNorm(d, eps=1e-6)
-        self.ln_2 = nn.LayerNorm(d, eps=1e-6)
+        self.ln_1 = BudgetLayerNorm(d)
+        self.ln_2 = BudgetLayerNorm(d)
         pw = projection_width(d, n)
         self.q, self.k, self.v, self.o = (ACM(d, n, pw, kind) for kind in PROJECTIONS)
         self.mlp = ACM(d, n, cfg.mlp_dim // n, "ffn")
@@ -319,13 +368,14 @@ class ACMEncoderLayer(nn.Module):
         return [self.q, self.k, self.v, self.o, self.mlp]
 
     def forward(self, x: torch.Tensor, budget: torch.Tensor, cap: torch.Tensor, bonus: torch.Tensor,
-                counts: list[torch.Tensor]) -> torch.Tensor:
-        """cap: [B, 5], the cap budgets of q, k, v, o and the FFN, in that order."""
-        h = self.ln_1(x)
+                counts: list[torch.Tensor], mix: torch.Tensor | None = None) -> torch.Tensor:
+        """cap: [B, 5], the cap budgets of q, k, v, o and the FFN, in that order; mix: the budgets'
+        knot weights for conditioned norms (ACMViT.norm_mix)."""
+        h = self.ln_1(x, mix)
         (q, kq), (k, kk), (v, kv) = self.qkv.run(h, budget, cap[:, :3], bonus)
         o, ko = self.o(attention(q, k, v, self.heads), budget, cap[:, 3], bonus)
         x = x + o
-        m, km = self.mlp(self.ln_2(x), budget, cap[:, 4], bonus)
+        m, km = self.mlp(self.ln_2(x, mix), budget, cap[:, 4], bonus)
         counts.extend([kq, kk, kv, ko, km])
         return x + m
 
@@ -344,8 +394,10 @@ class ACMViT(nn.Module):
         self.class_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embedding = nn.Parameter(torch.zeros(1, cfg.tokens, d))
         self.layers = nn.ModuleList(ACMEncoderLayer(cfg, n) for _ in range(cfg.num_layers))
-        self.ln = nn.LayerNorm(d, eps=1e-6)
+        self.ln = BudgetLayerNorm(d)
         self.head = nn.Linear(d, cfg.num_classes)
+        # Set by condition_norms: the budget knots of the norms' per-budget corrections.
+        self.register_buffer("norm_knots", None)
         # The class token carries the prediction: under a tight cap it is served first (measured:
         # at budget 0.1 without this, test accuracy fell from 50% to 24%).
         bonus = torch.zeros(cfg.tokens)
@@ -370,7 +422,28 @@ class ACMViT(nn.Module):
         # Checkpoints from before cap weights existed were trained with equal ones.
         if "cap_weights" not in state:
             state = {**state, "cap_weights": torch.ones_like(self.cap_weights)}
+        if "norm_knots" in state and self.norm_knots is None:
+            self.condition_norms(state["norm_knots"].tolist())
         return super().load_state_dict(state, strict)
+
+    def norms(self) -> list[BudgetLayerNorm]:
+        return [n for layer in self.layers for n in (layer.ln_1, layer.ln_2)] + [self.ln]
+
+    def condition_norms(self, knots=BUDGET_KNOTS) -> list[nn.Parameter]:
+        """Give every norm a per-budget correction of its scale and shift at these budget knots
+        (BudgetLayerNorm), zero to start. Returns the new parameters."""
+        if self.norm_knots is not None:
+            raise ValueError("the norms are already conditioned on the budget")
+        if list(knots) != sorted(set(knots)):
+            raise ValueError(f"budget knots must ascend without repeats, got {list(knots)}")
+        self.norm_knots = torch.tensor(list(knots), dtype=torch.float64, device=self.cap_weights.device)
+        for norm in self.norms():
+            norm.condition(len(knots))
+        return [p for norm in self.norms() for p in (norm.budget_scale, norm.budget_shift)]
+
+    def norm_mix(self, budget: torch.Tensor) -> torch.Tensor | None:
+        """The budgets' knot weights [B, K] for conditioned norms, else None."""
+        return None if self.norm_knots is None else knot_mix(budget, self.norm_knots)
 
     def acms(self) -> list[tuple[str, int, ACM]]:
         names = []
@@ -402,9 +475,10 @@ class ACMViT(nn.Module):
         cap = (self.cap_budgets(budget) if self.capped
                else torch.ones(budget.shape[0], per_acm * len(self.layers), dtype=torch.float64, device=budget.device))
         counts: list[torch.Tensor] = []
+        mix = self.norm_mix(budget)
         for i, layer in enumerate(self.layers):
-            x = layer(x, budget, cap[:, i * per_acm:(i + 1) * per_acm], self.token_bonus, counts)
-        return self.head(self.ln(x)[:, 0]), torch.stack(counts, 1)
+            x = layer(x, budget, cap[:, i * per_acm:(i + 1) * per_acm], self.token_bonus, counts, mix)
+        return self.head(self.ln(x, mix)[:, 0]), torch.stack(counts, 1)
 
     def fixed_macs(self) -> int:
         """Per image: patch embedding, attention matmuls and head (norms and gates not included)."""

@@ -136,12 +136,17 @@ def snapshot_path(run: str, name: str, step: int) -> str:
     return os.path.join(run, f"{name}@{step}.ckpt")
 
 
-def phase3_groups(model, gate_lr: float, lr: float) -> list[dict]:
-    """Phase 3's optimizer groups: the gates at gate_lr, everything else at lr."""
+def phase3_groups(model, gate_lr: float, lr: float, norm_lr: float | None = None) -> list[dict]:
+    """Phase 3's optimizer groups: the gates at gate_lr, the norms' per-budget corrections (if the
+    model has them) at norm_lr, everything else at lr."""
     gates = [p for _, _, a in model.acms() for p in a.gate.parameters()]
-    gate_ids = {id(p) for p in gates}
-    return [{"params": gates, "lr": gate_lr},
-            {"params": [p for p in model.parameters() if id(p) not in gate_ids], "lr": lr}]
+    tables = [p for norm in model.norms() if norm.budget_scale is not None for p in (norm.budget_scale, norm.budget_shift)]
+    special = {id(p) for p in gates + tables}
+    groups = [{"params": gates, "lr": gate_lr},
+              {"params": [p for p in model.parameters() if id(p) not in special], "lr": lr}]
+    if tables:
+        groups.append({"params": tables, "lr": lr if norm_lr is None else norm_lr})
+    return groups
 
 
 @torch.no_grad()

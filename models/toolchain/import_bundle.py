@@ -85,6 +85,8 @@ def _load_graph(module: nn.Module, stem: nn.Sequential, path: str, prefix: str) 
     """Fill `module` (whose stem is `stem`) from the initializers of the graph at `path`, where its
     state-dict keys are named with `prefix`."""
     tensors, convs = initializers(path)
+    if isinstance(module, ACMViT) and "norm_knots" in tensors and module.norm_knots is None:
+        module.condition_norms(tensors["norm_knots"].tolist())  # norms with a scale and shift per budget
     used, filled = _load_stem(stem, prefix + "conv_proj.", tensors, convs)
     used |= fill_from_graph(module, tensors, prefix, skip=filled)
     check_all_used(path, tensors, used)

@@ -1,7 +1,7 @@
 """A random ACM image bundle: no data, no training. The tiny one (default) builds in seconds for
 tests; `--config vit-b16` gives the paper's geometry for performance measurements.
 
-    python3 -m models.toolchain.make_tiny_bundle --out /tmp/tiny [--reference]
+    python3 -m models.toolchain.make_tiny_bundle --out /tmp/tiny [--reference] [--budget-norms]
     python3 -m models.toolchain.make_tiny_bundle --out .cache/bench/vit-b16 --config vit-b16 --name vit-b16-acm [--floor-path]
 
 With --reference, reference.json holds inputs and PyTorch outputs (logits, learner counts) for a
@@ -21,7 +21,7 @@ from .export import export_bundle, manifest
 from .vit import CONFIGS, build_vit, set_threads
 
 
-def build(seed: int = 0, config: str = "tiny"):
+def build(seed: int = 0, config: str = "tiny", budget_norms: bool = False):
     cfg = CONFIGS[config]
     torch.manual_seed(seed)
     vit = build_vit(cfg)
@@ -35,6 +35,12 @@ def build(seed: int = 0, config: str = "tiny"):
                 p.mul_(4.0)
         if config == "tiny":  # unequal cap weights, so the parity test covers their sharing rule
             model.cap_weights.copy_(torch.linspace(0.3, 1.0, len(model.acms()), dtype=torch.float64))
+    if budget_norms:  # norms with a scale and shift per budget, random so that each budget differs
+        model.condition_norms()
+        with torch.no_grad():
+            for norm in model.norms():
+                norm.budget_scale.normal_(std=0.3)
+                norm.budget_shift.normal_(std=0.3)
     return cfg, vit.eval(), model
 
 
@@ -46,9 +52,11 @@ def main() -> None:
     ap.add_argument("--config", default="tiny", choices=sorted(CONFIGS))
     ap.add_argument("--floor-path", action="store_true",
                     help="export each ACM's floor path under an If (acm.ACM.floor_or)")
+    ap.add_argument("--budget-norms", action="store_true",
+                    help="condition the layer norms on the budget (ACMViT.condition_norms), with random corrections")
     args = ap.parse_args()
     set_threads()
-    cfg, vit, model = build(config=args.config)
+    cfg, vit, model = build(config=args.config, budget_norms=args.budget_norms)
     set_floor_path(model, args.floor_path)
     labels = [f"class-{i}" for i in range(cfg.num_classes)]
     meta = manifest(model, args.name, labels, mean=[0.5] * cfg.channels, std=[0.25] * cfg.channels, dense_graph="dense.onnx",
@@ -59,7 +67,8 @@ def main() -> None:
         cases = []
         # The last two: a batch below the model's budget floor (every ACM at its minimum) and
         # one at 0.25 (the projections at theirs, the FFNs not), for the floor path.
-        for budgets in ([0.5], [1.0, 0.25, 0.6, 0.1, 0.75], [0.05, 0.02], [0.25, 0.25]):
+        # 0.65 lies between two of the budget knots of conditioned norms.
+        for budgets in ([0.5], [1.0, 0.25, 0.65, 0.1, 0.75], [0.05, 0.02], [0.25, 0.25]):
             pixels = torch.randn(len(budgets), cfg.channels, cfg.image_size, cfg.image_size, generator=gen)
             budget = torch.tensor(budgets, dtype=torch.float64)
             with torch.no_grad():

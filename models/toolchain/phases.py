@@ -103,12 +103,13 @@ def relaxed_forward(model: ACMViT, pixels: torch.Tensor, budget: torch.Tensor, t
     """Phase 3 forward of the image model (see StraightThrough); `capped` applies the request cap."""
     x = model.embed(pixels)
     run = StraightThrough(budget, model.cap_budgets(budget) if capped else None, tau, model.token_bonus)
+    mix = model.norm_mix(budget)
     for layer in model.layers:
-        h = layer.ln_1(x)
+        h = layer.ln_1(x, mix)
         a = attention(run(layer.q, h), run(layer.k, h), run(layer.v, h), layer.heads)
         x = x + run(layer.o, a)
-        x = x + run(layer.mlp, layer.ln_2(x))
-    logits = model.head(model.ln(x)[:, 0])
+        x = x + run(layer.mlp, layer.ln_2(x, mix))
+    logits = model.head(model.ln(x, mix)[:, 0])
     return Relaxed(logits, compute_fraction(run.asked), compute_fraction(run.ran).detach(), run.asked, run.counts)
 
 

@@ -11,7 +11,8 @@ everywhere, although the gates of some layers ask for three and others for one. 
   2. continues phase 3 from <run>/phase3.ckpt under the new cap (same losses and budget draw as
      `convert`, or --targets), into <run>/phase3-shared.ckpt, resumable like every phase;
   3. prints the phase metrics on validation items.
---distil W takes W of the task loss from a teacher's answers: the dense model's, or with --teacher self
+--budget-norms gives every layer norm a scale and shift per budget (trained with the rest, or alone
+with --norms-only). --distil W takes W of the task loss from a teacher's answers: the dense model's, or with --teacher self
 the model's own at budget 1.0; --budget-weight sets the budget loss's weight (phases.phase3_loss).
 `build_bundle --single phase3-shared` evaluates and exports the result. Started from a checkpoint
 that has weights of its own (--source phase3-shared), it keeps them unless --recalibrate.
@@ -61,6 +62,15 @@ def teacher_logits(model, vit, x: torch.Tensor, teacher: str | None) -> torch.Te
     return None
 
 
+def norm_groups(model, lr: float) -> list[dict]:
+    """The norms' per-budget corrections alone, at lr; every other parameter is frozen."""
+    tables = [p for norm in model.norms() for p in (norm.budget_scale, norm.budget_shift)]
+    ids = {id(p) for p in tables}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in ids)
+    return [{"params": tables, "lr": lr}]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default=".cache/runs/fashion")
@@ -85,6 +95,12 @@ def main() -> None:
     ap.add_argument("--teacher", choices=["dense", "self"], default="dense",
                     help="whose answers --distil learns from: the dense model's, or the model's own at "
                          "budget 1.0 as served (capped, no gradient), so the low budgets learn from the full one")
+    ap.add_argument("--budget-norms", action="store_true",
+                    help="give every layer norm a scale and shift per budget (ACMViT.condition_norms), "
+                         "starting at zero, if --source has none")
+    ap.add_argument("--norms-only", action="store_true",
+                    help="train only the norms' per-budget corrections; every shared weight stays the source's")
+    ap.add_argument("--norm-lr", type=float, default=1e-3, help="learning rate of the per-budget norm corrections")
     ap.add_argument("--snapshot-every", type=int, default=0,
                     help="also keep the weights every N steps as <name>@<step>.ckpt, to average "
                          "(models.toolchain.average); 0: none")
@@ -113,7 +129,11 @@ def main() -> None:
     model.to(device)
     vit.to(device)
 
-    groups = phase3_groups(model, args.gate_lr, args.lr)
+    if args.budget_norms and model.norm_knots is None:
+        model.condition_norms()
+    if args.norms_only and model.norm_knots is None:
+        ap.error("--norms-only needs conditioned norms: --budget-norms, or a --source that has them")
+    groups = norm_groups(model, args.norm_lr) if args.norms_only else phase3_groups(model, args.gate_lr, args.lr, args.norm_lr)
     teacher = args.teacher if args.distil else None
     batches = Batches(train, args.batch, seed=2000, device=device)
     model.capped = True
