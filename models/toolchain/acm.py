@@ -439,6 +439,12 @@ class ACMViT(nn.Module):
         self.norm_knots = torch.tensor(list(knots), dtype=torch.float64, device=self.cap_weights.device)
         for norm in self.norms():
             norm.condition(len(knots))
+        return self.norm_corrections()
+
+    def norm_corrections(self) -> list[nn.Parameter]:
+        """The norms' per-budget scale and shift corrections; none before condition_norms."""
+        if self.norm_knots is None:
+            return []
         return [p for norm in self.norms() for p in (norm.budget_scale, norm.budget_shift)]
 
     def norm_mix(self, budget: torch.Tensor) -> torch.Tensor | None:

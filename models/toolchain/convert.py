@@ -140,7 +140,7 @@ def phase3_groups(model, gate_lr: float, lr: float, norm_lr: float | None = None
     """Phase 3's optimizer groups: the gates at gate_lr, the norms' per-budget corrections (if the
     model has them) at norm_lr, everything else at lr."""
     gates = [p for _, _, a in model.acms() for p in a.gate.parameters()]
-    tables = [p for norm in model.norms() if norm.budget_scale is not None for p in (norm.budget_scale, norm.budget_shift)]
+    tables = model.norm_corrections()
     special = {id(p) for p in gates + tables}
     groups = [{"params": gates, "lr": gate_lr},
               {"params": [p for p in model.parameters() if id(p) not in special], "lr": lr}]

@@ -38,9 +38,8 @@ def build(seed: int = 0, config: str = "tiny", budget_norms: bool = False):
     if budget_norms:  # norms with a scale and shift per budget, random so that each budget differs
         model.condition_norms()
         with torch.no_grad():
-            for norm in model.norms():
-                norm.budget_scale.normal_(std=0.3)
-                norm.budget_shift.normal_(std=0.3)
+            for p in model.norm_corrections():
+                p.normal_(std=0.3)
     return cfg, vit.eval(), model
 
 

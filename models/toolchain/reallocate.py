@@ -64,7 +64,7 @@ def teacher_logits(model, vit, x: torch.Tensor, teacher: str | None) -> torch.Te
 
 def norm_groups(model, lr: float) -> list[dict]:
     """The norms' per-budget corrections alone, at lr; every other parameter is frozen."""
-    tables = [p for norm in model.norms() for p in (norm.budget_scale, norm.budget_shift)]
+    tables = model.norm_corrections()
     ids = {id(p) for p in tables}
     for p in model.parameters():
         p.requires_grad_(id(p) in ids)

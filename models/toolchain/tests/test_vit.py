@@ -52,6 +52,15 @@ class ImportBundleTest(unittest.TestCase):
     """An exported bundle read back (import_bundle) computes what the exported model computed."""
 
     def test_round_trip_through_onnx(self):
+        self._round_trip(budget_norms=False)
+
+    def test_round_trip_with_norms_conditioned_on_the_budget(self):
+        model, model2 = self._round_trip(budget_norms=True)
+        self.assertTrue(torch.equal(model2.norm_knots, model.norm_knots))
+        self.assertTrue(torch.equal(model2.ln.budget_shift, model.ln.budget_shift))
+
+    def _round_trip(self, budget_norms: bool):
+        """Exports a small model with a stem and imports it back; returns (model, imported model)."""
         import tempfile
 
         from models.toolchain.export import export_bundle, manifest
@@ -71,15 +80,20 @@ class ImportBundleTest(unittest.TestCase):
                     m.weight.uniform_(0.5, 1.5)
         vit.eval()
         model = from_dense(vit, cfg).eval()
+        if budget_norms:
+            model.condition_norms()
         with torch.no_grad():
             for _, _, acm in model.acms():
                 for p in acm.gate.parameters():
                     p.mul_(4.0)
             model.cap_weights.copy_(torch.linspace(0.2, 1.0, len(model.acms()), dtype=torch.float64))
+            for p in model.norm_corrections():
+                p.normal_(std=0.3)
         meta = manifest(model, "t", [str(i) for i in range(10)], [0.5], [0.25], dense_graph="dense.onnx",
                         training={"steps": {"base_epochs": 3, "phase3": 7}})
-        x = torch.randn(5, 1, 28, 28)
-        budget = torch.tensor([1.0, 0.25, 0.6, 0.1, 0.75], dtype=torch.float64)
+        x = torch.randn(6, 1, 28, 28)
+        # 0.33 lies between two budget knots of conditioned norms.
+        budget = torch.tensor([1.0, 0.25, 0.6, 0.1, 0.75, 0.33], dtype=torch.float64)
         with tempfile.TemporaryDirectory() as out:
             export_bundle(model, out, meta, dense=vit)
             cfg2, vit2, model2, _ = import_models(out)
@@ -92,10 +106,7 @@ class ImportBundleTest(unittest.TestCase):
         self.assertTrue(torch.equal(counts2, counts))
         self.assertTrue(torch.equal(model2.cap_weights, model.cap_weights))
         self.assertTrue(torch.equal(model2.layers[1].mlp.w1, model.layers[1].mlp.w1))
-
-
-if __name__ == "__main__":
-    unittest.main()
+        return model, model2
 
 
 class AugmentTest(unittest.TestCase):
