@@ -1,4 +1,4 @@
-// `npm run bench`: every benchmark in sequence (kernel, model, paper-size model, speech model,
+// `npm run bench`: every benchmark in sequence (kernel, published mask loop, model, paper-size model, speech model,
 // profile, decode, machine steadiness, server load, server memory, speech), each in its own process so one's threads
 // and memory cannot colour the next. Each prints its tables and writes its JSON (default
 // .cache/bench/; --out puts them all in one folder). The speech benches are skipped, saying why,
@@ -20,6 +20,8 @@ const modelsDir = resolve(process.env.ACM_MODELS_DIR ?? dist('../../models'));
 const speechBundle = speechBundleNames(modelsDir)[0];
 const BENCHES = [
   { name: 'kernel', script: dist('../kernels/bench.js'), json: 'kernel.json', what: 'grouped-learner kernel vs dense FFN' },
+  { name: 'peer', script: dist('../kernels/peer-ort.js'), json: 'peer.json',
+    what: 'the published mask loop per learner (PyTorch) vs our kernel in PyTorch and onnxruntime' },
   { name: 'model', script: dist('./model-bench.js'), json: 'model-fashion-vit-acm.json', what: 'ACM bundle vs its dense graph' },
   { name: 'paper-model', script: dist('./paper-model.js'), json: 'model-vit-b16.json',
     what: 'ViT-B/16 geometry (random weights, floor path) vs dense ViT-B/16; exported on first use' },
@@ -42,7 +44,7 @@ function skipReason(name: string): string | undefined {
 }
 
 const USAGE = `
-usage: npm run bench -- [--only kernel,model,paper-model,speech-model,profile,decode,steady,server,memory,speech] [--quick] [--out FOLDER]
+usage: npm run bench -- [--only kernel,peer,model,paper-model,speech-model,profile,decode,steady,server,memory,speech] [--quick] [--out FOLDER]
 Every benchmark in sequence, each in its own process; each prints its tables and writes its JSON
 (default .cache/bench/). --quick makes each a smoke run whose timings mean nothing.
 `;

@@ -3,15 +3,13 @@
 //
 //   (options: USAGE below, or --help)
 // --quick (64 and 256 tokens, 2 repeats) checks that it runs; its timings mean little.
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { median, spread, timed } from '../bench/stats.js';
 import { intArg, parseCli } from '../bench/args.js';
+import { emitGraphs, REPO } from './graphs.js';
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BUDGETS = [1.0, 0.75, 0.5, 0.25];
 
 const USAGE = `
@@ -39,19 +37,6 @@ const threads = intArg('threads', opts.threads, 2, 1, 1024);
 const dim = intArg('dim', opts.dim, 768, 1, 65536);
 const mlp = intArg('mlp', opts.mlp, 3072, 1, 1 << 20);
 
-interface Shape { dim: number; mlp: number; n: number; tokens_per_request: number }
-
-function emitGraphs(): Shape {
-  const shapeFile = join(opts.dir, 'shape.json');
-  const current = existsSync(shapeFile) ? (JSON.parse(readFileSync(shapeFile, 'utf8')) as Shape) : undefined;
-  if (!current || current.dim !== dim || current.mlp !== mlp) {
-    mkdirSync(opts.dir, { recursive: true });
-    execFileSync(process.env.ACM_PYTHON ?? '/usr/bin/python3',
-      ['-m', 'kernels.emit_bench', '--out', opts.dir, '--dim', String(dim), '--mlp', String(mlp)], { cwd: REPO, stdio: ['ignore', 'ignore', 'inherit'] });
-  }
-  return JSON.parse(readFileSync(shapeFile, 'utf8')) as Shape;
-}
-
 /** Small seeded PRNG so every run times the same inputs and choices. */
 function rng(seed: number): () => number {
   let s = seed >>> 0;
@@ -72,7 +57,7 @@ function timeRun(session: ort.InferenceSession, feeds: Record<string, ort.Tensor
 }
 
 async function main(): Promise<void> {
-  const shape = emitGraphs();
+  const shape = emitGraphs(opts.dir, dim, mlp);
   const options: ort.InferenceSession.SessionOptions = {
     intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential',
   };

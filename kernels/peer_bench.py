@@ -2,6 +2,8 @@
 
     python3 -m kernels.peer_bench [--dim 768 --mlp 3072 --tokens 256,1024,4096 --repeats 7]
 
+`npm run bench:peer` runs this first, then times the same cells in onnxruntime (kernels/peer-ort.ts).
+
 The reference ACM implementation executes learner i on the tokens whose count exceeds i, through
 a boolean mask, and accumulates into the output. This re-expresses that loop in PyTorch and times
 it against kernels/grouped.py (the code exported into the bundles) on the same weights, the same
@@ -54,9 +56,11 @@ def main() -> None:
     ap.add_argument("--tokens", default="256,1024,4096")
     ap.add_argument("--budgets", default="1.0,0.75,0.5,0.25")
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--json", default=".cache/bench/peer.json")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=".cache/bench/peer-torch.json",
+                    help="where the timings go; the cells' inputs go into peer-inputs/ beside it")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
     d, n, width = args.dim, args.n, args.mlp // args.n
     # The weights of the graph kernels/bench.ts emitted, so onnxruntime runs the very same layer.
@@ -93,7 +97,8 @@ def main() -> None:
                        "grouped_spread": [min(times["grouped"]), max(times["grouped"])]}
                 rows.append(row)
                 # The same inputs and choices for the onnxruntime run of the exported kernel (peer-ort.ts).
-                stem = os.path.join(os.path.dirname(args.json), "peer-inputs", f"{m}-{budget}")
+                row["inputs"] = f"{m}-{budget}"
+                stem = os.path.join(os.path.dirname(args.json), "peer-inputs", row["inputs"])
                 os.makedirs(os.path.dirname(stem), exist_ok=True)
                 x.numpy().tofile(stem + ".x.f32")
                 k.numpy().tofile(stem + ".k.i64")
@@ -102,7 +107,8 @@ def main() -> None:
                       f"{row['mask_ms'] / row['grouped_ms']:.2f}x", flush=True)
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
-        json.dump({"dim": d, "mlp": args.mlp, "n": n, "threads": 2, "rows": rows}, f, indent=2)
+        json.dump({"dim": d, "mlp": args.mlp, "n": n, "threads": args.threads, "torch": torch.__version__, "rows": rows},
+                  f, indent=2)
     print(f"wrote {args.json}")
 
 

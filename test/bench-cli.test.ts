@@ -21,6 +21,7 @@ function runCommand(script: string, args: string[]): Promise<Outcome> {
 const COMMANDS: { script: string; npm: string }[] = [
   { script: 'bench/run.js', npm: 'npm run bench --' },
   { script: 'kernels/bench.js', npm: 'npm run bench:kernel --' },
+  { script: 'kernels/peer-ort.js', npm: 'npm run bench:peer --' },
   { script: 'bench/model-bench.js', npm: 'npm run bench:model --' },
   { script: 'bench/model-profile.js', npm: 'npm run bench:profile --' },
   { script: 'bench/paper-model.js', npm: 'npm run bench:paper --' },
@@ -78,6 +79,9 @@ describe('bench command lines', () => {
     { script: 'bench/model-profile.js', args: ['--batch', '0'], message: /--batch must be a number in \[1, 4096\]; got "0"/ },
     { script: 'bench/model-profile.js', args: ['--bundle', 'models'], message: /--bundle must be an image bundle folder; "models": / },
     { script: 'kernels/bench.js', args: ['--tokens', '64,-1'], message: /--tokens must be a number in \[1, \d+\]; got "-1"/ },
+    { script: 'kernels/peer-ort.js', args: ['--tokens', '256,100'], message: /--tokens must be multiples of 64; got "100"/ },
+    { script: 'kernels/peer-ort.js', args: ['--budgets', '1,0'], message: /--budgets must be a number in \(0, 1\]; got "0"/ },
+    { script: 'kernels/peer-ort.js', args: ['--mlp', '30'], message: /--mlp must be a multiple of 4, the learner count; got "30"/ },
     { script: 'bench/plot.js', args: ['--width', '10'], message: /--width must be a number in \[300, 4000\]; got "10"/ },
     { script: 'bench/evaluate.js', args: ['--budgets', '0.5,1.5'], message: /--budgets must be a number in \(0, 1\]; got "1.5"/ },
     { script: 'bench/server-load.js', args: ['--budget', '0'], message: /--budget must be a number in \(0, 1\]; got "0"/ },

@@ -30,6 +30,7 @@ const SERVER_LOAD = fileURLToPath(new URL('../bench/server-load.js', import.meta
 const MODEL_PROFILE = fileURLToPath(new URL('../bench/model-profile.js', import.meta.url));
 const PAPER_MODEL = fileURLToPath(new URL('../bench/paper-model.js', import.meta.url));
 const STEADINESS = fileURLToPath(new URL('../bench/steadiness.js', import.meta.url));
+const PEER = fileURLToPath(new URL('../kernels/peer-ort.js', import.meta.url));
 
 type Stat = Summary;
 interface Report {
@@ -473,6 +474,30 @@ describe('paper-size model bench (bench:paper)', () => {
         .then(() => ({ code: 0, stderr: '' }), (err: { code: number; stderr: string }) => err);
       assert.equal(plain.code, 2);
       assert.match(plain.stderr, /holds a bundle exported with the floor path; give another --dir/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('published mask loop bench (bench:peer)', () => {
+  it('times the mask loop and our kernel on the same choices in PyTorch and onnxruntime, which agree', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'acm-peer-'));
+    try {
+      const json = join(dir, 'peer.json');
+      await run(process.execPath, [PEER, '--quick', '--tokens', '128,256', '--dim', '32', '--mlp', '64', '--dir', dir, '--json', json],
+        { timeout: 120_000 });
+      const report = JSON.parse(await readFile(json, 'utf8')) as { shape: { dim: number; mlp: number };
+        rows: { tokens: number; budget: number; used: number; mask_ms: number; grouped_ms: number; ort_ms: number; ort_max_abs_diff: number }[] };
+      assert.deepEqual(report.shape.dim, 32);
+      assert.deepEqual(report.rows.map((r) => [r.tokens, r.budget]), [[128, 1], [128, 0.25], [256, 1], [256, 0.25]]);
+      for (const r of report.rows) {
+        assert.ok(r.mask_ms > 0 && r.grouped_ms > 0 && r.ort_ms > 0, JSON.stringify(r));
+        assert.ok(r.ort_max_abs_diff <= 1e-3, `onnxruntime against the mask loop: ${r.ort_max_abs_diff}`);
+      }
+      // Budget 1 runs every learner; below it the choices scatter around the budget.
+      assert.ok(report.rows.filter((r) => r.budget === 1).every((r) => r.used === 1));
+      assert.ok(report.rows.filter((r) => r.budget === 0.25).every((r) => r.used > 0.1 && r.used < 0.45), JSON.stringify(report.rows));
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
