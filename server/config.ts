@@ -65,6 +65,9 @@ export interface Config {
   readonly cpuMemArena: boolean;
   /** Worker threads (each with its own session) per model. */
   readonly workers: number;
+  /** Batches handed to one worker at a time; above 1 a worker starts its next batch without
+   * waiting for the HTTP thread to read the last answer. */
+  readonly pipelineDepth: number;
   /** onnxruntime graph optimisation level. */
   readonly graphOptimization: GraphOptimization;
   /** Threads decoding and normalising images for every image model; 0 decodes on the HTTP thread. */
@@ -170,6 +173,9 @@ export const FIELDS: readonly Field[] = [
     kind: { type: 'bool' }, default: () => true, doc: "onnxruntime's CPU memory arena" },
   { key: 'workers', env: 'ACM_WORKERS', flag: '--workers', unit: 'threads',
     kind: { type: 'int', min: 1, max: 64 }, default: () => 1, doc: 'inference worker threads per model' },
+  { key: 'pipelineDepth', env: 'ACM_PIPELINE_DEPTH', flag: '--pipeline-depth', unit: 'batches',
+    kind: { type: 'int', min: 1, max: 4 }, default: () => 1,
+    doc: 'batches handed to each worker at a time (2: the next starts without waiting for the HTTP thread)' },
   { key: 'graphOptimization', env: 'ACM_GRAPH_OPTIMIZATION', flag: '--graph-optimization', unit: '',
     kind: { type: 'enum', values: ['disabled', 'basic', 'extended', 'all'] }, default: () => 'all',
     doc: 'onnxruntime graph optimisation level' },

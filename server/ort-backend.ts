@@ -30,6 +30,9 @@ export interface OrtBackendOptions {
   /** Nice value of the worker threads (see WorkerInit.nice). */
   readonly nice?: number;
   readonly workers: number;
+  /** Batches handed to one worker at a time: with 2, a worker starts its next batch the moment it
+   * finishes one, without waiting for this thread to read the answer and send more; default 1. */
+  readonly pipelineDepth?: number;
   /** A batch running longer than this is treated as a hung worker. */
   readonly runTimeoutMs: number;
   /** How long close() waits for workers to finish their current call; default 10 s. */
@@ -55,7 +58,8 @@ interface Slot {
   readonly index: number;
   worker?: Worker;
   ready: boolean;
-  current?: Run;
+  /** Batches sent to the worker and not yet answered, in the order sent (it runs them in turn). */
+  runs: Run[];
   /** Failed starts in a row, for restart back-off. */
   failures: number;
 }
@@ -66,6 +70,7 @@ const shuttingDown = (): AcmError => new AcmError('not_ready', 'the server is sh
 
 export class OrtBackend implements Backend {
   readonly concurrency: number;
+  private readonly depth: number;
   private readonly slots: Slot[] = [];
   private readonly waiting: Run[] = [];
   /** Workers asked to close, until they exit. Past `workers` of them no replacements start, so
@@ -78,7 +83,8 @@ export class OrtBackend implements Backend {
   private started?: { resolve: (i: BackendInfo) => void; reject: (e: Error) => void; pending: number; timer: NodeJS.Timeout };
 
   constructor(private readonly opts: OrtBackendOptions) {
-    this.concurrency = opts.workers;
+    this.depth = Math.max(1, opts.pipelineDepth ?? 1);
+    this.concurrency = opts.workers * this.depth;
     this.shape = isSpeech(opts.bundle) ? speechShape(opts.bundle.manifest) : modelShape(opts.bundle);
     this.name = opts.bundle.manifest.name;
     // Before any worker creates a session (see ort-telemetry.ts).
@@ -92,7 +98,7 @@ export class OrtBackend implements Backend {
         `inference workers did not load the graph within ${START_TIMEOUT_MS / 1000} s`)), START_TIMEOUT_MS);
       this.started = { resolve, reject, pending: this.opts.workers, timer };
       for (let i = 0; i < this.opts.workers; i++) {
-        const slot: Slot = { index: i, ready: false, failures: 0 };
+        const slot: Slot = { index: i, ready: false, runs: [], failures: 0 };
         this.slots.push(slot);
         this.spawn(slot);
       }
@@ -122,7 +128,7 @@ export class OrtBackend implements Backend {
     this.takeStart()?.reject(shuttingDown());
     for (const run of this.waiting.splice(0)) this.settle(run, shuttingDown());
     for (const slot of this.slots) {
-      if (slot.current) this.settle(slot.current, shuttingDown());
+      for (const run of slot.runs) this.settle(run, shuttingDown());
       this.retire(slot);
     }
     const exits = [...this.retiring.values()].map((r) => r.exited);
@@ -160,12 +166,15 @@ export class OrtBackend implements Backend {
     worker.unref();
   }
 
-  /** Detaches the slot's worker and asks it to exit once its current native call returns. */
+  /** Detaches the slot's worker and asks it to exit once its current native call returns. Batches
+   * it held and had not answered fail: their buffers went to that worker. */
   private retire(slot: Slot): void {
     const worker = slot.worker;
     slot.worker = undefined;
     slot.ready = false;
-    slot.current = undefined;
+    for (const run of slot.runs.splice(0)) {
+      this.settle(run, new AcmError('internal', 'the inference worker holding this batch was replaced'));
+    }
     if (!worker) return;
     let resolve = (): void => undefined;
     const exited = new Promise<void>((r) => { resolve = r; });
@@ -205,9 +214,9 @@ export class OrtBackend implements Backend {
         return;
       case 'result':
       case 'failed': {
-        const run = slot.current;
-        slot.current = undefined;
-        if (run && run.id === msg.id) {
+        const at = slot.runs.findIndex((r) => r.id === msg.id);
+        const run = at >= 0 ? slot.runs.splice(at, 1)[0] : undefined;
+        if (run) {
           if (msg.type === 'failed') this.settle(run, new AcmError('internal', `inference failed: ${msg.message}`));
           else this.finish(run, msg.logits, msg.counts);
         }
@@ -228,9 +237,8 @@ export class OrtBackend implements Backend {
     if (slot.worker !== worker) return;
     slot.worker = undefined;
     slot.ready = false;
-    if (slot.current) {
-      this.settle(slot.current, new AcmError('internal', `inference worker exited (code ${code}) while running this batch`));
-      slot.current = undefined;
+    for (const run of slot.runs.splice(0)) {
+      this.settle(run, new AcmError('internal', `inference worker exited (code ${code}) while running this batch`));
     }
     if (this.closing) return;
     if (this.started) {
@@ -266,18 +274,21 @@ export class OrtBackend implements Backend {
   }
 
   private dispatch(): void {
-    for (const slot of this.slots) {
-      if (this.waiting.length === 0) return;
-      if (!slot.ready || slot.current !== undefined || slot.worker === undefined) continue;
-      const run = this.waiting.shift() as Run;
-      slot.current = run;
-      const msg: ToWorker = { type: 'run', id: run.id, batch: run.batch, input: run.input, budgets: run.budgets };
-      try {
-        slot.worker.postMessage(msg, [run.input.buffer as ArrayBuffer, run.budgets.buffer as ArrayBuffer]);
-      } catch (err) {
-        // dispatch() also runs from worker events, where a throw would take the process down.
-        slot.current = undefined;
-        this.settle(run, new AcmError('internal', `could not hand the batch to a worker: ${(err as Error).message}`));
+    // Idle workers first, then a second batch for a busy one (pipelineDepth > 1).
+    for (let held = 0; held < this.depth; held++) {
+      for (const slot of this.slots) {
+        if (this.waiting.length === 0) return;
+        if (!slot.ready || slot.runs.length !== held || slot.worker === undefined) continue;
+        const run = this.waiting.shift() as Run;
+        slot.runs.push(run);
+        const msg: ToWorker = { type: 'run', id: run.id, batch: run.batch, input: run.input, budgets: run.budgets };
+        try {
+          slot.worker.postMessage(msg, [run.input.buffer as ArrayBuffer, run.budgets.buffer as ArrayBuffer]);
+        } catch (err) {
+          // dispatch() also runs from worker events, where a throw would take the process down.
+          slot.runs.pop();
+          this.settle(run, new AcmError('internal', `could not hand the batch to a worker: ${(err as Error).message}`));
+        }
       }
     }
   }
@@ -312,7 +323,7 @@ export class OrtBackend implements Backend {
     const queued = this.waiting.indexOf(run);
     if (queued >= 0) this.waiting.splice(queued, 1);
     this.settle(run, new AcmError('deadline_exceeded', `inference did not finish within ${this.opts.runTimeoutMs} ms`));
-    const slot = this.slots.find((s) => s.current === run);
+    const slot = this.slots.find((s) => s.runs.includes(run));
     if (!slot) return;
     this.opts.log.error({ model: this.name, worker: slot.index }, 'inference worker hung; replacing it');
     this.retire(slot);
@@ -333,7 +344,7 @@ export function ortBackends(config: Config, log: Logger, onWorkerRestart?: (mode
     tuning: { interOpThreads: config.interOpThreads, executionMode: config.executionMode,
       intraOpSpinning: config.intraOpSpinning, cpuMemArena: config.cpuMemArena },
     ortLogSeverity: ortLogSeverity(config.logLevel),
-    nice: config.inferenceNice, workers: config.workers, runTimeoutMs: config.requestTimeoutMs, log,
+    nice: config.inferenceNice, workers: config.workers, pipelineDepth: config.pipelineDepth, runTimeoutMs: config.requestTimeoutMs, log,
     ...(onWorkerRestart ? { onWorkerRestart: () => onWorkerRestart(bundle.manifest.name) } : {}),
   });
 }

@@ -30,6 +30,9 @@ let session: ort.InferenceSession | undefined;
 /** True while onnxruntime is loading the graph or running a batch. */
 let busy = true;
 let closing = false;
+/** Batches received and not yet answered, and the promise the next one runs after. */
+let queued = 0;
+let chain: Promise<void> = Promise.resolve();
 
 function exitWhenIdle(code = 0): void {
   if (busy) return;
@@ -56,11 +59,15 @@ port.on('message', (msg: ToWorker) => {
     post({ type: 'failed', id: msg.id, message: 'inference worker is not running' });
     return;
   }
+  // Batches run one after another in the order they came, however many the backend sends ahead.
+  const s = session;
   busy = true;
-  void runBatch(session, msg).finally(() => {
-    busy = false;
-    if (closing) exitWhenIdle();
-  });
+  queued++;
+  chain = chain.then(() => (closing ? post({ type: 'failed', id: msg.id, message: 'inference worker is closing' }) : runBatch(s, msg)))
+    .finally(() => {
+      if (--queued === 0) busy = false;
+      if (closing) exitWhenIdle();
+    });
 });
 
 async function load(): Promise<void> {

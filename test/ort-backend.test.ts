@@ -12,7 +12,7 @@ import { checkGraph } from '../server/graph-check.js';
 import { OrtBackend, type OrtBackendOptions } from '../server/ort-backend.js';
 import { learnerCounts } from '../server/ort-protocol.js';
 import { fakeBundle, fakeManifest } from './support/fake.js';
-import { CRASH_BUDGET, HANG_BUDGET } from './support/fake-worker.js';
+import { CRASH_BUDGET, HANG_BUDGET, SLOW_BUDGET } from './support/fake-worker.js';
 import { scratchDir } from './support/scratch.js';
 
 const FAKE_WORKER = new URL('./support/fake-worker.js', import.meta.url);
@@ -71,6 +71,54 @@ describe('OrtBackend failure handling', () => {
       // a replacement takes the next batch while it is left to finish.
       assert.equal((await b.run([item(1)])).length, 1);
       assert.equal(restarts, 1);
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('with pipeline depth 1, holds the next batch until the worker answers the last', async () => {
+    const b = backend();
+    await b.start();
+    try {
+      const order: number[] = [];
+      const slow = b.run([item(SLOW_BUDGET)]).then((r) => order.push(r[0]!.logits[0]!));
+      const quick = b.run([item(0.25)]).then((r) => order.push(r[0]!.logits[0]!));
+      await Promise.all([slow, quick]);
+      assert.deepEqual(order, [Math.fround(SLOW_BUDGET), 0.25]);
+      assert.equal(b.concurrency, 1);
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('with pipeline depth 2, hands a busy worker its next batch and gives every answer to its own batch', async () => {
+    const b = backend({ pipelineDepth: 2 });
+    await b.start();
+    try {
+      assert.equal(b.concurrency, 2);
+      const order: number[] = [];
+      const slow = b.run([item(SLOW_BUDGET), item(1)]).then((r) => order.push(r[1]!.logits[0]!));
+      const quick = b.run([item(0.25)]).then((r) => order.push(r[0]!.logits[0]!));
+      await Promise.all([slow, quick]);
+      // The second batch reached the worker while the first was still running.
+      assert.deepEqual(order, [0.25, Math.fround(SLOW_BUDGET)]);
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('with pipeline depth 2, fails every batch a worker held when it exits, and serves the next', async () => {
+    let restarts = 0;
+    const b = backend({ pipelineDepth: 2, onWorkerRestart: () => restarts++ });
+    await b.start();
+    try {
+      const held = b.run([item(SLOW_BUDGET)]);
+      const crash = b.run([item(CRASH_BUDGET)]);
+      await rejectsWith(held, 'internal');
+      await rejectsWith(crash, 'internal');
+      assert.equal(restarts, 1);
+      const [r] = await b.run([item(0.5)]);
+      assert.equal(r?.logits[0], 0.5);
     } finally {
       await b.close();
     }

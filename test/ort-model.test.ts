@@ -67,6 +67,27 @@ describe('tiny ONNX bundle', () => {
     }
   });
 
+  it('with batches sent ahead (pipeline depth 2), the worker runs them in turn and answers each as the reference', async () => {
+    const ref = JSON.parse(await readFile(join(bundle.dir, 'reference.json'), 'utf8')) as { cases: ReferenceCase[] };
+    const backend = new OrtBackend({ bundle, provider: 'cpu', threads: 1, graphOptimization: 'all', workers: 1, pipelineDepth: 2,
+      runTimeoutMs: 30_000, log: createLogger('silent') });
+    await backend.start();
+    try {
+      const per = 28 * 28;
+      const classes = bundle.manifest.labels.length;
+      // Every case three times, all sent at once: the worker holds two at a time.
+      const cases = [...ref.cases, ...ref.cases, ...ref.cases];
+      const all = await Promise.all(cases.map((c) => backend.run(c.budget.map((budget, i) =>
+        ({ budget, input: Float32Array.from(c.pixels.slice(i * per, (i + 1) * per)) })))));
+      all.forEach((results, n) => results.forEach((r, i) => {
+        const want = cases[n]!.logits.slice(i * classes, (i + 1) * classes);
+        r.logits.forEach((v, j) => assert.ok(Math.abs(v - (want[j] ?? NaN)) < 1e-4, `case ${n}, logit ${j}: ${v} vs ${want[j]}`));
+      }));
+    } finally {
+      await backend.close();
+    }
+  });
+
   it('runs with every session knob away from its default and answers as with the defaults', async () => {
     // onnxruntime-node rejects malformed session options (e.g. a non-string config entry) at
     // session creation, so a session that starts and reproduces the default answers took them.
