@@ -35,10 +35,11 @@ const KNOBS: Knob[] = [
   { name: 'graph-optimization', what: 'onnxruntime graph optimisation level',
     alternatives: one('ACM_GRAPH_OPTIMIZATION', ['disabled', 'basic', 'extended', 'all'], 'all') },
   { name: 'workers', what: 'inference worker threads (sessions) per model', alternatives: one('ACM_WORKERS', ['1', '2'], '1') },
+  { name: 'pipeline-depth', what: 'batches handed to each worker at a time', alternatives: one('ACM_PIPELINE_DEPTH', ['1', '2'], '1') },
   { name: 'max-batch-size', what: 'most requests per batch', alternatives: one('ACM_MAX_BATCH_SIZE', ['8', '16', '32', '64'], '32') },
   { name: 'max-batch-tokens', what: 'most tokens per batch', alternatives: one('ACM_MAX_BATCH_TOKENS', ['1024', '2048', '8192'], '8192') },
   { name: 'inference-nice', what: 'nice value of the inference threads', alternatives: one('ACM_INFERENCE_NICE', ['0', '10'], '0') },
-  { name: 'max-wait-ms', what: 'longest wait for a batch to fill', alternatives: one('ACM_MAX_WAIT_MS', ['0', '2', '5', '10'], '5') },
+  { name: 'max-wait-ms', what: 'longest wait for a batch to fill', alternatives: one('ACM_MAX_WAIT_MS', ['0', '2', '5', '10'], '0') },
 ];
 
 const USAGE = `
