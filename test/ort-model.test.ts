@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import request from 'supertest';
+import type { BatchItem, ItemResult } from '../server/backend.js';
 import { scanBundles, type Bundle } from '../server/bundle.js';
 import { createLogger } from '../server/logger.js';
 import { OrtBackend } from '../server/ort-backend.js';
@@ -44,45 +45,49 @@ describe('tiny ONNX bundle', () => {
     assert.equal(bundle.embeddedManifest, true);
   });
 
+  /** The PyTorch reference cases the toolchain wrote beside the bundle. */
+  async function referenceCases(): Promise<ReferenceCase[]> {
+    return (JSON.parse(await readFile(join(bundle.dir, 'reference.json'), 'utf8')) as { cases: ReferenceCase[] }).cases;
+  }
+
+  /** One reference case as the batch the backend takes. */
+  function referenceItems(c: ReferenceCase): BatchItem[] {
+    const per = 28 * 28;
+    return c.budget.map((budget, i) => ({ budget, input: Float32Array.from(c.pixels.slice(i * per, (i + 1) * per)) }));
+  }
+
+  /** Logits within 1e-4 and learner counts exactly as PyTorch computed them for the case. */
+  function assertMatchesReference(results: ItemResult[], c: ReferenceCase, label: string): void {
+    const classes = bundle.manifest.labels.length;
+    const perCounts = bundle.manifest.acms.length * bundle.manifest.tokens.count;
+    results.forEach((r, i) => {
+      const want = c.logits.slice(i * classes, (i + 1) * classes);
+      r.logits.forEach((v, j) => assert.ok(Math.abs(v - (want[j] ?? NaN)) < 1e-4, `${label}, logit ${j}: ${v} vs ${want[j]}`));
+      assert.deepEqual(Array.from(r.learnerCounts), c.learner_counts.slice(i * perCounts, (i + 1) * perCounts), label);
+    });
+  }
+
   it('worker runtime reproduces the PyTorch reference for one request and a mixed-budget batch', async () => {
-    const ref = JSON.parse(await readFile(join(bundle.dir, 'reference.json'), 'utf8')) as { cases: ReferenceCase[] };
     const backend = new OrtBackend({ bundle, provider: 'cpu', threads: 1, graphOptimization: 'all', workers: 1,
       runTimeoutMs: 30_000, log: createLogger('silent') });
     await backend.start();
     try {
-      const per = 28 * 28;
-      const classes = bundle.manifest.labels.length;
-      const perCounts = bundle.manifest.acms.length * bundle.manifest.tokens.count;
-      for (const c of ref.cases) {
-        const items = c.budget.map((budget, i) => ({ budget, input: Float32Array.from(c.pixels.slice(i * per, (i + 1) * per)) }));
-        const results = await backend.run(items);
-        results.forEach((r, i) => {
-          const want = c.logits.slice(i * classes, (i + 1) * classes);
-          r.logits.forEach((v, j) => assert.ok(Math.abs(v - (want[j] ?? NaN)) < 1e-4, `logit ${j}: ${v} vs ${want[j]}`));
-          assert.deepEqual(Array.from(r.learnerCounts), c.learner_counts.slice(i * perCounts, (i + 1) * perCounts));
-        });
-      }
+      for (const [n, c] of (await referenceCases()).entries()) assertMatchesReference(await backend.run(referenceItems(c)), c, `case ${n}`);
     } finally {
       await backend.close();
     }
   });
 
   it('with batches sent ahead (pipeline depth 2), the worker runs them in turn and answers each as the reference', async () => {
-    const ref = JSON.parse(await readFile(join(bundle.dir, 'reference.json'), 'utf8')) as { cases: ReferenceCase[] };
     const backend = new OrtBackend({ bundle, provider: 'cpu', threads: 1, graphOptimization: 'all', workers: 1, pipelineDepth: 2,
       runTimeoutMs: 30_000, log: createLogger('silent') });
     await backend.start();
     try {
-      const per = 28 * 28;
-      const classes = bundle.manifest.labels.length;
       // Every case three times, all sent at once: the worker holds two at a time.
-      const cases = [...ref.cases, ...ref.cases, ...ref.cases];
-      const all = await Promise.all(cases.map((c) => backend.run(c.budget.map((budget, i) =>
-        ({ budget, input: Float32Array.from(c.pixels.slice(i * per, (i + 1) * per)) })))));
-      all.forEach((results, n) => results.forEach((r, i) => {
-        const want = cases[n]!.logits.slice(i * classes, (i + 1) * classes);
-        r.logits.forEach((v, j) => assert.ok(Math.abs(v - (want[j] ?? NaN)) < 1e-4, `case ${n}, logit ${j}: ${v} vs ${want[j]}`));
-      }));
+      const ref = await referenceCases();
+      const cases = [...ref, ...ref, ...ref];
+      const all = await Promise.all(cases.map((c) => backend.run(referenceItems(c))));
+      all.forEach((results, n) => assertMatchesReference(results, cases[n]!, `case ${n}`));
     } finally {
       await backend.close();
     }
