@@ -222,6 +222,7 @@ class WeightedCapBudgetsTest(unittest.TestCase):
         self.model.cap_weights.copy_(torch.linspace(0.2, 1.0, len(self.acms), dtype=torch.float64))
         floor = budget_floor(self.model)
         pixels = torch.randn(len(self.budgets), 1, 28, 28, generator=torch.Generator().manual_seed(5))
+        self.model.pass_unspent = False
         with torch.no_grad():
             _, counts = self.model.eval()(pixels, self.budgets)
         caps = self.model.cap_budgets(self.budgets)
@@ -229,8 +230,93 @@ class WeightedCapBudgetsTest(unittest.TestCase):
         for a, acm in enumerate(self.acms):  # each ACM within its own cap
             limit = torch.clamp(torch.floor(caps[:, a] * acm.n * tokens), min=acm.min_choice * tokens)
             self.assertTrue(torch.all(counts[:, a].sum(-1) <= limit))
-        for b, u in zip(self.budgets.tolist(), used_fraction(self.model, counts).tolist()):
-            self.assertLessEqual(u, max(b, floor) + 1e-12, f"budget {b}: used {u}")
+        self.model.pass_unspent = True  # later ACMs may then pass their caps, the request never its budget
+        with torch.no_grad():
+            _, passed = self.model(pixels, self.budgets)
+        for counts in (counts, passed):
+            for b, u in zip(self.budgets.tolist(), used_fraction(self.model, counts).tolist()):
+                self.assertLessEqual(u, max(b, floor) + 1e-12, f"budget {b}: used {u}")
+
+
+class PassOnUnspentTest(unittest.TestCase):
+    """What a layer's ACMs were allowed and did not spend goes to the later ACMs (acm.pass_on_unspent)."""
+
+    def test_shares_what_was_not_spent_in_proportion_to_the_later_caps(self):
+        from types import SimpleNamespace
+
+        from models.toolchain.acm import pass_on_unspent
+        # Full costs per token 400, 400, 1200 and 400; two tokens. The first ACM was allowed half of
+        # its learners (400 multiply-adds over both tokens) and ran one learner per token (200).
+        acms = [SimpleNamespace(n=4, learner_macs=m, tokens=None) for m in (100, 100, 300, 100)]
+        caps = torch.tensor([[0.5, 0.5, 0.5, 0.75], [0.5, 0.5, 0.5, 0.95]], dtype=torch.float64)
+        counts = [torch.tensor([[1, 1], [2, 2]])]
+        out = pass_on_unspent(acms, caps, slice(0, 1), counts)
+        # Row 0: 200 unspent, shared 200 : 600 : 300 by what the later caps allow, so the middle
+        # two rise by 200 * 200/1100 / 800 and 200 * 600/1100 / 2400 (the same fraction), the last
+        # by 200 * 300/1100 / 800. Row 1 spent all it was allowed: nothing changes.
+        rise = 200 * 200 / 1100 / 800
+        expected = torch.tensor([[0.5, 0.5 + rise, 0.5 + rise, 0.75 + 200 * 300 / 1100 / 800], [0.5, 0.5, 0.5, 0.95]],
+                                dtype=torch.float64)
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-9)
+        self.assertTrue(torch.all(out <= caps + 200 / 800 + 1e-12))
+        # Never above every learner: a cap at 0.95 that would rise past 1 stops there.
+        out = pass_on_unspent(acms, caps, slice(0, 1), [torch.tensor([[1, 1], [0, 0]])])
+        self.assertEqual(out[1, 3].item(), 1.0)
+        # Nothing after the last ACM: the caps come back as they were.
+        self.assertIs(pass_on_unspent(acms, caps, slice(3, 4), [torch.tensor([[0, 0], [0, 0]])]), caps)
+
+    def test_never_raises_a_cap_past_what_was_passed_on(self):
+        from types import SimpleNamespace
+
+        from models.toolchain.acm import pass_on_unspent
+        # Unspent work that divides into a later cap only up to rounding must not round it up.
+        acms = [SimpleNamespace(n=3, learner_macs=7, tokens=3), SimpleNamespace(n=3, learner_macs=11, tokens=3)]
+        caps = torch.tensor([[0.7, 0.3]], dtype=torch.float64)
+        out = pass_on_unspent(acms, caps, slice(0, 1), [torch.tensor([[1, 0, 2]])])
+        unspent = 0.7 * 21 * 3 - 3 * 7
+        self.assertLessEqual((out[0, 1] - caps[0, 1]).item() * 33 * 3, unspent)
+        self.assertGreater((out[0, 1] - caps[0, 1]).item() * 33 * 3, unspent - 1e-6)
+
+    def test_a_layer_that_asks_for_little_leaves_its_share_to_the_later_layers(self):
+        from models.toolchain.export import budget_floor
+        from models.toolchain.metrics import used_fraction
+        from models.toolchain.acm import ACMViT
+        from models.toolchain.vit import CONFIGS
+        torch.manual_seed(7)
+        model = ACMViT(CONFIGS["tiny"], 4).eval()
+        with torch.no_grad():
+            for i, layer in enumerate(model.layers):
+                for acm in layer.acms():
+                    last = acm.gate[-1]
+                    last.weight.zero_()
+                    # Layer 0 asks for its minimum on every token, the later layers for every learner.
+                    last.bias.copy_(torch.arange(acm.choices, dtype=torch.float32) * (-1.0 if i == 0 else 1.0))
+        budgets = torch.tensor([0.2, 0.3, 0.5, 0.7], dtype=torch.float64)
+        pixels = torch.randn(len(budgets), 1, 28, 28, generator=torch.Generator().manual_seed(2))
+        used = {}
+        for on in (False, True):
+            model.pass_unspent = on
+            with torch.no_grad():
+                _, counts = model(pixels, budgets)
+            used[on] = used_fraction(model, counts)
+        floor = budget_floor(model)
+        for b, off, on in zip(budgets.tolist(), used[False].tolist(), used[True].tolist()):
+            self.assertGreater(on, off + 0.01, f"budget {b}: {on} passed on against {off}")
+            self.assertLessEqual(on, max(b, floor) + 1e-12, f"budget {b}: used {on}")
+
+    def test_published_way_models_are_not_capped_so_nothing_is_passed_on(self):
+        from models.toolchain.acm import ACMViT
+        from models.toolchain.vit import CONFIGS
+        torch.manual_seed(8)
+        model = ACMViT(CONFIGS["tiny"], 4).eval()
+        model.capped = False
+        pixels = torch.randn(3, 1, 28, 28)
+        budgets = torch.tensor([0.25, 0.5, 1.0], dtype=torch.float64)
+        with torch.no_grad():
+            on = model(pixels, budgets)
+            model.pass_unspent = False
+            off = model(pixels, budgets)
+        torch.testing.assert_close(on, off, rtol=0, atol=0)
 
 
 class SharedInputCountsTest(unittest.TestCase):
