@@ -5,7 +5,8 @@
 Every checkpoint is evaluated on all validation items (index 5500..5999 of each class file) at the
 served budgets, under the request cap, with build_bundle's evaluation. The test split is not read.
 `--split val-b` evaluates on the second half of them only (5750..5999), for a model whose cap
-weights were searched on the first half (tune_caps --split val-a).
+weights were searched on the first half (tune_caps --split val-a). `--plain-caps` evaluates
+without passing a layer's unspent budget on to the later layers (acm.pass_on_unspent).
 """
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ def main() -> None:
     ap.add_argument("--run", default=".cache/runs/fashion")
     ap.add_argument("--budgets", default=",".join(str(b) for b in BUDGETS))
     ap.add_argument("--split", default="val", choices=["val", "val-a", "val-b"])
+    ap.add_argument("--plain-caps", action="store_true",
+                    help="do not pass a layer's unspent budget on to the later layers (ACMViT.pass_unspent), "
+                         "as models were served before that")
     ap.add_argument("checkpoints", nargs="+", help="checkpoint names in --run, without .ckpt")
     args = ap.parse_args()
     set_threads()
@@ -33,6 +37,7 @@ def main() -> None:
     print("checkpoint".ljust(24) + "".join(f"{b:>17g}" for b in budgets), flush=True)
     for name in args.checkpoints:
         model = load_acm(vit, cfg, os.path.join(args.run, f"{name}.ckpt"))  # capped, as served
+        model.pass_unspent = not args.plain_caps
         r = evaluate(model, None, val, budgets)["acm"]
         print(name.ljust(24) + "".join(f"{100 * r[b]['accuracy']:>9.2f} ({r[b]['used']:.3f})" for b in budgets),
               flush=True)
