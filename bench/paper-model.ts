@@ -2,15 +2,18 @@
 // 197 tokens, N = 4, every FFN and q/k/v/o; random weights) and its dense ViT-B/16, exported by the
 // toolchain (models.toolchain.make_tiny_bundle --config vit-b16) into --dir when the folder holds
 // no bundle yet, then timed by bench:model. The export takes about two minutes and 700 MB of disk;
-// later runs reuse it. --floor-path is on unless --plain (README, "Floor path"); a folder exported
-// the other way is refused rather than silently reused.
+// later runs reuse it while the toolchain's sources are those it was exported with (a fingerprint
+// beside it); after a change to the kernel or the model code it is exported again, so the table
+// never times an older graph. --floor-path is on unless --plain (README, "Floor path"); a folder
+// exported the other way is refused rather than silently reused.
 //
 //   (options: USAGE below, or --help)
 // --quick exports the tiny configuration instead (seconds) and runs bench:model --quick on it: it
 // checks that the step works; its timings mean nothing.
 import { execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { intArg, parseCli, usageError } from './args.js';
@@ -48,21 +51,43 @@ function floorPath(folder: string): boolean {
   return manifest.training?.floor_path === true;
 }
 
+/** The folders whose Python sources make the exported graph: the model code and the kernel. */
+const EXPORT_SOURCES = ['models/toolchain', 'kernels'];
+/** Beside the exported bundle: the fingerprint of the sources it was exported with. */
+const FINGERPRINT = 'toolchain.sha256';
+
+/** SHA-256 over the name and content of every .py file directly in EXPORT_SOURCES. */
+function toolchainFingerprint(root = REPO): string {
+  const hash = createHash('sha256');
+  for (const folder of EXPORT_SOURCES) {
+    for (const name of readdirSync(join(root, folder)).filter((f) => f.endsWith('.py')).sort()) {
+      hash.update(`${folder}/${name}\0`).update(readFileSync(join(root, folder, name))).update('\0');
+    }
+  }
+  return hash.digest('hex');
+}
+
 function ensureBundle(): void {
   const graph = join(dir, 'model.onnx');
+  const fingerprint = toolchainFingerprint();
   if (existsSync(join(dir, 'acm.json')) && existsSync(graph)) {
     if (floorPath(dir) === opts.plain) {
       usageError(`--dir ${dir} holds a bundle exported ${opts.plain ? 'with' : 'without'} the floor path; ` +
         `give another --dir${opts.plain ? '' : ' or add --plain'}`);
     }
-    console.log(`${dir}: reusing the bundle there`);
-    return;
+    const recorded = existsSync(join(dir, FINGERPRINT)) ? readFileSync(join(dir, FINGERPRINT), 'utf8').trim() : undefined;
+    if (recorded === fingerprint) {
+      console.log(`${dir}: reusing the bundle there`);
+      return;
+    }
+    console.log(`${dir}: the toolchain has changed since the bundle there was exported`);
   }
   console.log(`exporting the ${config} bundle into ${dir}${opts.plain ? '' : ' with the floor path'} ...`);
   execFileSync(process.env.ACM_PYTHON ?? '/usr/bin/python3',
     ['-m', 'models.toolchain.make_tiny_bundle', '--config', config, '--name', `${config}-acm`, '--out', dir,
       ...(opts.plain ? [] : ['--floor-path'])],
     { cwd: REPO, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, PYTHONWARNINGS: 'ignore' } });
+  writeFileSync(join(dir, FINGERPRINT), `${fingerprint}\n`);
 }
 
 async function main(): Promise<void> {

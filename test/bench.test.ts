@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type RequestListener } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
@@ -469,6 +469,15 @@ describe('paper-size model bench (bench:paper)', () => {
       const report = JSON.parse(await readFile(json, 'utf8')) as { rows: { batch: number; acm: { budget: number; ms_per_image: number }[] }[] };
       assert.deepEqual(report.rows.map((r) => r.batch), [1, 8]);
       assert.ok(report.rows.every((r) => r.acm.length === 4 && r.acm.every((a) => a.ms_per_image > 0)));
+
+      // Reused while the toolchain is the one it was exported with; exported again once it is not.
+      const again = await run(process.execPath, [PAPER_MODEL, '--quick', '--dir', bundle, '--json', json, '--batches', '1'], { timeout: 120_000 });
+      assert.match(again.stdout, /reusing the bundle there/);
+      await writeFile(join(bundle, 'toolchain.sha256'), 'an older toolchain\n');
+      const stale = await run(process.execPath, [PAPER_MODEL, '--quick', '--dir', bundle, '--json', json, '--batches', '1'], { timeout: 120_000 });
+      assert.match(stale.stdout, /the toolchain has changed since the bundle there was exported/);
+      assert.match(stale.stdout, /exporting the tiny bundle/);
+      assert.notEqual((await readFile(join(bundle, 'toolchain.sha256'), 'utf8')).trim(), 'an older toolchain');
 
       const plain = await run(process.execPath, [PAPER_MODEL, '--quick', '--plain', '--dir', bundle, '--json', json], { timeout: 60_000 })
         .then(() => ({ code: 0, stderr: '' }), (err: { code: number; stderr: string }) => err);
