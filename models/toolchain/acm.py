@@ -264,7 +264,7 @@ def weighted_cap_budgets(acms: list[ACM], budget: torch.Tensor, weights: torch.T
 def pass_on_unspent(acms: list[ACM], caps: torch.Tensor, done: slice, counts: list[torch.Tensor]) -> torch.Tensor:
     """The caps [B, A] after the ACMs in `done` ran with `counts` (one [B, T] per ACM of `done`):
     the learner work those ACMs' caps allowed and they did not spend, shared among the ACMs after
-    them in proportion to what their caps already allow.
+    them in proportion to what their caps allow above their minimum.
 
     A cap is an upper bound: an ACM whose gates ask for less than it allows leaves part of the
     request's budget unspent, and flooring each cap to whole learners leaves a little more (the
@@ -272,7 +272,10 @@ def pass_on_unspent(acms: list[ACM], caps: torch.Tensor, done: slice, counts: li
     bundled model"). Passing it on lets later ACMs
     run more learners, while what the request spends in all stays within what the caps allowed
     together, its budget: every ACM spends at most its cap, and what is passed on was allowed
-    and not spent. An ACM is never raised above all its learners. Each request's row depends on
+    and not spent. An ACM held at its minimum gets nothing: with the floor path exported it runs
+    without gate, cap or grouping (ACM.floor_or), which a sliver of extra learners would cost more
+    than it gives (measured on the ViT-B/16 geometry at budget 0.25: 15% slower for 4% more learner
+    work). An ACM is never raised above all its learners. Each request's row depends on
     that request only (batch invariance). The increase is rounded down to 1e-9, so rounding never
     lets a cap grow past what was passed on.
     """
@@ -285,9 +288,11 @@ def pass_on_unspent(acms: list[ACM], caps: torch.Tensor, done: slice, counts: li
     learner = caps.new_tensor([float(a.learner_macs) for a in acms[done]])
     spent = torch.stack(counts, 1).sum(-1).to(caps.dtype) @ learner  # [B]
     unspent = (caps[:, done] @ full[done] - spent).clamp_min(0.0)
-    # Each later ACM gets unspent * (its allowance / their allowances together), which raises
-    # every later cap by the same factor.
-    rise = caps[:, later] * (unspent / (caps[:, later] @ full[later]).clamp_min(1e-12)).unsqueeze(1)
+    # Each later ACM gets unspent * (its allowance above its minimum / theirs together): an ACM at
+    # its minimum keeps it, and with it the floor path that skips its gate, cap and grouping.
+    low = caps.new_tensor([a.min_choice / a.n for a in acms[later]])
+    above = (caps[:, later] - low).clamp_min(0.0)
+    rise = above * (unspent / (above @ full[later]).clamp_min(1e-12)).unsqueeze(1)
     raised = torch.clamp(caps[:, later] + torch.floor(rise * 1e9) / 1e9, max=1.0)
     return torch.cat([caps[:, :done.stop], raised], 1)
 

@@ -241,36 +241,48 @@ class WeightedCapBudgetsTest(unittest.TestCase):
 class PassOnUnspentTest(unittest.TestCase):
     """What a layer's ACMs were allowed and did not spend goes to the later ACMs (acm.pass_on_unspent)."""
 
-    def test_shares_what_was_not_spent_in_proportion_to_the_later_caps(self):
+    def test_shares_what_was_not_spent_in_proportion_to_the_later_caps_above_their_minimum(self):
         from types import SimpleNamespace
 
         from models.toolchain.acm import pass_on_unspent
-        # Full costs per token 400, 400, 1200 and 400; two tokens. The first ACM was allowed half of
-        # its learners (400 multiply-adds over both tokens) and ran one learner per token (200).
-        acms = [SimpleNamespace(n=4, learner_macs=m, tokens=None) for m in (100, 100, 300, 100)]
-        caps = torch.tensor([[0.5, 0.5, 0.5, 0.75], [0.5, 0.5, 0.5, 0.95]], dtype=torch.float64)
-        counts = [torch.tensor([[1, 1], [2, 2]])]
-        out = pass_on_unspent(acms, caps, slice(0, 1), counts)
-        # Row 0: 200 unspent, shared 200 : 600 : 300 by what the later caps allow, so the middle
-        # two rise by 200 * 200/1100 / 800 and 200 * 600/1100 / 2400 (the same fraction), the last
-        # by 200 * 300/1100 / 800. Row 1 spent all it was allowed: nothing changes.
-        rise = 200 * 200 / 1100 / 800
-        expected = torch.tensor([[0.5, 0.5 + rise, 0.5 + rise, 0.75 + 200 * 300 / 1100 / 800], [0.5, 0.5, 0.5, 0.95]],
-                                dtype=torch.float64)
+        # Projections (minimum one learner of four: 0.25) of full cost 400 per token, and an FFN
+        # (no minimum) of 1200; two tokens. The first ACM was allowed half of its learners (400
+        # multiply-adds over both tokens) and ran one learner per token (200).
+        acms = [SimpleNamespace(n=4, learner_macs=m, min_choice=c, tokens=None) for m, c in ((100, 1), (100, 1), (300, 0), (100, 1))]
+        caps = torch.tensor([[0.5, 0.5, 0.5, 0.25], [0.5, 0.5, 0.5, 0.95]], dtype=torch.float64)
+        out = pass_on_unspent(acms, caps, slice(0, 1), [torch.tensor([[1, 1], [2, 2]])])
+        # Row 0: 200 unspent, shared by what the later caps allow above their minimum, over both
+        # tokens: (0.5 - 0.25) * 800 = 200 and 0.5 * 2400 = 1200; the last ACM is at its minimum and
+        # keeps it. So the next two rise by 0.25 and 0.5 times 200 / 1400. Row 1 spent all it was
+        # allowed: nothing changes.
+        expected = torch.tensor([[0.5, 0.5 + 0.25 / 7, 0.5 + 0.5 / 7, 0.25], [0.5, 0.5, 0.5, 0.95]], dtype=torch.float64)
         torch.testing.assert_close(out, expected, rtol=0, atol=1e-9)
-        self.assertTrue(torch.all(out <= caps + 200 / 800 + 1e-12))
-        # Never above every learner: a cap at 0.95 that would rise past 1 stops there.
+        passed = ((out - caps)[0, 1:] * torch.tensor([800.0, 2400.0, 800.0], dtype=torch.float64)).sum()
+        self.assertAlmostEqual(passed.item(), 200.0, places=5)
+        # Never above every learner: row 1 spending nothing passes 400 on, and its last cap, at 0.95,
+        # would rise past 1 (by 0.7 * 400 / 1960), so it stops there.
         out = pass_on_unspent(acms, caps, slice(0, 1), [torch.tensor([[1, 1], [0, 0]])])
         self.assertEqual(out[1, 3].item(), 1.0)
         # Nothing after the last ACM: the caps come back as they were.
         self.assertIs(pass_on_unspent(acms, caps, slice(3, 4), [torch.tensor([[0, 0], [0, 0]])]), caps)
+
+    def test_nothing_is_passed_to_acms_at_their_minimum(self):
+        from types import SimpleNamespace
+
+        from models.toolchain.acm import pass_on_unspent
+        # Every later ACM at its minimum: what was not spent is not passed on (their floor path stays).
+        acms = [SimpleNamespace(n=4, learner_macs=100, min_choice=0, tokens=2)] + \
+            [SimpleNamespace(n=4, learner_macs=100, min_choice=1, tokens=2) for _ in range(2)]
+        caps = torch.tensor([[0.5, 0.25, 0.25]], dtype=torch.float64)
+        out = pass_on_unspent(acms, caps, slice(0, 1), [torch.tensor([[0, 0]])])
+        torch.testing.assert_close(out, caps, rtol=0, atol=0)
 
     def test_never_raises_a_cap_past_what_was_passed_on(self):
         from types import SimpleNamespace
 
         from models.toolchain.acm import pass_on_unspent
         # Unspent work that divides into a later cap only up to rounding must not round it up.
-        acms = [SimpleNamespace(n=3, learner_macs=7, tokens=3), SimpleNamespace(n=3, learner_macs=11, tokens=3)]
+        acms = [SimpleNamespace(n=3, learner_macs=7, min_choice=0, tokens=3), SimpleNamespace(n=3, learner_macs=11, min_choice=0, tokens=3)]
         caps = torch.tensor([[0.7, 0.3]], dtype=torch.float64)
         out = pass_on_unspent(acms, caps, slice(0, 1), [torch.tensor([[1, 0, 2]])])
         unspent = 0.7 * 21 * 3 - 3 * 7
