@@ -269,15 +269,14 @@ def pass_on_unspent(acms: list[ACM], caps: torch.Tensor, done: slice, counts: li
     A cap is an upper bound: an ACM whose gates ask for less than it allows leaves part of the
     request's budget unspent, and flooring each cap to whole learners leaves a little more (the
     bundled image model spent 0.242 of its learners at budget 0.25 without this; README, "The
-    bundled model"). Passing it on lets later ACMs
-    run more learners, while what the request spends in all stays within what the caps allowed
-    together, its budget: every ACM spends at most its cap, and what is passed on was allowed
-    and not spent. An ACM held at its minimum gets nothing: with the floor path exported it runs
-    without gate, cap or grouping (ACM.floor_or), which a sliver of extra learners would cost more
-    than it gives (measured on the ViT-B/16 geometry at budget 0.25: 15% slower for 4% more learner
-    work). An ACM is never raised above all its learners. Each request's row depends on
-    that request only (batch invariance). The increase is rounded down to 1e-9, so rounding never
-    lets a cap grow past what was passed on.
+    bundled model"). Passing it on lets later ACMs run more learners, while what the request
+    spends in all stays within what the caps allowed together, its budget: every ACM spends at
+    most its cap, and what is passed on was allowed and not spent. An ACM held at its minimum gets
+    nothing: with the floor path exported it runs without gate, cap or grouping (ACM.floor_or),
+    which a sliver of extra learners would cost more than it gives (measured on the ViT-B/16
+    geometry at budget 0.25: 15% slower for 4% more learner work). An ACM is never raised above
+    all its learners. Each request's row depends on that request only (batch invariance). The
+    increase is rounded down to 1e-9, so rounding never lets a cap grow past what was passed on.
     """
     if done.stop >= len(acms):
         return caps
