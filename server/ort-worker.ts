@@ -27,15 +27,16 @@ const port = parentPort;
 if (port === null) throw new Error('ort-worker must run as a worker thread');
 
 let session: ort.InferenceSession | undefined;
-/** True while onnxruntime is loading the graph or running a batch. */
-let busy = true;
+/** True while onnxruntime is loading the graph. */
+let loading = true;
 let closing = false;
 /** Batches received and not yet answered, and the promise the next one runs after. */
 let queued = 0;
 let chain: Promise<void> = Promise.resolve();
 
 function exitWhenIdle(code = 0): void {
-  if (busy) return;
+  // Never while onnxruntime is inside a native call: loading the graph or running a batch.
+  if (loading || queued > 0) return;
   // process.exit() in a worker ends this thread only.
   process.exit(code);
 }
@@ -61,11 +62,10 @@ port.on('message', (msg: ToWorker) => {
   }
   // Batches run one after another in the order they came, however many the backend sends ahead.
   const s = session;
-  busy = true;
   queued++;
   chain = chain.then(() => (closing ? post({ type: 'failed', id: msg.id, message: 'inference worker is closing' }) : runBatch(s, msg)))
     .finally(() => {
-      if (--queued === 0) busy = false;
+      queued--;
       if (closing) exitWhenIdle();
     });
 });
@@ -85,11 +85,11 @@ async function load(): Promise<void> {
     });
   } catch (err) {
     post({ type: 'fatal', message: `cannot create a ${init.provider} session for ${init.graphPath}: ${(err as Error).message}` });
-    busy = false;
+    loading = false;
     exitWhenIdle(1);
     return;
   }
-  busy = false;
+  loading = false;
   if (closing) {
     exitWhenIdle();
     return;
